@@ -1,0 +1,191 @@
+//! The configuration model (SPEC §2), parsed from Pomerium-compatible YAML.
+//!
+//! `parse_config` turns the file's text into a validated [`Config`]; every error names
+//! the file and line. Nothing here touches the disk: reading files and generating
+//! missing keys is the binary's job. Must not depend on tokio, russh, axum or sqlx.
+
+mod parse;
+pub mod yaml;
+
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+pub use parse::{parse_config, ConfigError, Parsed};
+
+/// Which storage backend (§9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageType {
+    /// Embedded SQLite.
+    File,
+    /// In-process only.
+    Memory,
+    /// Shared PostgreSQL.
+    Postgres,
+}
+
+impl StorageType {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageType::File => "file",
+            StorageType::Memory => "memory",
+            StorageType::Postgres => "postgres",
+        }
+    }
+}
+
+/// How upstream host keys are checked (§2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Pin on first use in the store; refuse a changed key.
+    AcceptNew,
+    /// Only keys in the known_hosts file or signed by a listed host CA.
+    Strict,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `idp_*` keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdpConfig {
+    /// Always `oidc`.
+    pub provider: String,
+    /// Issuer URL.
+    pub provider_url: String,
+    /// Client id.
+    pub client_id: String,
+    /// Inline client secret.
+    pub client_secret: Option<Secret<String>>,
+    /// File holding the client secret.
+    pub client_secret_file: Option<String>,
+    /// Scopes requested.
+    pub scopes: Vec<String>,
+}
+
+/// `runtime_flags`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeFlags {
+    /// Enable `portal` in the internal CLI.
+    pub ssh_routes_portal: bool,
+    /// Enable jump-host mode.
+    pub ssh_allow_direct_tcpip: bool,
+}
+
+/// A route: `from: ssh://NAME` → `to: ssh://HOST:PORT`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    /// Route name (the host part of `from`).
+    pub name: String,
+    /// Upstream `host:port` (port 22 when omitted).
+    pub to: String,
+    /// `allow_any_authenticated_user: true`.
+    pub allow_any_authenticated_user: bool,
+    /// The route's `policy`, kept as a YAML tree for the policy module.
+    pub policy: Option<yaml::Node>,
+    /// Line of the route in the config file.
+    pub line: usize,
+}
+
+/// A user of the built-in development IdP (demo only).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DevIdpUser {
+    /// Login name and subject.
+    pub username: String,
+    /// Password.
+    pub password: Secret<String>,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Groups claim.
+    pub groups: Vec<String>,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// HTTP listen address (`host:port`; `:443` means all interfaces).
+    pub address: String,
+    /// Serve plain HTTP.
+    pub insecure_server: bool,
+    /// TLS certificate file for `address`.
+    pub certificate_file: Option<String>,
+    /// TLS key file for `address`.
+    pub certificate_key_file: Option<String>,
+    /// External base URL (no trailing slash).
+    pub authenticate_service_url: String,
+    /// Identity provider.
+    pub idp: IdpConfig,
+    /// Inline cookie secret (base64 of 32 bytes).
+    pub cookie_secret: Option<Secret<String>>,
+    /// Cookie secret file.
+    pub cookie_secret_file: Option<String>,
+    /// Cookie name.
+    pub cookie_name: String,
+    /// Web session lifetime.
+    pub cookie_expire: Duration,
+    /// SSH listen address; `None` disables SSH.
+    pub ssh_address: Option<String>,
+    /// Host key files.
+    pub ssh_host_key_files: Vec<String>,
+    /// Inline host keys (PEM).
+    pub ssh_host_keys: Vec<Secret<String>>,
+    /// User CA key file.
+    pub ssh_user_ca_key_file: Option<String>,
+    /// Inline user CA key.
+    pub ssh_user_ca_key: Option<Secret<String>>,
+    /// Storage backend.
+    pub storage_type: StorageType,
+    /// SQLite path or Postgres URL.
+    pub storage_connection_string: Option<Secret<String>>,
+    /// Feature flags.
+    pub runtime_flags: RuntimeFlags,
+    /// Prometheus listen address.
+    pub metrics_address: Option<String>,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// Data directory (keys, secrets, SQLite).
+    pub data_dir: Option<String>,
+    /// Longest client binding lifetime.
+    pub ssh_binding_max_ttl: Duration,
+    /// Lifetime of a sign-in code and its waiting connection.
+    pub ssh_sign_in_timeout: Duration,
+    /// known_hosts for `strict`.
+    pub ssh_upstream_known_hosts_file: Option<String>,
+    /// Upstream host key policy.
+    pub ssh_upstream_host_key_policy: HostKeyPolicy,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Audit JSON-lines file.
+    pub audit_log: Option<String>,
+    /// Built-in development IdP users (demo only; `dev_idp.users`).
+    pub dev_idp_users: Vec<DevIdpUser>,
+}
+
+impl Config {
+    /// A route by name.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// The OIDC redirect URI.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/oauth2/callback", self.authenticate_service_url)
+    }
+
+    /// The sign-in URL printed for a code.
+    pub fn sign_in_url(&self, code: &str) -> String {
+        format!(
+            "{}/.pomerium/sign_in?user_code={code}",
+            self.authenticate_service_url
+        )
+    }
+}

@@ -1,0 +1,683 @@
+//! Turns config text into a validated [`Config`]: unknown-key handling (Pomerium keys
+//! warn, others fail), types, durations, required keys — every error with its line.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use super::yaml::{parse_yaml, Node, Value};
+use super::{
+    Config, DevIdpUser, HostKeyPolicy, IdpConfig, LogFormat, Route, RuntimeFlags, StorageType,
+};
+use crate::duration::parse_duration;
+use crate::secret::Secret;
+
+/// A config error: file, line (when known) and what was expected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file's name as given.
+    pub file: String,
+    /// 1-based line, when the error belongs to one.
+    pub line: Option<usize>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// A parsed config and the warnings it produced (one line each).
+#[derive(Debug)]
+pub struct Parsed {
+    /// The validated config.
+    pub config: Config,
+    /// Warnings, e.g. `config.yaml:12: ignored: autocert`.
+    pub warnings: Vec<String>,
+}
+
+/// Top-level keys tether understands.
+const TETHER_KEYS: &[&str] = &[
+    "address",
+    "insecure_server",
+    "certificate_file",
+    "certificate_key_file",
+    "authenticate_service_url",
+    "idp_provider",
+    "idp_provider_url",
+    "idp_client_id",
+    "idp_client_secret",
+    "idp_client_secret_file",
+    "idp_scopes",
+    "cookie_secret",
+    "cookie_secret_file",
+    "cookie_name",
+    "cookie_expire",
+    "ssh_address",
+    "ssh_host_key_files",
+    "ssh_host_keys",
+    "ssh_user_ca_key_file",
+    "ssh_user_ca_key",
+    "databroker_storage_type",
+    "databroker_storage_connection_string",
+    "runtime_flags",
+    "metrics_address",
+    "routes",
+    "data_dir",
+    "ssh_binding_max_ttl",
+    "ssh_sign_in_timeout",
+    "ssh_upstream_known_hosts_file",
+    "ssh_upstream_host_key_policy",
+    "log_format",
+    "audit_log",
+    "dev_idp",
+];
+
+/// Top-level keys Pomerium defines that tether does not use: accepted with a warning.
+const POMERIUM_KEYS: &[&str] = &[
+    "access_log_fields",
+    "authenticate_callback_path",
+    "authenticate_internal_service_url",
+    "authorize_internal_service_url",
+    "authorize_log_fields",
+    "authorize_service_url",
+    "autocert",
+    "autocert_ca",
+    "autocert_dir",
+    "autocert_eab_key_id",
+    "autocert_eab_mac_key",
+    "autocert_email",
+    "autocert_must_staple",
+    "autocert_trusted_ca",
+    "autocert_use_staging",
+    "bearer_token_format",
+    "certificate",
+    "certificate_authority",
+    "certificate_authority_file",
+    "certificate_key",
+    "certificates",
+    "client_ca",
+    "client_ca_file",
+    "codec_type",
+    "cookie_domain",
+    "cookie_http_only",
+    "cookie_same_site",
+    "cookie_secure",
+    "darkmode_primary_color",
+    "darkmode_secondary_color",
+    "databroker_service_url",
+    "databroker_storage_ca_file",
+    "databroker_storage_cert_file",
+    "databroker_storage_key_file",
+    "databroker_storage_tls_skip_verify",
+    "default_upstream_timeout",
+    "dns_lookup_family",
+    "downstream_mtls",
+    "envoy_admin_access_log_path",
+    "envoy_admin_address",
+    "envoy_admin_profile_path",
+    "error_message_first_paragraph",
+    "favicon_url",
+    "google_cloud_serverless_authentication_service_account",
+    "grpc_address",
+    "grpc_client_dns_roundrobin",
+    "grpc_client_timeout",
+    "grpc_insecure",
+    "http_redirect_addr",
+    "idle_timeout",
+    "idp_access_token_allowed_audiences",
+    "idp_refresh_directory_interval",
+    "idp_refresh_directory_timeout",
+    "idp_request_params",
+    "idp_service_account",
+    "jwt_claims_headers",
+    "jwt_groups_filter",
+    "jwt_issuer_format",
+    "log_level",
+    "logo_url",
+    "metrics_basic_auth",
+    "metrics_certificate",
+    "metrics_certificate_key",
+    "metrics_client_ca",
+    "metrics_client_ca_file",
+    "otel_exporter_otlp_endpoint",
+    "otel_exporter_otlp_headers",
+    "otel_exporter_otlp_protocol",
+    "otel_resource_attributes",
+    "otel_traces_exporter",
+    "otel_traces_sampler_arg",
+    "pass_identity_headers",
+    "primary_color",
+    "proxy_log_level",
+    "read_timeout",
+    "secondary_color",
+    "services",
+    "set_response_headers",
+    "shared_secret",
+    "shared_secret_file",
+    "signing_key",
+    "signing_key_file",
+    "skip_xff_append",
+    "timeout",
+    "tracing_provider",
+    "tracing_sample_rate",
+    "use_proxy_protocol",
+    "write_timeout",
+    "xff_num_trusted_hops",
+];
+
+const ROUTE_KEYS: &[&str] = &["from", "to", "policy", "allow_any_authenticated_user"];
+
+/// Route keys Pomerium defines that tether ignores (with a warning).
+const POMERIUM_ROUTE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "logo_url",
+    "id",
+    "idle_timeout",
+    "timeout",
+    "pass_identity_headers",
+    "show_error_details",
+    "tls_skip_verify",
+    "tls_server_name",
+    "tls_upstream_server_name",
+    "tls_custom_ca",
+    "tls_custom_ca_file",
+    "preserve_host_header",
+    "lb_policy",
+    "health_checks",
+    "depends_on",
+];
+
+/// Pomerium's legacy access keys: refused, since ignoring them would change access.
+const LEGACY_ACCESS_KEYS: &[&str] = &[
+    "allowed_users",
+    "allowed_domains",
+    "allowed_idp_claims",
+    "allow_public_unauthenticated_access",
+];
+
+struct Ctx<'a> {
+    file: &'a str,
+    warnings: Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn err(&self, line: usize, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            line: Some(line),
+            message: message.into(),
+        }
+    }
+
+    fn missing(&self, key: &str) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            line: None,
+            message: format!("missing required key {key}"),
+        }
+    }
+
+    fn warn(&mut self, line: usize, msg: String) {
+        self.warnings.push(format!("{}:{}: {}", self.file, line, msg));
+    }
+
+    fn string(&self, key: &str, node: &Node) -> Result<String, ConfigError> {
+        match &node.value {
+            Value::Scalar { text, .. } => Ok(text.clone()),
+            _ => Err(self.err(
+                node.line,
+                format!("{key}: expected a string, found {}", node.kind()),
+            )),
+        }
+    }
+
+    fn bool(&self, key: &str, node: &Node) -> Result<bool, ConfigError> {
+        match node.as_str() {
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            _ => Err(self.err(node.line, format!("{key}: expected true or false"))),
+        }
+    }
+
+    fn duration(&self, key: &str, node: &Node) -> Result<Duration, ConfigError> {
+        let text = self.string(key, node)?;
+        parse_duration(&text).map_err(|e| self.err(node.line, format!("{key}: {e}")))
+    }
+
+    fn string_list(&self, key: &str, node: &Node) -> Result<Vec<String>, ConfigError> {
+        match &node.value {
+            Value::Seq(items) => items.iter().map(|i| self.string(key, i)).collect(),
+            Value::Scalar { text, .. } => Ok(text
+                .split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()),
+            _ => Err(self.err(node.line, format!("{key}: expected a list of strings"))),
+        }
+    }
+
+    fn address(&self, key: &str, node: &Node) -> Result<String, ConfigError> {
+        let text = self.string(key, node)?;
+        let valid = text
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+        if valid {
+            Ok(text)
+        } else {
+            Err(self.err(
+                node.line,
+                format!("{key}: expected host:port (e.g. 127.0.0.1:2222 or :443), found {text:?}"),
+            ))
+        }
+    }
+}
+
+/// Parses and validates config text. `file` names the source in errors.
+pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
+    let mut ctx = Ctx {
+        file,
+        warnings: Vec::new(),
+    };
+    let root = parse_yaml(text).map_err(|e| ctx.err(e.line, e.message))?;
+    let empty = Vec::new();
+    let entries: &[(Node, Node)] = match &root.value {
+        Value::Map(m) => m,
+        Value::Null => &empty,
+        _ => return Err(ctx.err(root.line, "expected a mapping of config keys")),
+    };
+
+    // Unknown-key pass first, so a typo is reported as such.
+    let mut seen: Vec<&str> = Vec::new();
+    for (k, _) in entries {
+        let key = ctx.string("key", k)?;
+        let key = key.as_str();
+        if seen.contains(&key) {
+            return Err(ctx.err(k.line, format!("duplicate key {key}")));
+        }
+        if let Some(known) = TETHER_KEYS.iter().find(|t| **t == key) {
+            seen.push(known);
+        } else if let Some(known) = POMERIUM_KEYS.iter().find(|t| **t == key) {
+            seen.push(known);
+            ctx.warn(k.line, format!("ignored: {key}"));
+        } else {
+            return Err(ctx.err(k.line, format!("unknown key {key}")));
+        }
+    }
+    let get = |key: &str| root.get(key).filter(|n| !n.is_null());
+
+    let opt_string = |ctx: &Ctx, key: &str| get(key).map(|n| ctx.string(key, n)).transpose();
+    let req_string = |ctx: &Ctx, key: &str| -> Result<String, ConfigError> {
+        match get(key) {
+            Some(n) => {
+                let s = ctx.string(key, n)?;
+                if s.trim().is_empty() {
+                    Err(ctx.err(n.line, format!("{key}: must not be empty")))
+                } else {
+                    Ok(s)
+                }
+            }
+            None => Err(ctx.missing(key)),
+        }
+    };
+
+    let address = match get("address") {
+        Some(n) => ctx.address("address", n)?,
+        None => ":443".to_string(),
+    };
+    let insecure_server = get("insecure_server")
+        .map(|n| ctx.bool("insecure_server", n))
+        .transpose()?
+        .unwrap_or(false);
+    let certificate_file = opt_string(&ctx, "certificate_file")?;
+    let certificate_key_file = opt_string(&ctx, "certificate_key_file")?;
+    if certificate_file.is_some() != certificate_key_file.is_some() {
+        return Err(ConfigError {
+            file: file.to_string(),
+            line: None,
+            message: "certificate_file and certificate_key_file must be set together".into(),
+        });
+    }
+
+    let authenticate_service_url = {
+        let url = req_string(&ctx, "authenticate_service_url")?;
+        let line = get("authenticate_service_url").map_or(1, |n| n.line);
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ctx.err(
+                line,
+                "authenticate_service_url: expected an http:// or https:// URL",
+            ));
+        }
+        url.trim_end_matches('/').to_string()
+    };
+
+    let provider = req_string(&ctx, "idp_provider")?;
+    if provider != "oidc" {
+        let line = get("idp_provider").map_or(1, |n| n.line);
+        return Err(ctx.err(
+            line,
+            format!("idp_provider: expected oidc, found {provider:?}"),
+        ));
+    }
+    let provider_url = req_string(&ctx, "idp_provider_url")?;
+    if !(provider_url.starts_with("http://") || provider_url.starts_with("https://")) {
+        let line = get("idp_provider_url").map_or(1, |n| n.line);
+        return Err(ctx.err(line, "idp_provider_url: expected an http:// or https:// URL"));
+    }
+    let client_secret = opt_string(&ctx, "idp_client_secret")?.map(Secret::new);
+    let client_secret_file = opt_string(&ctx, "idp_client_secret_file")?;
+    if client_secret.is_none() && client_secret_file.is_none() {
+        return Err(ctx.missing("idp_client_secret (or idp_client_secret_file)"));
+    }
+    let scopes = match get("idp_scopes") {
+        Some(n) => ctx.string_list("idp_scopes", n)?,
+        None => vec!["openid".into(), "profile".into(), "email".into()],
+    };
+    let idp = IdpConfig {
+        provider,
+        provider_url: provider_url.trim_end_matches('/').to_string(),
+        client_id: req_string(&ctx, "idp_client_id")?,
+        client_secret,
+        client_secret_file,
+        scopes,
+    };
+
+    let cookie_secret = opt_string(&ctx, "cookie_secret")?;
+    if let (Some(secret), Some(n)) = (&cookie_secret, get("cookie_secret")) {
+        let ok = STANDARD
+            .decode(secret.trim())
+            .is_ok_and(|bytes| bytes.len() == 32);
+        if !ok {
+            return Err(ctx.err(
+                n.line,
+                "cookie_secret: expected base64 of 32 random bytes (head -c32 /dev/urandom | base64)",
+            ));
+        }
+    }
+
+    let storage_type = match opt_string(&ctx, "databroker_storage_type")?.as_deref() {
+        None | Some("file") => StorageType::File,
+        Some("memory") => StorageType::Memory,
+        Some("postgres") => StorageType::Postgres,
+        Some(other) => {
+            let line = get("databroker_storage_type").map_or(1, |n| n.line);
+            return Err(ctx.err(
+                line,
+                format!("databroker_storage_type: expected file, memory or postgres, found {other:?}"),
+            ));
+        }
+    };
+    let storage_connection_string =
+        opt_string(&ctx, "databroker_storage_connection_string")?.map(Secret::new);
+    if storage_type == StorageType::Postgres && storage_connection_string.is_none() {
+        return Err(ctx.missing(
+            "databroker_storage_connection_string (required with databroker_storage_type: postgres)",
+        ));
+    }
+
+    let ssh_upstream_host_key_policy =
+        match opt_string(&ctx, "ssh_upstream_host_key_policy")?.as_deref() {
+            None | Some("accept-new") => HostKeyPolicy::AcceptNew,
+            Some("strict") => HostKeyPolicy::Strict,
+            Some(other) => {
+                let line = get("ssh_upstream_host_key_policy").map_or(1, |n| n.line);
+                return Err(ctx.err(
+                    line,
+                    format!("ssh_upstream_host_key_policy: expected accept-new or strict, found {other:?}"),
+                ));
+            }
+        };
+    let ssh_upstream_known_hosts_file = opt_string(&ctx, "ssh_upstream_known_hosts_file")?;
+    if ssh_upstream_host_key_policy == HostKeyPolicy::Strict
+        && ssh_upstream_known_hosts_file.is_none()
+    {
+        return Err(ctx.missing(
+            "ssh_upstream_known_hosts_file (required with ssh_upstream_host_key_policy: strict)",
+        ));
+    }
+
+    let log_format = match opt_string(&ctx, "log_format")?.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            let line = get("log_format").map_or(1, |n| n.line);
+            return Err(ctx.err(
+                line,
+                format!("log_format: expected text or json, found {other:?}"),
+            ));
+        }
+    };
+
+    let runtime_flags = match get("runtime_flags") {
+        Some(n) => parse_runtime_flags(&mut ctx, n)?,
+        None => RuntimeFlags::default(),
+    };
+    let routes = match get("routes") {
+        Some(n) => parse_routes(&mut ctx, n)?,
+        None => Vec::new(),
+    };
+    let dev_idp_users = match get("dev_idp") {
+        Some(n) => parse_dev_idp(&ctx, n)?,
+        None => Vec::new(),
+    };
+
+    let dur = |ctx: &Ctx, key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        match get(key) {
+            Some(n) => {
+                let d = ctx.duration(key, n)?;
+                if d.is_zero() {
+                    return Err(ctx.err(n.line, format!("{key}: must be greater than zero")));
+                }
+                Ok(d)
+            }
+            None => Ok(default),
+        }
+    };
+
+    let config = Config {
+        address,
+        insecure_server,
+        certificate_file,
+        certificate_key_file,
+        authenticate_service_url,
+        idp,
+        cookie_secret: cookie_secret.map(Secret::new),
+        cookie_secret_file: opt_string(&ctx, "cookie_secret_file")?,
+        cookie_name: opt_string(&ctx, "cookie_name")?.unwrap_or_else(|| "_pomerium".into()),
+        cookie_expire: dur(&ctx, "cookie_expire", Duration::from_secs(14 * 3600))?,
+        ssh_address: get("ssh_address")
+            .map(|n| ctx.address("ssh_address", n))
+            .transpose()?,
+        ssh_host_key_files: get("ssh_host_key_files")
+            .map(|n| ctx.string_list("ssh_host_key_files", n))
+            .transpose()?
+            .unwrap_or_default(),
+        ssh_host_keys: match get("ssh_host_keys") {
+            Some(n) => match &n.value {
+                Value::Seq(items) => items
+                    .iter()
+                    .map(|i| ctx.string("ssh_host_keys", i).map(Secret::new))
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(ctx.err(n.line, "ssh_host_keys: expected a list of PEM keys")),
+            },
+            None => Vec::new(),
+        },
+        ssh_user_ca_key_file: opt_string(&ctx, "ssh_user_ca_key_file")?,
+        ssh_user_ca_key: opt_string(&ctx, "ssh_user_ca_key")?.map(Secret::new),
+        storage_type,
+        storage_connection_string,
+        runtime_flags,
+        metrics_address: get("metrics_address")
+            .map(|n| ctx.address("metrics_address", n))
+            .transpose()?,
+        routes,
+        data_dir: opt_string(&ctx, "data_dir")?,
+        ssh_binding_max_ttl: dur(&ctx, "ssh_binding_max_ttl", Duration::from_secs(48 * 3600))?,
+        ssh_sign_in_timeout: dur(&ctx, "ssh_sign_in_timeout", Duration::from_secs(15 * 60))?,
+        ssh_upstream_known_hosts_file,
+        ssh_upstream_host_key_policy,
+        log_format,
+        audit_log: opt_string(&ctx, "audit_log")?,
+        dev_idp_users,
+    };
+    Ok(Parsed {
+        config,
+        warnings: ctx.warnings,
+    })
+}
+
+fn parse_runtime_flags(ctx: &mut Ctx, node: &Node) -> Result<RuntimeFlags, ConfigError> {
+    let Some(entries) = node.as_map() else {
+        return Err(ctx.err(node.line, "runtime_flags: expected a mapping of flag: true|false"));
+    };
+    let mut flags = RuntimeFlags::default();
+    for (k, v) in entries {
+        let key = ctx.string("runtime_flags key", k)?;
+        match key.as_str() {
+            "ssh_routes_portal" => flags.ssh_routes_portal = ctx.bool(&key, v)?,
+            "ssh_allow_direct_tcpip" => flags.ssh_allow_direct_tcpip = ctx.bool(&key, v)?,
+            _ => {
+                ctx.bool(&key, v)?;
+                ctx.warn(k.line, format!("ignored: runtime_flags.{key}"));
+            }
+        }
+    }
+    Ok(flags)
+}
+
+fn parse_routes(ctx: &mut Ctx, node: &Node) -> Result<Vec<Route>, ConfigError> {
+    let Some(items) = node.as_seq() else {
+        return Err(ctx.err(node.line, "routes: expected a list of routes"));
+    };
+    let mut routes: Vec<Route> = Vec::new();
+    for item in items {
+        let Some(entries) = item.as_map() else {
+            return Err(ctx.err(item.line, "route: expected a mapping with from and to"));
+        };
+        for (k, _) in entries {
+            let key = ctx.string("route key", k)?;
+            if LEGACY_ACCESS_KEYS.contains(&key.as_str()) {
+                return Err(ctx.err(
+                    k.line,
+                    format!("route: {key} is not supported; write a policy instead"),
+                ));
+            } else if POMERIUM_ROUTE_KEYS.contains(&key.as_str()) {
+                ctx.warn(k.line, format!("ignored: route {key}"));
+            } else if !ROUTE_KEYS.contains(&key.as_str()) {
+                return Err(ctx.err(k.line, format!("unknown route key {key}")));
+            }
+        }
+        let from_node = item
+            .get("from")
+            .ok_or_else(|| ctx.err(item.line, "route: missing from (ssh://NAME)"))?;
+        let from = ctx.string("from", from_node)?;
+        let name = from
+            .strip_prefix("ssh://")
+            .map(|n| n.trim_end_matches('/'))
+            .filter(|n| !n.is_empty() && !n.contains(['/', '@', ':', ' ']))
+            .ok_or_else(|| {
+                ctx.err(
+                    from_node.line,
+                    format!("from: expected ssh://NAME, found {from:?}"),
+                )
+            })?
+            .to_string();
+        if routes.iter().any(|r| r.name == name) {
+            return Err(ctx.err(from_node.line, format!("duplicate route ssh://{name}")));
+        }
+        let to_node = item
+            .get("to")
+            .ok_or_else(|| ctx.err(item.line, "route: missing to (ssh://HOST:PORT)"))?;
+        let to_text = match &to_node.value {
+            Value::Seq(list) if list.len() == 1 => {
+                list.first().map(|n| ctx.string("to", n)).transpose()?
+            }
+            Value::Seq(_) => {
+                return Err(ctx.err(to_node.line, "to: exactly one upstream is supported"))
+            }
+            _ => Some(ctx.string("to", to_node)?),
+        }
+        .unwrap_or_default();
+        let to = parse_upstream(&to_text).ok_or_else(|| {
+            ctx.err(
+                to_node.line,
+                format!("to: expected ssh://HOST[:PORT], found {to_text:?}"),
+            )
+        })?;
+        let allow_any_authenticated_user = item
+            .get("allow_any_authenticated_user")
+            .map(|n| ctx.bool("allow_any_authenticated_user", n))
+            .transpose()?
+            .unwrap_or(false);
+        routes.push(Route {
+            name,
+            to,
+            allow_any_authenticated_user,
+            policy: item.get("policy").cloned(),
+            line: item.line,
+        });
+    }
+    Ok(routes)
+}
+
+/// `ssh://host[:port]` → `host:port` (default port 22). IPv6 in brackets.
+fn parse_upstream(text: &str) -> Option<String> {
+    let rest = text.strip_prefix("ssh://")?.trim_end_matches('/');
+    if rest.is_empty() || rest.contains(['/', '@', ' ']) {
+        return None;
+    }
+    if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse::<u16>().ok()?,
+            None if after.is_empty() => 22,
+            None => return None,
+        };
+        return Some(format!("[{host}]:{port}"));
+    }
+    match rest.split_once(':') {
+        Some((host, port)) => {
+            let port = port.parse::<u16>().ok()?;
+            (!host.is_empty()).then(|| format!("{host}:{port}"))
+        }
+        None => Some(format!("{rest}:22")),
+    }
+}
+
+fn parse_dev_idp(ctx: &Ctx, node: &Node) -> Result<Vec<DevIdpUser>, ConfigError> {
+    let users = node
+        .get("users")
+        .and_then(Node::as_seq)
+        .ok_or_else(|| ctx.err(node.line, "dev_idp: expected users: [ ... ]"))?;
+    users
+        .iter()
+        .map(|u| {
+            let field = |key: &str| -> Result<String, ConfigError> {
+                u.get(key)
+                    .ok_or_else(|| ctx.err(u.line, format!("dev_idp user: missing {key}")))
+                    .and_then(|n| ctx.string(key, n))
+            };
+            Ok(DevIdpUser {
+                username: field("username")?,
+                password: Secret::new(field("password")?),
+                email: field("email")?,
+                name: field("name").unwrap_or_default(),
+                groups: u
+                    .get("groups")
+                    .map(|n| ctx.string_list("groups", n))
+                    .transpose()?
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+use super::*;
+
+const BASE: &str = "\
+authenticate_service_url: https://auth.example.com/
+idp_provider: oidc
+idp_provider_url: https://idp.example.com
+idp_client_id: tether
+idp_client_secret: s3cret
+";
+
+fn parse(extra: &str) -> Result<Parsed, ConfigError> {
+    parse_config(&format!("{BASE}{extra}"), "config.yaml")
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let p = parse("").unwrap();
+    let c = &p.config;
+    assert_eq!(c.address, ":443");
+    assert_eq!(c.authenticate_service_url, "https://auth.example.com");
+    assert_eq!(c.cookie_name, "_pomerium");
+    assert_eq!(c.cookie_expire, Duration::from_secs(14 * 3600));
+    assert_eq!(c.ssh_binding_max_ttl, Duration::from_secs(48 * 3600));
+    assert_eq!(c.ssh_sign_in_timeout, Duration::from_secs(900));
+    assert_eq!(c.storage_type, StorageType::File);
+    assert_eq!(c.idp.scopes, vec!["openid", "profile", "email"]);
+    assert_eq!(c.ssh_address, None);
+    assert!(p.warnings.is_empty());
+    assert_eq!(
+        c.sign_in_url("abc"),
+        "https://auth.example.com/.pomerium/sign_in?user_code=abc"
+    );
+    assert_eq!(c.redirect_uri(), "https://auth.example.com/oauth2/callback");
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let err = parse("ssh_adress: 127.0.0.1:2222\n").unwrap_err();
+    assert_eq!(err.to_string(), "config.yaml:6: unknown key ssh_adress");
+}
+
+#[test]
+fn pomerium_keys_warn() {
+    let p = parse("autocert: true\nlog_level: debug\n").unwrap();
+    assert_eq!(
+        p.warnings,
+        vec![
+            "config.yaml:6: ignored: autocert",
+            "config.yaml:7: ignored: log_level"
+        ]
+    );
+}
+
+#[test]
+fn wrong_type_and_bad_duration() {
+    let err = parse("insecure_server: maybe\n").unwrap_err();
+    assert_eq!(err.line, Some(6));
+    assert!(err.message.contains("expected true or false"), "{err}");
+    let err = parse("cookie_expire: 14 hours\n").unwrap_err();
+    assert_eq!(err.line, Some(6));
+    assert!(err.message.starts_with("cookie_expire: invalid duration"), "{err}");
+    let err = parse("routes: {a: 1}\n").unwrap_err();
+    assert_eq!(err.line, Some(6));
+    let err = parse("ssh_address: 2222\n").unwrap_err();
+    assert!(err.message.contains("expected host:port"), "{err}");
+}
+
+#[test]
+fn missing_required_key() {
+    let err = parse_config("idp_provider: oidc\n", "c.yaml").unwrap_err();
+    assert_eq!(err.to_string(), "c.yaml: missing required key authenticate_service_url");
+    let no_secret = BASE.replace("idp_client_secret: s3cret\n", "");
+    let err = parse_config(&no_secret, "c.yaml").unwrap_err();
+    assert!(err.message.contains("idp_client_secret"), "{err}");
+}
+
+#[test]
+fn yaml_syntax_error_has_line() {
+    let err = parse("routes: [\n").unwrap_err();
+    assert!(err.line.is_some(), "{err}");
+}
+
+#[test]
+fn routes_parse() {
+    let p = parse(
+        "routes:
+  - from: ssh://prod
+    to: ssh://10.0.0.5:22
+    allow_any_authenticated_user: true
+  - from: ssh://db
+    to: [ssh://db.internal]
+    name: database
+    policy:
+      - allow:
+          and:
+            - email:
+                is: alice@example.com
+",
+    )
+    .unwrap();
+    let c = &p.config;
+    assert_eq!(c.routes.len(), 2);
+    let prod = c.route("prod").unwrap();
+    assert_eq!(prod.to, "10.0.0.5:22");
+    assert!(prod.allow_any_authenticated_user);
+    let db = c.route("db").unwrap();
+    assert_eq!(db.to, "db.internal:22");
+    assert!(db.policy.is_some());
+    assert_eq!(p.warnings, vec!["config.yaml:12: ignored: route name"]);
+}
+
+#[test]
+fn route_errors() {
+    let err = parse("routes:\n  - from: https://x\n    to: ssh://a:22\n").unwrap_err();
+    assert_eq!(err.line, Some(7));
+    assert!(err.message.contains("expected ssh://NAME"), "{err}");
+    let err = parse("routes:\n  - from: ssh://x\n    to: ssh://a:22\n    bogus: 1\n").unwrap_err();
+    assert_eq!(err.to_string(), "config.yaml:9: unknown route key bogus");
+    let err =
+        parse("routes:\n  - from: ssh://x\n    to: ssh://a:22\n  - from: ssh://x\n    to: ssh://b\n")
+            .unwrap_err();
+    assert!(err.message.contains("duplicate route"), "{err}");
+    let err = parse("routes:\n  - from: ssh://x\n    to: ssh://a:22\n    allowed_users: [a]\n")
+        .unwrap_err();
+    assert!(err.message.contains("not supported"), "{err}");
+    let err = parse("routes:\n  - from: ssh://x\n    to: [ssh://a, ssh://b]\n").unwrap_err();
+    assert!(err.message.contains("exactly one upstream"), "{err}");
+}
+
+#[test]
+fn runtime_flags_and_storage() {
+    let p = parse(
+        "runtime_flags:\n  ssh_routes_portal: true\n  mcp: false\ndatabroker_storage_type: memory\n",
+    )
+    .unwrap();
+    assert!(p.config.runtime_flags.ssh_routes_portal);
+    assert!(!p.config.runtime_flags.ssh_allow_direct_tcpip);
+    assert_eq!(p.config.storage_type, StorageType::Memory);
+    assert_eq!(p.warnings, vec!["config.yaml:8: ignored: runtime_flags.mcp"]);
+    let err = parse("databroker_storage_type: postgres\n").unwrap_err();
+    assert!(err.message.contains("databroker_storage_connection_string"));
+    let err = parse("databroker_storage_type: redis\n").unwrap_err();
+    assert_eq!(err.line, Some(6));
+}
+
+#[test]
+fn cookie_secret_must_be_32_bytes() {
+    let err = parse("cookie_secret: dG9vIHNob3J0\n").unwrap_err();
+    assert!(err.message.contains("32 random bytes"), "{err}");
+    let ok = parse("cookie_secret: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n");
+    assert!(ok.is_ok());
+}
+
+#[test]
+fn secrets_are_redacted_in_debug() {
+    let p = parse("").unwrap();
+    assert!(!format!("{:?}", p.config).contains("s3cret"));
+}
+
+#[test]
+fn dev_idp_users() {
+    let p = parse(
+        "dev_idp:\n  users:\n    - username: alice\n      password: pw\n      email: alice@example.com\n      groups: [sre]\n",
+    )
+    .unwrap();
+    let u = &p.config.dev_idp_users[0];
+    assert_eq!(u.username, "alice");
+    assert_eq!(u.groups, vec!["sre"]);
+}
+
+#[test]
+fn duplicate_top_level_key() {
+    let err = parse("cookie_name: a\ncookie_name: b\n").unwrap_err();
+    assert_eq!(err.to_string(), "config.yaml:7: duplicate key cookie_name");
+}
+
+#[test]
+fn upstream_forms() {
+    assert_eq!(parse_upstream("ssh://h"), Some("h:22".into()));
+    assert_eq!(parse_upstream("ssh://h:2200"), Some("h:2200".into()));
+    assert_eq!(parse_upstream("ssh://[::1]:2200"), Some("[::1]:2200".into()));
+    assert_eq!(parse_upstream("ssh://h:x"), None);
+    assert_eq!(parse_upstream("tcp://h:22"), None);
+}
+
+#[test]
+fn example_config_parses() {
+    let text = include_str!("../../../../../config/example.yaml");
+    let p = parse_config(text, "example.yaml").unwrap();
+    assert!(!p.config.routes.is_empty());
+}

@@ -1,0 +1,242 @@
+//! tether-store: where sessions, sign-in requests, client bindings, identity bindings
+//! and pinned upstream host keys live, behind one [`Store`] trait.
+//!
+//! Backends: `memory` (tests, throwaway runs), `file` (embedded SQLite, WAL, the
+//! default) and `postgres` (several replicas). Every state change commits in one
+//! transaction and then appears on the change feed ([`StoreEvent`]) — in this process
+//! at once, and in other processes sharing the database through the `events` outbox
+//! table (tailed) or LISTEN/NOTIFY. The binding rules themselves come from
+//! `tether-core`; this crate must not depend on russh or axum.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tether_core::{BindingRequest, ClientBinding, IdentityBinding, Session, Timestamp};
+use tokio::sync::broadcast;
+
+mod feed;
+pub mod memory;
+pub mod sql;
+
+pub use feed::Feed;
+
+/// A change that committed. Published after the commit, never before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A sign-in request was approved or denied (look it up for the outcome).
+    RequestDecided {
+        /// The code.
+        code: String,
+    },
+    /// A client binding was created.
+    BindingCreated {
+        /// `sshkey-SHA256:...`
+        binding_id: String,
+        /// Owner.
+        user_id: String,
+    },
+    /// A client binding was revoked; connections made with it must end.
+    BindingRevoked {
+        /// `sshkey-SHA256:...`
+        binding_id: String,
+        /// Plain-ASCII reason shown to the client (`revoked by alice@example.com`).
+        reason: String,
+    },
+    /// A web session ended (sign-out); connections of its bindings must end.
+    SessionEnded {
+        /// Session id.
+        session_id: String,
+        /// Plain-ASCII reason.
+        reason: String,
+    },
+    /// An identity binding (Remember me) was removed.
+    IdentityBindingRemoved {
+        /// `SHA256:...`
+        fingerprint: String,
+    },
+    /// The feed lagged or reconnected: consumers must re-check everything.
+    Resync,
+}
+
+/// A store that cannot answer. Callers fail closed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database is unreachable or returned an error.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded (corruption or a newer schema).
+    #[error("store data invalid: {0}")]
+    Corrupt(String),
+}
+
+/// Why a sign-in request could not be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    /// No request with this code (400 `code invalid`).
+    #[error("code invalid")]
+    NotFound,
+    /// The code's lifetime is over (400 `expired`).
+    #[error("expired")]
+    Expired,
+    /// Already approved or denied (409 `code already processed`).
+    #[error("code already processed")]
+    AlreadyDecided,
+    /// The key is tied to another user; nothing changed and the request stays open.
+    #[error("this key is bound to another user; that user must revoke it first")]
+    KeyBoundToOtherUser,
+    /// The deciding web session is gone or expired.
+    #[error("session expired")]
+    SessionGone,
+    /// The store failed; nothing changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a revocation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// No such binding.
+    #[error("binding not found")]
+    NotFound,
+    /// The binding belongs to another user (403); nothing changed.
+    #[error("binding belongs to another user")]
+    NotOwner,
+    /// The store failed; nothing changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What approving a request did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Approval {
+    /// The client binding created (or replaced) in the same transaction.
+    pub binding: ClientBinding,
+    /// Whether an identity binding (Remember me) was created too.
+    pub remembered: bool,
+}
+
+/// What a sign-out did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SignOut {
+    /// Client bindings revoked (all of the user's).
+    pub revoked_bindings: Vec<String>,
+}
+
+/// A pinned upstream host key (`accept-new` policy).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedHostKey {
+    /// `host:port` of the upstream.
+    pub address: String,
+    /// OpenSSH public key line (`ssh-ed25519 AAAA...`).
+    pub public_key: String,
+}
+
+/// The storage interface. Every method is one transaction; every mutation that
+/// matters to live connections publishes a [`StoreEvent`] after commit.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Readiness: is the database reachable?
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Subscribes to the change feed (this process's and other replicas' changes).
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
+
+    // --- web sessions ---
+
+    /// Stores a new session.
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError>;
+    /// A session by id, whether or not expired (callers check `is_live`).
+    async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError>;
+    /// Ends a session and revokes ALL client bindings of its user, one transaction.
+    /// Publishes `SessionEnded` and one `BindingRevoked` per binding. Unknown id: Ok(empty).
+    async fn sign_out(&self, session_id: &str, reason: &str) -> Result<SignOut, StoreError>;
+
+    // --- sign-in requests (codes) ---
+
+    /// Returns the pending, unexpired request for `new.fingerprint` if there is one
+    /// (one URL per key, §3.6), otherwise stores `new` and returns it.
+    async fn open_request(
+        &self,
+        new: BindingRequest,
+        now: Timestamp,
+    ) -> Result<BindingRequest, StoreError>;
+    /// A request by code.
+    async fn get_request(&self, code: &str) -> Result<Option<BindingRequest>, StoreError>;
+    /// Authorize, in ONE transaction: the request must be pending and unexpired, the
+    /// session live, the key not tied to another user (tether_core::binding rules);
+    /// then the client binding is written (replacing an invalid old one for the same
+    /// key), the identity binding too when `remember`, and the request marked
+    /// approved. Expiry = `client_binding_expiry(now, max_ttl, session.expires_at)`.
+    /// Publishes `BindingCreated` and `RequestDecided`.
+    async fn approve_request(
+        &self,
+        code: &str,
+        session: &Session,
+        remember: bool,
+        max_ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Approval, DecideError>;
+    /// Deny: the request must be pending and unexpired. Publishes `RequestDecided`.
+    async fn deny_request(&self, code: &str, user_id: &str, now: Timestamp)
+        -> Result<(), DecideError>;
+    /// Drops a pending request whose connection went away (no-op if decided/absent).
+    async fn drop_request(&self, code: &str) -> Result<(), StoreError>;
+
+    // --- client bindings ---
+
+    /// The binding for a key fingerprint together with its session (if it still
+    /// exists), whether or not valid — callers apply `ClientBinding::is_valid`.
+    async fn binding_for_key(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<(ClientBinding, Option<Session>)>, StoreError>;
+    /// A binding by id.
+    async fn get_binding(&self, id: &str) -> Result<Option<ClientBinding>, StoreError>;
+    /// Records a successful authentication with the binding.
+    async fn touch_binding(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
+    /// Client bindings, all or one user's (by user id), newest first.
+    async fn list_bindings(&self, user_id: Option<&str>) -> Result<Vec<ClientBinding>, StoreError>;
+    /// Revokes a client binding. With `owner = Some(user)`, only if it belongs to
+    /// that user (`NotOwner` otherwise, nothing changes). Publishes `BindingRevoked`.
+    async fn revoke_binding(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        reason: &str,
+    ) -> Result<ClientBinding, RevokeError>;
+
+    // --- identity bindings (Remember me) ---
+
+    /// The identity binding for a key, if any.
+    async fn identity_binding_for_key(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<IdentityBinding>, StoreError>;
+    /// Identity bindings, all or one user's.
+    async fn list_identity_bindings(
+        &self,
+        user_id: Option<&str>,
+    ) -> Result<Vec<IdentityBinding>, StoreError>;
+    /// Removes an identity binding, own only when `owner` is given.
+    /// Publishes `IdentityBindingRemoved`.
+    async fn revoke_identity_binding(
+        &self,
+        fingerprint: &str,
+        owner: Option<&str>,
+    ) -> Result<IdentityBinding, RevokeError>;
+
+    // --- upstream host keys (accept-new pinning) ---
+
+    /// The pinned key for an upstream address.
+    async fn pinned_host_key(&self, address: &str) -> Result<Option<PinnedHostKey>, StoreError>;
+    /// Pins a key if none is pinned yet; returns the key now pinned (the existing
+    /// one if another writer won).
+    async fn pin_host_key(&self, key: &PinnedHostKey) -> Result<PinnedHostKey, StoreError>;
+
+    // --- housekeeping ---
+
+    /// Deletes expired sessions (publishing `SessionEnded` for each), expired
+    /// bindings (publishing `BindingRevoked` with reason `binding expired`) and
+    /// expired or decided requests older than a grace period.
+    async fn purge_expired(&self, now: Timestamp) -> Result<(), StoreError>;
+}

@@ -1,0 +1,365 @@
+//! [`MemoryStore`]: the `memory` backend, for tests and throwaway runs.
+//!
+//! Everything lives in `HashMap`s behind one `std::sync::Mutex`; a "transaction" is
+//! holding that lock for the whole method, so every method is atomic and no method
+//! awaits while holding it. The rules (who may bind a key, expiry, what purge
+//! removes) come from [`crate::rules`] and `tether-core`, exactly as for the SQL
+//! backends, and the conformance suite checks both. Events are published while the
+//! lock is held so their order matches the order of the changes.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tether_core::{
+    BindingRequest, ClientBinding, IdentityBinding, RequestStatus, Session, Timestamp,
+};
+use tokio::sync::broadcast;
+
+use crate::rules;
+use crate::{
+    Approval, DecideError, Feed, PinnedHostKey, RevokeError, SignOut, Store, StoreError,
+    StoreEvent,
+};
+
+/// The in-memory backend. Nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    feed: Feed,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sessions: HashMap<String, Session>,
+    /// By code.
+    requests: HashMap<String, BindingRequest>,
+    /// Client bindings by fingerprint (the id is derived from it).
+    bindings: HashMap<String, ClientBinding>,
+    /// Identity bindings by fingerprint.
+    identities: HashMap<String, IdentityBinding>,
+    /// Pinned host keys by address.
+    host_keys: HashMap<String, String>,
+}
+
+impl State {
+    fn binding_by_id(&self, id: &str) -> Option<&ClientBinding> {
+        tether_core::binding::fingerprint_of(id)
+            .and_then(|fp| self.bindings.get(fp))
+            .filter(|b| b.id == id)
+    }
+}
+
+impl MemoryStore {
+    /// An empty store with its own change feed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        self.state
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.lock().map(|_| ())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.feed.subscribe()
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        if st.sessions.contains_key(&session.id) {
+            return Err(StoreError::Unavailable(format!(
+                "session {} already exists",
+                session.id
+            )));
+        }
+        st.sessions.insert(session.id.clone(), session.clone());
+        Ok(())
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self.lock()?.sessions.get(id).cloned())
+    }
+
+    async fn sign_out(&self, session_id: &str, reason: &str) -> Result<SignOut, StoreError> {
+        let mut st = self.lock()?;
+        let Some(session) = st.sessions.remove(session_id) else {
+            return Ok(SignOut::default());
+        };
+        let user = session.user_id();
+        let mut revoked: Vec<String> = st
+            .bindings
+            .values()
+            .filter(|b| b.user_id == user)
+            .map(|b| b.id.clone())
+            .collect();
+        revoked.sort();
+        st.bindings.retain(|_, b| b.user_id != user);
+        for id in &revoked {
+            self.feed.publish(StoreEvent::BindingRevoked {
+                binding_id: id.clone(),
+                reason: reason.to_string(),
+            });
+        }
+        self.feed.publish(StoreEvent::SessionEnded {
+            session_id: session_id.to_string(),
+            reason: reason.to_string(),
+        });
+        Ok(SignOut { revoked_bindings: revoked })
+    }
+
+    async fn open_request(
+        &self,
+        new: BindingRequest,
+        now: Timestamp,
+    ) -> Result<BindingRequest, StoreError> {
+        let mut st = self.lock()?;
+        let existing = st
+            .requests
+            .values()
+            .filter(|r| {
+                r.fingerprint == new.fingerprint
+                    && r.status == RequestStatus::Pending
+                    && !r.is_expired(now)
+            })
+            .max_by_key(|r| r.issued_at);
+        if let Some(r) = existing {
+            return Ok(r.clone());
+        }
+        if st.requests.contains_key(new.code.as_str()) {
+            return Err(StoreError::Unavailable("duplicate sign-in code".into()));
+        }
+        st.requests.insert(new.code.as_str().to_string(), new.clone());
+        Ok(new)
+    }
+
+    async fn get_request(&self, code: &str) -> Result<Option<BindingRequest>, StoreError> {
+        Ok(self.lock()?.requests.get(code).cloned())
+    }
+
+    async fn approve_request(
+        &self,
+        code: &str,
+        session: &Session,
+        remember: bool,
+        max_ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Approval, DecideError> {
+        let mut st = self.lock()?;
+        let req = st.requests.get(code).cloned().ok_or(DecideError::NotFound)?;
+        rules::check_decidable(&req, now)?;
+        let session = rules::check_session(st.sessions.get(&session.id).cloned(), now)?;
+        let user = session.user_id().to_string();
+        let existing = st.bindings.get(&req.fingerprint).map(|b| {
+            let s = st.sessions.get(&b.session_id).cloned();
+            (b.clone(), s)
+        });
+        let identity = st.identities.get(&req.fingerprint).cloned();
+        rules::check_owner(now, existing.as_ref(), identity.as_ref(), &user)?;
+
+        // All checks passed: write everything (nothing below can fail).
+        let binding = rules::new_binding(&req, &session, max_ttl, now);
+        st.bindings.insert(req.fingerprint.clone(), binding.clone());
+        if remember && identity.is_none() {
+            st.identities.insert(
+                req.fingerprint.clone(),
+                rules::new_identity_binding(&req, &session, now),
+            );
+        }
+        if let Some(r) = st.requests.get_mut(code) {
+            r.status = RequestStatus::Approved {
+                user_id: user.clone(),
+                binding_id: binding.id.clone(),
+            };
+        }
+        self.feed.publish(StoreEvent::BindingCreated {
+            binding_id: binding.id.clone(),
+            user_id: user,
+        });
+        self.feed.publish(StoreEvent::RequestDecided { code: code.to_string() });
+        Ok(Approval { binding, remembered: remember })
+    }
+
+    async fn deny_request(
+        &self,
+        code: &str,
+        user_id: &str,
+        now: Timestamp,
+    ) -> Result<(), DecideError> {
+        let mut st = self.lock()?;
+        let req = st.requests.get_mut(code).ok_or(DecideError::NotFound)?;
+        rules::check_decidable(req, now)?;
+        req.status = RequestStatus::Denied { user_id: user_id.to_string() };
+        self.feed.publish(StoreEvent::RequestDecided { code: code.to_string() });
+        Ok(())
+    }
+
+    async fn drop_request(&self, code: &str) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        if st.requests.get(code).is_some_and(|r| r.status == RequestStatus::Pending) {
+            st.requests.remove(code);
+        }
+        Ok(())
+    }
+
+    async fn binding_for_key(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<(ClientBinding, Option<Session>)>, StoreError> {
+        let st = self.lock()?;
+        Ok(st.bindings.get(fingerprint).map(|b| {
+            let s = st.sessions.get(&b.session_id).cloned();
+            (b.clone(), s)
+        }))
+    }
+
+    async fn get_binding(&self, id: &str) -> Result<Option<ClientBinding>, StoreError> {
+        Ok(self.lock()?.binding_by_id(id).cloned())
+    }
+
+    async fn touch_binding(&self, id: &str, now: Timestamp) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        if let Some(b) = tether_core::binding::fingerprint_of(id)
+            .and_then(|fp| st.bindings.get_mut(fp))
+            .filter(|b| b.id == id)
+        {
+            b.last_used = Some(now);
+        }
+        Ok(())
+    }
+
+    async fn list_bindings(&self, user_id: Option<&str>) -> Result<Vec<ClientBinding>, StoreError> {
+        let st = self.lock()?;
+        let mut out: Vec<ClientBinding> = st
+            .bindings
+            .values()
+            .filter(|b| user_id.is_none_or(|u| b.user_id == u))
+            .cloned()
+            .collect();
+        out.sort_by(rules::newest_first);
+        Ok(out)
+    }
+
+    async fn revoke_binding(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        reason: &str,
+    ) -> Result<ClientBinding, RevokeError> {
+        let mut st = self.lock()?;
+        let b = st.binding_by_id(id).cloned().ok_or(RevokeError::NotFound)?;
+        if owner.is_some_and(|o| o != b.user_id) {
+            return Err(RevokeError::NotOwner);
+        }
+        st.bindings.remove(&b.fingerprint);
+        self.feed.publish(StoreEvent::BindingRevoked {
+            binding_id: b.id.clone(),
+            reason: reason.to_string(),
+        });
+        Ok(b)
+    }
+
+    async fn identity_binding_for_key(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<IdentityBinding>, StoreError> {
+        Ok(self.lock()?.identities.get(fingerprint).cloned())
+    }
+
+    async fn list_identity_bindings(
+        &self,
+        user_id: Option<&str>,
+    ) -> Result<Vec<IdentityBinding>, StoreError> {
+        let st = self.lock()?;
+        let mut out: Vec<IdentityBinding> = st
+            .identities
+            .values()
+            .filter(|b| user_id.is_none_or(|u| b.user_id == u))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            b.created_at.cmp(&a.created_at).then_with(|| a.fingerprint.cmp(&b.fingerprint))
+        });
+        Ok(out)
+    }
+
+    async fn revoke_identity_binding(
+        &self,
+        fingerprint: &str,
+        owner: Option<&str>,
+    ) -> Result<IdentityBinding, RevokeError> {
+        let mut st = self.lock()?;
+        let ib = st.identities.get(fingerprint).cloned().ok_or(RevokeError::NotFound)?;
+        if owner.is_some_and(|o| o != ib.user_id) {
+            return Err(RevokeError::NotOwner);
+        }
+        st.identities.remove(fingerprint);
+        self.feed.publish(StoreEvent::IdentityBindingRemoved {
+            fingerprint: fingerprint.to_string(),
+        });
+        Ok(ib)
+    }
+
+    async fn pinned_host_key(&self, address: &str) -> Result<Option<PinnedHostKey>, StoreError> {
+        Ok(self.lock()?.host_keys.get(address).map(|k| PinnedHostKey {
+            address: address.to_string(),
+            public_key: k.clone(),
+        }))
+    }
+
+    async fn pin_host_key(&self, key: &PinnedHostKey) -> Result<PinnedHostKey, StoreError> {
+        let mut st = self.lock()?;
+        let pinned = st
+            .host_keys
+            .entry(key.address.clone())
+            .or_insert_with(|| key.public_key.clone());
+        Ok(PinnedHostKey { address: key.address.clone(), public_key: pinned.clone() })
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        let mut gone: Vec<(String, &'static str)> = st
+            .bindings
+            .values()
+            .filter_map(|b| {
+                rules::purge_reason(b, st.sessions.get(&b.session_id), now)
+                    .map(|r| (b.fingerprint.clone(), r))
+            })
+            .collect();
+        gone.sort();
+        let mut ended: Vec<String> = st
+            .sessions
+            .values()
+            .filter(|s| !s.is_live(now))
+            .map(|s| s.id.clone())
+            .collect();
+        ended.sort();
+
+        for (fp, reason) in gone {
+            if let Some(b) = st.bindings.remove(&fp) {
+                self.feed.publish(StoreEvent::BindingRevoked {
+                    binding_id: b.id,
+                    reason: reason.to_string(),
+                });
+            }
+        }
+        for id in ended {
+            st.sessions.remove(&id);
+            self.feed.publish(StoreEvent::SessionEnded {
+                session_id: id,
+                reason: rules::REASON_SESSION_EXPIRED.to_string(),
+            });
+        }
+        st.requests.retain(|_, r| !rules::request_purgeable(r, now));
+        Ok(())
+    }
+}

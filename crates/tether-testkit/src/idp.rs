@@ -1,0 +1,142 @@
+//! The test OpenID Connect provider (`tests/idp/idp.js`, npm `oidc-provider`) as a
+//! child process on a free loopback port.
+
+use crate::process::{ensure_node_modules, pump, spawn_group, tail, terminate, text, SharedBuf};
+use crate::repo_root;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// The IdP's static users: (login, password, subject, email, groups).
+pub const IDP_USERS: [(&str, &str, &str, &str, &[&str]); 3] = [
+    (
+        "alice",
+        "alice-password",
+        "alice-sub",
+        "alice@example.com",
+        &["sre", "dev"],
+    ),
+    ("bob", "bob-password", "bob-sub", "bob@example.com", &["dev"]),
+    (
+        "carol",
+        "carol-password",
+        "carol-sub",
+        "carol@example.com",
+        &[],
+    ),
+];
+
+/// A running test IdP. Killed (SIGTERM, then SIGKILL) on drop.
+pub struct Idp {
+    /// Issuer URL, `http://127.0.0.1:<port>`, no trailing slash.
+    pub issuer: String,
+    /// The port it listens on.
+    pub port: u16,
+    child: Child,
+    stderr: SharedBuf,
+}
+
+impl Idp {
+    /// Starts the IdP with one confidential client. `redirect_uri` may list several
+    /// URIs separated by commas (one per tether replica).
+    pub fn start(client_id: &str, client_secret: &str, redirect_uri: &str) -> Idp {
+        Idp::start_with_env(client_id, client_secret, redirect_uri, &[])
+    }
+
+    /// As [`Idp::start`], with extra environment (e.g. `("IDP_TTL_ID_TOKEN", "60")`).
+    pub fn start_with_env(
+        client_id: &str,
+        client_secret: &str,
+        redirect_uri: &str,
+        env: &[(&str, &str)],
+    ) -> Idp {
+        let dir = repo_root().join("tests/idp");
+        ensure_node_modules(&dir, "oidc-provider");
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("idp.js"))
+            .current_dir(&dir)
+            .env("IDP_PORT", "0")
+            .env("IDP_CLIENT_ID", client_id)
+            .env("IDP_CLIENT_SECRET", client_secret)
+            .env("IDP_REDIRECT_URI", redirect_uri)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = spawn_group(&mut cmd, "the test IdP (node tests/idp/idp.js)");
+        let stderr: SharedBuf = Arc::default();
+        pump(child.stderr.take().unwrap(), stderr.clone());
+
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(issuer) = line.strip_prefix("IDP_READY ") {
+                    let _ = tx.send(issuer.trim().to_string());
+                }
+            }
+        });
+        let issuer = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(issuer) => issuer,
+            Err(_) => {
+                terminate(&mut child, Duration::from_secs(1));
+                panic!(
+                    "test IdP did not print IDP_READY within 20 s; stderr:\n{}",
+                    tail(&text(&stderr), 4000)
+                );
+            }
+        };
+        let port = issuer
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse the port of issuer {issuer}"));
+        Idp {
+            issuer,
+            port,
+            child,
+            stderr,
+        }
+    }
+
+    /// What the IdP wrote to stderr so far (sign-ins, errors).
+    pub fn log(&self) -> String {
+        text(&self.stderr)
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- test IdP log ---\n{}", tail(&self.log(), 8000));
+        }
+        terminate(&mut self.child, Duration::from_secs(3));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{have_program, require, run_command};
+
+    #[test]
+    fn idp_serves_discovery() {
+        if !require("node", have_program("node")) {
+            return;
+        }
+        let idp = Idp::start("tether", "s3cret", "http://127.0.0.1:9/oauth2/callback");
+        assert!(idp.issuer.starts_with("http://127.0.0.1:"));
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sf", &format!("{}/.well-known/openid-configuration", idp.issuer)]);
+        let out = run_command(cmd, None, Duration::from_secs(10));
+        assert!(out.success(), "{out:?}");
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(doc["issuer"], idp.issuer.as_str());
+        assert!(doc["code_challenge_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&"S256".into()));
+    }
+}

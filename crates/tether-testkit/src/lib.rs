@@ -1,0 +1,160 @@
+//! Dev-only helpers for tether's end-to-end tests: start the real things tether talks
+//! to — a throwaway OpenSSH `sshd`, the Node OIDC provider in `tests/idp`, Debian's
+//! chromium driven by `tests/browser/flow.js`, a scratch PostgreSQL cluster and the
+//! built `tether` binary — on free loopback ports, and stop them again on `Drop`.
+//! It also runs the real `ssh` client (under a pseudo-terminal when asked) and reads
+//! its output incrementally.
+//!
+//! Every helper panics with a message naming the component when something is wrong:
+//! this is test code, and a loud failure is what a test wants. Tests decide whether a
+//! missing component skips or fails with [`require`] (fail under `CI`, skip locally).
+//! This crate must never be a dependency of the product crates; it depends only on
+//! std-ish crates and spawns external programs, never links russh, axum or sqlx.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod browser;
+mod idp;
+mod postgres;
+mod process;
+mod ssh;
+mod sshd;
+mod tether;
+
+pub use browser::{screenshot_dir, Browser, BrowserProfile, FlowResult};
+pub use idp::{Idp, IDP_USERS};
+pub use postgres::Postgres;
+pub use process::{run_command, CmdOutput};
+pub use ssh::{
+    extract_url, fingerprint, gen_client_key, run_ssh, shell_quote, SshClient, SSH_DEFAULT_ARGS,
+};
+pub use sshd::{ensure_user, Sshd};
+pub use tether::{tether_bin, TetherProcess};
+
+use std::collections::HashSet;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A loopback TCP port that was free a moment ago and that this process has not handed
+/// out before (the OS could still give it to someone else; the window is tiny).
+pub fn free_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        drop(listener);
+        if given.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
+/// The workspace root: the nearest ancestor of this crate holding `Cargo.lock` and
+/// `tests/idp`.
+pub fn repo_root() -> PathBuf {
+    let start = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    start
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file() && dir.join("tests/idp").is_dir())
+        .unwrap_or_else(|| panic!("no workspace root above {}", start.display()))
+        .to_path_buf()
+}
+
+/// Whether an end-to-end test may go on. `present == true` → `true`. Otherwise, with
+/// the `CI` environment variable set, panics (a missing component must fail CI); on a
+/// developer machine prints a skip notice and returns `false` so the test can return.
+///
+/// ```no_run
+/// # use tether_testkit::require;
+/// if !require("sshd", std::path::Path::new("/usr/sbin/sshd").exists()) {
+///     return;
+/// }
+/// ```
+pub fn require(component: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "required test component missing: {component} (CI is set, so this fails instead \
+             of skipping; run .ci/run or install it)"
+        );
+    }
+    eprintln!("SKIP: {component} is not available on this machine; test skipped");
+    false
+}
+
+/// Whether `program` is found as an executable file (absolute path or on `PATH`).
+pub fn have_program(program: &str) -> bool {
+    let p = Path::new(program);
+    if p.is_absolute() {
+        return p.is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Polls until `127.0.0.1:port` accepts a TCP connection; `false` after `timeout`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_millis(200),
+        )
+        .is_ok()
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Polls `cond` every 50 ms until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let a = free_port();
+        let b = free_port();
+        assert_ne!(a, b);
+        assert!(TcpListener::bind(("127.0.0.1", a)).is_ok());
+    }
+
+    #[test]
+    fn repo_root_has_the_node_tools() {
+        let root = repo_root();
+        assert!(root.join("tests/idp/idp.js").is_file());
+        assert!(root.join("tests/browser/flow.js").is_file());
+    }
+
+    #[test]
+    fn require_passes_when_present() {
+        assert!(require("anything", true));
+    }
+}

@@ -1,0 +1,304 @@
+// The OpenID Connect provider used by tether's end-to-end tests. Development only.
+//
+// A real `oidc-provider` issuer on 127.0.0.1 with one static confidential client and
+// three static users, a plain HTML login form and automatic consent, so a browser flow
+// is: relying party redirect -> login form -> submit -> redirect back to the callback.
+//
+// Environment:
+//   IDP_PORT           listen port on 127.0.0.1; 0 (default) picks a free port
+//   IDP_CLIENT_ID      client id (default "tether")
+//   IDP_CLIENT_SECRET  client secret (default "tether-secret")
+//   IDP_REDIRECT_URI   the relying party callback; several may be given, comma-separated
+//   IDP_TTL_ID_TOKEN   ID token lifetime in seconds (default 3600)
+//
+// Once listening it prints exactly one line to stdout:
+//   IDP_READY http://127.0.0.1:<port>
+// (the issuer, no trailing slash). Everything else goes to stderr. SIGTERM/SIGINT stop it.
+
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import http from 'node:http';
+
+import Provider from 'oidc-provider';
+
+// Library notices use console.info; stdout is reserved for the ready line.
+console.log = console.error;
+console.info = console.error;
+
+const USERS = {
+  alice: {
+    sub: 'alice-sub',
+    password: 'alice-password',
+    email: 'alice@example.com',
+    name: 'Alice Example',
+    groups: ['sre', 'dev'],
+  },
+  bob: {
+    sub: 'bob-sub',
+    password: 'bob-password',
+    email: 'bob@example.com',
+    name: 'Bob Example',
+    groups: ['dev'],
+  },
+  carol: {
+    sub: 'carol-sub',
+    password: 'carol-password',
+    email: 'carol@example.com',
+    name: 'Carol Example',
+    groups: [],
+  },
+};
+
+const bySub = new Map(Object.values(USERS).map((u) => [u.sub, u]));
+
+function envInt(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number.parseInt(raw, 10);
+  if (!Number.isInteger(n) || n < 0) {
+    console.error(`idp: ${name} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const port = envInt('IDP_PORT', 0);
+const idTokenTtl = envInt('IDP_TTL_ID_TOKEN', 3600);
+const clientId = process.env.IDP_CLIENT_ID || 'tether';
+const clientSecret = process.env.IDP_CLIENT_SECRET || 'tether-secret';
+const redirectUris = (process.env.IDP_REDIRECT_URI || '')
+  .split(',')
+  .map((s) => s.trim())
+  .filter((s) => s !== '');
+if (redirectUris.length === 0) {
+  console.error('idp: IDP_REDIRECT_URI is required');
+  process.exit(2);
+}
+
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({
+    '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+  })[c]);
+}
+
+function loginPage(uid, clientName, error) {
+  const err = error ? `<p class="error" role="alert">${escapeHtml(error)}</p>` : '';
+  return `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Test IdP: sign in</title></head>
+<body>
+<h1>Test identity provider</h1>
+<p>Sign in to continue to ${escapeHtml(clientName)}.</p>
+${err}
+<form method="post" action="/interaction/${escapeHtml(uid)}/login">
+  <label>Login <input name="login" type="text" autocomplete="username" autofocus required></label><br>
+  <label>Password <input name="password" type="password" autocomplete="current-password" required></label><br>
+  <button type="submit">Sign in</button>
+</form>
+</body>
+</html>
+`;
+}
+
+function readForm(req) {
+  return new Promise((resolve, reject) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk) => {
+      body += chunk;
+      if (body.length > 64 * 1024) {
+        reject(new Error('form too large'));
+        req.destroy();
+      }
+    });
+    req.on('end', () => resolve(new URLSearchParams(body)));
+    req.on('error', reject);
+  });
+}
+
+function sendHtml(res, status, html) {
+  res.writeHead(status, {
+    'content-type': 'text/html; charset=utf-8',
+    'cache-control': 'no-store',
+  });
+  res.end(html);
+}
+
+// A fresh signing key per run; the relying party fetches it through JWKS.
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: 'idp-test-rs256', alg: 'RS256', use: 'sig' };
+
+const server = http.createServer();
+
+server.listen(port, '127.0.0.1', () => {
+  const issuer = `http://127.0.0.1:${server.address().port}`;
+
+  const provider = new Provider(issuer, {
+    clients: [
+      {
+        client_id: clientId,
+        client_secret: clientSecret,
+        client_name: 'tether',
+        redirect_uris: redirectUris,
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+    ],
+    // A client registered with either secret method may authenticate with the other.
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    jwks: { keys: [signingJwk] },
+    cookies: { keys: [randomBytes(32).toString('hex')] },
+    conformIdTokenClaims: false,
+    scopes: ['openid', 'profile', 'email', 'groups', 'offline_access'],
+    claims: {
+      openid: ['sub'],
+      profile: ['name', 'preferred_username', 'groups'],
+      email: ['email', 'email_verified', 'groups'],
+      groups: ['groups'],
+    },
+    async findAccount(_ctx, id) {
+      const user = bySub.get(id);
+      if (!user) return undefined;
+      return {
+        accountId: id,
+        async claims() {
+          return {
+            sub: user.sub,
+            email: user.email,
+            email_verified: true,
+            name: user.name,
+            preferred_username: user.email.split('@')[0],
+            groups: user.groups,
+          };
+        },
+      };
+    },
+    features: {
+      devInteractions: { enabled: false },
+    },
+    interactions: {
+      url(_ctx, interaction) {
+        return `/interaction/${interaction.uid}`;
+      },
+    },
+    ttl: {
+      AccessToken: 3600,
+      AuthorizationCode: 60,
+      Grant: 14 * 24 * 3600,
+      IdToken: idTokenTtl,
+      Interaction: 3600,
+      RefreshToken: 24 * 3600,
+      Session: 14 * 24 * 3600,
+    },
+    renderError(ctx, out) {
+      ctx.type = 'html';
+      ctx.body = `<!doctype html><html><body><h1>IdP error</h1><pre>${escapeHtml(JSON.stringify(out, null, 2))}</pre></body></html>`;
+    },
+  });
+
+  provider.on('server_error', (_ctx, err) => console.error('idp: server_error', err));
+  provider.on('authorization.error', (_ctx, err) => console.error('idp: authorization.error', err.message, err.error_description || ''));
+  provider.on('grant.error', (_ctx, err) => console.error('idp: grant.error', err.message, err.error_description || ''));
+
+  // Grants whatever the pending interaction still misses: the consent screen is skipped.
+  async function autoGrant(details, accountId) {
+    const { prompt: { details: missing }, params } = details;
+    let grant;
+    if (details.grantId) {
+      grant = await provider.Grant.find(details.grantId);
+    }
+    if (!grant) {
+      grant = new provider.Grant({ accountId, clientId: params.client_id });
+    }
+    grant.addOIDCScope(['openid', 'profile', 'email', ...String(params.scope || '').split(' ')]
+      .filter((s) => s !== '').join(' '));
+    if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+    if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+    if (missing.missingResourceScopes) {
+      for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes)) {
+        grant.addResourceScope(indicator, scopes.join(' '));
+      }
+    }
+    return grant.save();
+  }
+
+  const oidcCallback = provider.callback();
+
+  async function interaction(req, res, uid, action) {
+    const details = await provider.interactionDetails(req, res);
+    if (details.uid !== uid) {
+      sendHtml(res, 400, '<p>interaction mismatch</p>');
+      return;
+    }
+    const promptName = details.prompt.name;
+
+    if (req.method === 'GET' && action === '') {
+      if (promptName === 'login') {
+        sendHtml(res, 200, loginPage(uid, 'tether', null));
+        return;
+      }
+      if (promptName === 'consent') {
+        const grantId = await autoGrant(details, details.session.accountId);
+        await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+        return;
+      }
+      sendHtml(res, 400, `<p>unsupported prompt ${escapeHtml(promptName)}</p>`);
+      return;
+    }
+
+    if (req.method === 'POST' && action === 'login') {
+      const form = await readForm(req);
+      const login = form.get('login') || '';
+      const user = Object.hasOwn(USERS, login) ? USERS[login] : undefined;
+      if (!user || form.get('password') !== user.password) {
+        console.error(`idp: failed login for ${JSON.stringify(login)}`);
+        sendHtml(res, 200, loginPage(uid, 'tether', 'Invalid login or password.'));
+        return;
+      }
+      console.error(`idp: ${login} signed in`);
+      const grantId = await autoGrant(details, user.sub);
+      await provider.interactionFinished(
+        req,
+        res,
+        { login: { accountId: user.sub }, consent: { grantId } },
+        { mergeWithLastSubmission: false },
+      );
+      return;
+    }
+
+    sendHtml(res, 405, '<p>method not allowed</p>');
+  }
+
+  server.on('request', (req, res) => {
+    const url = new URL(req.url, issuer);
+    const m = /^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login))?\/?$/.exec(url.pathname);
+    if (!m) {
+      oidcCallback(req, res);
+      return;
+    }
+    interaction(req, res, m[1], m[2] || '').catch((err) => {
+      console.error('idp: interaction failed:', err);
+      if (!res.headersSent) {
+        sendHtml(res, 400, `<h1>IdP error</h1><p>${escapeHtml(err.message)}</p>`);
+      } else {
+        res.end();
+      }
+    });
+  });
+
+  process.stdout.write(`IDP_READY ${issuer}\n`);
+});
+
+server.on('error', (err) => {
+  console.error('idp: listen failed:', err.message);
+  process.exit(1);
+});
+
+function shutdown(signal) {
+  console.error(`idp: ${signal}, shutting down`);
+  server.close(() => process.exit(0));
+  server.closeAllConnections();
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
