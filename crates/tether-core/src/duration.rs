@@ -48,7 +48,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         };
         let value: f64 = num.parse().map_err(|_| bad())?;
         let nanos = value * unit_nanos;
-        if !nanos.is_finite() || nanos < 0.0 || nanos > 1e20 {
+        if !nanos.is_finite() || !(0.0..=1e20).contains(&nanos) {
             return Err(bad());
         }
         // Bounded above, so the conversion cannot overflow.

@@ -1,1 +1,3 @@
 //! tether-ssh
+pub mod cert;
+pub mod upstream;

@@ -119,7 +119,7 @@ impl Drop for Idp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{have_program, require, run_command};
+    use crate::{have_program, http_get, require};
 
     #[test]
     fn idp_serves_discovery() {
@@ -128,11 +128,10 @@ mod tests {
         }
         let idp = Idp::start("tether", "s3cret", "http://127.0.0.1:9/oauth2/callback");
         assert!(idp.issuer.starts_with("http://127.0.0.1:"));
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sf", &format!("{}/.well-known/openid-configuration", idp.issuer)]);
-        let out = run_command(cmd, None, Duration::from_secs(10));
-        assert!(out.success(), "{out:?}");
-        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let url = format!("{}/.well-known/openid-configuration", idp.issuer);
+        let res = http_get(&url, Duration::from_secs(10)).unwrap();
+        assert_eq!(res.status, 200, "{res:?}");
+        let doc: serde_json::Value = serde_json::from_str(&res.body).unwrap();
         assert_eq!(doc["issuer"], idp.issuer.as_str());
         assert!(doc["code_challenge_methods_supported"]
             .as_array()

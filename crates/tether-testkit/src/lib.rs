@@ -19,6 +19,7 @@
 )]
 
 mod browser;
+mod http;
 mod idp;
 mod postgres;
 mod process;
@@ -27,6 +28,7 @@ mod sshd;
 mod tether;
 
 pub use browser::{screenshot_dir, Browser, BrowserProfile, FlowResult};
+pub use http::{http_get, http_request, HttpResponse};
 pub use idp::{Idp, IDP_USERS};
 pub use postgres::Postgres;
 pub use process::{run_command, CmdOutput};

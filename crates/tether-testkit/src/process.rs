@@ -83,6 +83,26 @@ pub(crate) fn pump(mut reader: impl Read + Send + 'static, buf: SharedBuf) -> Jo
     })
 }
 
+/// Like [`pump`], appending to two buffers (e.g. one stream and the combined output).
+pub(crate) fn pump_tee(
+    mut reader: impl Read + Send + 'static,
+    a: SharedBuf,
+    b: SharedBuf,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match reader.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    a.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    b.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+    })
+}
+
 /// `buf` as text (invalid UTF-8 replaced).
 pub(crate) fn text(buf: &SharedBuf) -> String {
     String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()

@@ -1,1 +1,163 @@
-//! tether-web
+//! tether-web: the browser side of tether (SPEC §4, §5).
+//!
+//! An axum [`router`] serving the sign-in link the SSH side prints
+//! (`/.pomerium/sign_in?user_code=…`), the OpenID Connect login and callback, the
+//! Verify page where the user authorizes or denies a key, the bindings management
+//! page, sign-out and a "who am I" page, plus `/ping` and `/healthz`. Sessions and
+//! bindings live in the [`Store`]; the browser only holds an encrypted, authenticated
+//! cookie naming its session. The optional development identity provider
+//! ([`DevIdp`], demo only) is a real minimal OIDC issuer mounted under `/dev-idp`.
+//!
+//! This crate owns HTTP only: the binding rules come from `tether-core` and the
+//! transactions from `tether-store`; it must not depend on russh or on the SSH crate.
+//! Live connection counts reach it through the [`LiveConnections`] trait.
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tether_core::config::Config;
+use tether_core::Clock;
+use tether_store::Store;
+use tokio_util::sync::CancellationToken;
+
+mod cookies;
+mod csrf;
+pub mod devidp;
+mod error;
+mod form;
+mod handlers;
+mod oidc;
+mod pages;
+mod session;
+
+pub use devidp::{DevIdp, DevIdpError};
+
+/// Everything the web app needs, handed in by the binary.
+pub struct WebDeps {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Sessions, requests and bindings.
+    pub store: Arc<dyn Store>,
+    /// The decoded `cookie_secret` (32 bytes); encrypts cookies, keys CSRF tokens.
+    pub cookie_key: [u8; 32],
+    /// The time source for expiry decisions.
+    pub clock: Arc<dyn Clock>,
+    /// Live SSH connection counts per binding, shown on the bindings page.
+    pub live: Arc<dyn LiveConnections>,
+    /// The development identity provider (demo only); mounted under `/dev-idp`.
+    pub dev_idp: Option<DevIdp>,
+}
+
+/// How many live SSH connections a client binding has right now.
+pub trait LiveConnections: Send + Sync + 'static {
+    /// Number of live connections made with `binding_id` (`sshkey-SHA256:…`).
+    fn live_count(&self, binding_id: &str) -> usize;
+}
+
+/// Shared state of every handler.
+pub(crate) struct AppState {
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) live: Arc<dyn LiveConnections>,
+    pub(crate) sealer: cookies::Sealer,
+    pub(crate) csrf: csrf::CsrfKey,
+    pub(crate) oidc: oidc::Oidc,
+    /// Whether cookies get the `Secure` attribute (https service URL).
+    pub(crate) secure_cookies: bool,
+}
+
+/// The shared state as handlers receive it.
+pub(crate) type State = Arc<AppState>;
+
+/// Builds the web app: every route of SPEC §4, and the dev IdP when configured.
+pub fn router(deps: WebDeps) -> Router {
+    let secure_cookies = deps.config.authenticate_service_url.starts_with("https://");
+    let state: State = Arc::new(AppState {
+        oidc: oidc::Oidc::new(&deps.config),
+        sealer: cookies::Sealer::new(&deps.cookie_key),
+        csrf: csrf::CsrfKey::new(&deps.cookie_key),
+        config: deps.config.clone(),
+        store: deps.store,
+        clock: deps.clock,
+        live: deps.live,
+        secure_cookies,
+    });
+
+    let mut app = Router::new()
+        .route(
+            "/.pomerium/sign_in",
+            get(handlers::sign_in::show).post(handlers::sign_in::decide),
+        )
+        .route("/oauth2/callback", get(handlers::callback::callback))
+        .route(
+            "/.pomerium/session_binding_info",
+            get(handlers::bindings::list),
+        )
+        .route(
+            "/.pomerium/session_binding/revoke",
+            post(handlers::bindings::revoke_client),
+        )
+        .route(
+            "/.pomerium/identity_binding/revoke",
+            post(handlers::bindings::revoke_identity),
+        )
+        .route(
+            "/.pomerium/sign_out",
+            get(handlers::sign_out::confirm).post(handlers::sign_out::sign_out),
+        )
+        .route("/.pomerium/", get(handlers::misc::whoami))
+        .route("/.pomerium", get(handlers::misc::whoami))
+        .route("/ping", get(handlers::misc::ping))
+        .route("/healthz", get(handlers::misc::healthz))
+        .with_state(state);
+
+    if let Some(idp) = deps.dev_idp {
+        app = app.nest("/dev-idp", devidp::routes(idp, deps.config));
+    }
+
+    app.fallback(handlers::misc::not_found)
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Headers every response gets: no caching (pages carry codes and CSRF tokens), no
+/// framing (clickjacking the Authorize button), no referrer (the URL holds a code).
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    res
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then stops accepting
+/// and lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+}

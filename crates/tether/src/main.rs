@@ -1,1 +1,13 @@
-fn main() {}
+//! The `tether` binary: parse the command line, load and validate the config before
+//! binding any port, build the app, run it. Everything else lives in the crates.
+
+mod app;
+mod cli;
+mod demo;
+mod keys;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}

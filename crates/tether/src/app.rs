@@ -1,0 +1,275 @@
+//! The running gateway: one cancellation tree over the web app, the SSH front end,
+//! the connection registry (fed by the store's change feed) and housekeeping.
+//! SIGTERM/SIGINT stop accepting and drain within a grace period; a second signal
+//! exits at once.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tether_core::config::{Config, LogFormat, StorageType};
+use tether_core::{Clock, SystemClock};
+use tether_ssh::{Registry, SshDeps};
+use tether_store::Store;
+use tether_web::{DevIdp, LiveConnections, WebDeps};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::keys::KeyMaterial;
+
+/// How the app ended.
+pub enum Outcome {
+    /// Shut down on a signal.
+    Clean,
+    /// Failed before serving (port in use, store unreachable); already reported.
+    SetupFailed,
+}
+
+/// Grace period for draining connections on shutdown.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Sets up `tracing` per `log_format`; `RUST_LOG` overrides the level.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// `:443` → `0.0.0.0:443`.
+fn listen_addr(addr: &str) -> String {
+    if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
+    }
+}
+
+/// Effective config as `tether check` prints it, secrets redacted.
+pub fn describe(c: &Config) -> String {
+    let mut s = String::new();
+    let redacted = |present: bool| if present { "[redacted]" } else { "(generated)" };
+    let _ = writeln!(s, "address: {}", c.address);
+    let _ = writeln!(s, "insecure_server: {}", c.insecure_server);
+    let _ = writeln!(s, "authenticate_service_url: {}", c.authenticate_service_url);
+    let _ = writeln!(s, "idp_provider: {}", c.idp.provider);
+    let _ = writeln!(s, "idp_provider_url: {}", c.idp.provider_url);
+    let _ = writeln!(s, "idp_client_id: {}", c.idp.client_id);
+    let _ = writeln!(s, "idp_client_secret: [redacted]");
+    let _ = writeln!(s, "idp_scopes: [{}]", c.idp.scopes.join(", "));
+    let _ = writeln!(
+        s,
+        "cookie_secret: {}",
+        redacted(c.cookie_secret.is_some() || c.cookie_secret_file.is_some())
+    );
+    let _ = writeln!(s, "cookie_name: {}", c.cookie_name);
+    let _ = writeln!(s, "cookie_expire: {}s", c.cookie_expire.as_secs());
+    let _ = writeln!(
+        s,
+        "ssh_address: {}",
+        c.ssh_address.as_deref().unwrap_or("(SSH disabled)")
+    );
+    let _ = writeln!(
+        s,
+        "ssh_host_keys: {}",
+        if c.ssh_host_key_files.is_empty() && c.ssh_host_keys.is_empty() {
+            "(generated)".to_string()
+        } else {
+            format!(
+                "{} file(s), {} inline [redacted]",
+                c.ssh_host_key_files.len(),
+                c.ssh_host_keys.len()
+            )
+        }
+    );
+    let _ = writeln!(
+        s,
+        "ssh_user_ca_key: {}",
+        redacted(c.ssh_user_ca_key.is_some() || c.ssh_user_ca_key_file.is_some())
+    );
+    let _ = writeln!(s, "databroker_storage_type: {}", c.storage_type.as_str());
+    if c.storage_connection_string.is_some() {
+        let _ = writeln!(s, "databroker_storage_connection_string: [redacted]");
+    }
+    let _ = writeln!(s, "ssh_binding_max_ttl: {}s", c.ssh_binding_max_ttl.as_secs());
+    let _ = writeln!(s, "ssh_sign_in_timeout: {}s", c.ssh_sign_in_timeout.as_secs());
+    let _ = writeln!(
+        s,
+        "runtime_flags: ssh_routes_portal={} ssh_allow_direct_tcpip={}",
+        c.runtime_flags.ssh_routes_portal, c.runtime_flags.ssh_allow_direct_tcpip
+    );
+    let _ = writeln!(s, "routes: {}", c.routes.len());
+    for r in &c.routes {
+        let access = if r.policy.is_some() {
+            "policy"
+        } else if r.allow_any_authenticated_user {
+            "any authenticated user"
+        } else {
+            "no one (no policy)"
+        };
+        let _ = writeln!(s, "  - ssh://{} -> {} ({access})", r.name, r.to);
+    }
+    s
+}
+
+struct RegistryLive(Arc<Registry>);
+
+impl LiveConnections for RegistryLive {
+    fn live_count(&self, binding_id: &str) -> usize {
+        self.0.live_count(binding_id)
+    }
+}
+
+async fn bind(what: &str, addr: &str) -> Option<TcpListener> {
+    match TcpListener::bind(listen_addr(addr)).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("tether: cannot listen on {addr} ({what}): {e}");
+            None
+        }
+    }
+}
+
+/// Runs the gateway until a signal.
+pub async fn run(config: Config, keys: KeyMaterial, data: PathBuf, demo: bool) -> Result<Outcome> {
+    let config = Arc::new(config);
+    let conn = match (&config.storage_connection_string, config.storage_type) {
+        (Some(c), _) => c.expose().clone(),
+        (None, StorageType::File) => data.join("tether.db").display().to_string(),
+        (None, _) => String::new(),
+    };
+    let store: Arc<dyn Store> = match tether_store::open(config.storage_type.as_str(), &conn).await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tether: {e}");
+            return Ok(Outcome::SetupFailed);
+        }
+    };
+
+    let Some(web_listener) = bind("web", &config.address).await else {
+        return Ok(Outcome::SetupFailed);
+    };
+    let ssh_listener = match &config.ssh_address {
+        Some(addr) => match bind("ssh", addr).await {
+            Some(l) => Some(l),
+            None => return Ok(Outcome::SetupFailed),
+        },
+        None => None,
+    };
+    let web_addr: Option<SocketAddr> = web_listener.local_addr().ok();
+    let ssh_addr: Option<SocketAddr> = ssh_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let root = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let registry = Arc::new(Registry::new());
+
+    tracker.spawn(registry.clone().watch(store.clone(), root.child_token()));
+
+    let dev_idp = if demo || !config.dev_idp_users.is_empty() {
+        let issuer = format!("{}/dev-idp", config.authenticate_service_url);
+        Some(
+            DevIdp::new(config.dev_idp_users.clone(), issuer)
+                .map_err(|e| anyhow::anyhow!("development IdP: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let web = tether_web::router(WebDeps {
+        config: config.clone(),
+        store: store.clone(),
+        cookie_key: *keys.cookie_key.expose(),
+        client_secret: keys.client_secret.clone(),
+        clock: clock.clone(),
+        live: Arc::new(RegistryLive(registry.clone())),
+        dev_idp,
+    });
+    {
+        let token = root.child_token();
+        tracker.spawn(async move {
+            if let Err(e) = tether_web::serve(web_listener, web, token).await {
+                tracing::error!(error = %e, "web server failed");
+            }
+        });
+    }
+    if let Some(listener) = ssh_listener {
+        let deps = SshDeps {
+            config: config.clone(),
+            store: store.clone(),
+            host_keys: keys.host_keys.clone(),
+            user_ca: Arc::new(keys.user_ca.clone()),
+            clock: clock.clone(),
+            registry: registry.clone(),
+        };
+        let token = root.child_token();
+        tracker.spawn(async move {
+            if let Err(e) = tether_ssh::run(listener, deps, token).await {
+                tracing::error!(error = %e, "ssh server failed");
+            }
+        });
+    }
+    {
+        let store = store.clone();
+        let clock = clock.clone();
+        let token = root.child_token();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = store.purge_expired(clock.now()).await {
+                            tracing::warn!(error = %e, "housekeeping failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    tracker.close();
+
+    if let Some(ca) = &keys.user_ca_pub_path {
+        tracing::info!(path = %ca.display(), "user CA public key (give it to upstream sshd as TrustedUserCAKeys)");
+    }
+    tracing::info!(
+        web = ?web_addr,
+        ssh = ?ssh_addr,
+        storage = config.storage_type.as_str(),
+        "tether {} listening",
+        env!("CARGO_PKG_VERSION")
+    );
+    if demo {
+        crate::demo::print_banner(&config, ssh_addr, web_addr);
+    }
+
+    wait_for_signal().await.context("installing signal handlers")?;
+    tracing::info!("shutting down: no new connections, draining");
+    root.cancel();
+    tokio::select! {
+        _ = tracker.wait() => {}
+        _ = tokio::time::sleep(GRACE) => tracing::warn!("grace period over, exiting"),
+        _ = wait_for_signal() => tracing::warn!("second signal, exiting now"),
+    }
+    Ok(Outcome::Clean)
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
