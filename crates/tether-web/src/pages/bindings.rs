@@ -1,0 +1,110 @@
+//! The bindings management page (SPEC §5): one row per key the user has bound —
+//! a client binding, an identity binding ("Remember me"), or both — with the two
+//! revoke buttons.
+
+use tether_core::Timestamp;
+
+use super::{esc, layout};
+
+/// One key on the management page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Row {
+    /// `sshkey-SHA256:…` (the form value of both buttons).
+    pub(crate) id: String,
+    /// `SHA256:…`.
+    pub(crate) fingerprint: String,
+    /// Key algorithm.
+    pub(crate) key_type: String,
+    /// Source address of the first connection (client bindings only).
+    pub(crate) initiated_from: Option<String>,
+    /// Route of the first connection (`None`: internal CLI).
+    pub(crate) route: Option<String>,
+    /// Login name of the first connection.
+    pub(crate) login: Option<String>,
+    /// When the binding was issued (or the key remembered).
+    pub(crate) issued_at: Timestamp,
+    /// Client binding expiry (`None` when there is no client binding).
+    pub(crate) expires_at: Option<Timestamp>,
+    /// Live SSH connections made with it.
+    pub(crate) live: usize,
+    /// A valid client binding exists.
+    pub(crate) has_client: bool,
+    /// An identity binding exists.
+    pub(crate) remembered: bool,
+}
+
+fn revoke_form(action: &str, id: &str, csrf: &str, label: &str, enabled: bool) -> String {
+    let disabled = if enabled { "" } else { " disabled" };
+    format!(
+        "<form class=\"inline\" method=\"post\" action=\"{action}\">\
+         <input type=\"hidden\" name=\"csrf_token\" value=\"{}\">\
+         <input type=\"hidden\" name=\"sessionBindingID\" value=\"{}\">\
+         <button class=\"small\" type=\"submit\"{disabled}>{label}</button></form>",
+        esc(csrf),
+        esc(id),
+    )
+}
+
+/// Renders the page.
+pub(crate) fn page(rows: &[Row], who: &str, csrf: &str) -> String {
+    let mut body = String::from(
+        "<h1>Your SSH bindings</h1>\
+         <p class=\"note\">Each SSH key you authorized is bound to you until it expires or you \
+         revoke it. Revoking closes its live connections at once. Compare fingerprints with \
+         <code>ssh-keygen -l -f &lt;key&gt;</code>.</p>",
+    );
+    if rows.is_empty() {
+        body.push_str("<p id=\"no-bindings\">You have no bindings.</p>");
+    } else {
+        body.push_str(
+            "<table id=\"bindings\"><tr><th>Protocol</th><th>Fingerprint</th><th>Key type</th>\
+             <th>Initiated from</th><th>Route and login</th><th>Issued at</th><th>Expires at</th>\
+             <th>Live connections</th><th></th></tr>",
+        );
+        for r in rows {
+            let route_login = match (&r.route, &r.login) {
+                (_, None) => "—".to_string(),
+                (Some(route), Some(login)) => format!("{} as {}", esc(route), esc(login)),
+                (None, Some(login)) => format!("internal CLI as {}", esc(login)),
+            };
+            let expires = if r.remembered {
+                "until revoked".to_string()
+            } else {
+                r.expires_at
+                    .map(|t| t.rfc3339())
+                    .unwrap_or_else(|| "—".into())
+            };
+            body.push_str(&format!(
+                "<tr class=\"binding\" data-binding-id=\"{id}\"><td>ssh</td>\
+                 <td><code class=\"fingerprint\">{fp}</code></td><td>{kt}</td>\
+                 <td class=\"mono\">{from}</td><td>{route_login}</td><td>{issued}</td>\
+                 <td class=\"expires\">{expires}</td><td class=\"live\">{live}</td><td>{b1} {b2}</td></tr>",
+                id = esc(&r.id),
+                fp = esc(&r.fingerprint),
+                kt = esc(&r.key_type),
+                from = esc(r.initiated_from.as_deref().unwrap_or("—")),
+                issued = r.issued_at.rfc3339(),
+                live = r.live,
+                b1 = revoke_form(
+                    "/.pomerium/session_binding/revoke",
+                    &r.id,
+                    csrf,
+                    "Revoke",
+                    r.has_client
+                ),
+                b2 = revoke_form(
+                    "/.pomerium/identity_binding/revoke",
+                    &r.id,
+                    csrf,
+                    "Remember me: revoke",
+                    r.remembered
+                ),
+            ));
+        }
+        body.push_str("</table>");
+    }
+    body.push_str(
+        "<p><a href=\"/.pomerium/\">Who am I</a> · <a href=\"/.pomerium/sign_out\">Sign out</a></p>",
+    );
+    layout("Bindings", Some(who), &body)
+}
