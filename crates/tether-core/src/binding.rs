@@ -125,8 +125,7 @@ pub struct ClientBinding {
 impl ClientBinding {
     /// Valid only while unexpired AND its web session exists and is alive.
     pub fn is_valid(&self, now: Timestamp, session: Option<&Session>) -> bool {
-        now < self.expires_at
-            && session.is_some_and(|s| s.id == self.session_id && s.is_live(now))
+        now < self.expires_at && session.is_some_and(|s| s.id == self.session_id && s.is_live(now))
     }
 }
 
@@ -269,10 +268,16 @@ mod tests {
             email: "bob@example.com".into(),
             created_at: Timestamp(0),
         };
-        assert_eq!(key_owner(Timestamp(1), Some((&b, Some(&s))), None), Some("alice"));
+        assert_eq!(
+            key_owner(Timestamp(1), Some((&b, Some(&s))), None),
+            Some("alice")
+        );
         assert_eq!(key_owner(Timestamp(150), Some((&b, Some(&s))), None), None);
         assert_eq!(key_owner(Timestamp(150), None, Some(&ib)), Some("bob"));
-        assert_eq!(may_bind(Some("alice"), "bob"), Err(BindError::KeyBoundToOtherUser));
+        assert_eq!(
+            may_bind(Some("alice"), "bob"),
+            Err(BindError::KeyBoundToOtherUser)
+        );
         assert_eq!(may_bind(Some("alice"), "alice"), Ok(()));
         assert_eq!(may_bind(None, "bob"), Ok(()));
         assert_eq!(fingerprint_of(&binding_id("SHA256:x")), Some("SHA256:x"));

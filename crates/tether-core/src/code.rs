@@ -71,7 +71,13 @@ mod tests {
 
     #[test]
     fn malformed_codes_refused() {
-        for s in ["", "short", "C6I3E-wUa1ne-TVtrORlQw=", "C6I3E-wUa1ne-TVtrORl!w", &"a".repeat(500)] {
+        for s in [
+            "",
+            "short",
+            "C6I3E-wUa1ne-TVtrORlQw=",
+            "C6I3E-wUa1ne-TVtrORl!w",
+            &"a".repeat(500),
+        ] {
             assert_eq!(UserCode::parse(s), Err(CodeError::Malformed), "{s:?}");
         }
         assert!(UserCode::parse("C6I3E-wUa1ne-TVtrORlQw").is_ok());

@@ -65,7 +65,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
 }
 
 /// Renders a duration the way people read it: `13h42m`, `4m05s`, `12s`.
@@ -108,12 +112,18 @@ mod tests {
     #[test]
     fn rfc3339_known_instants() {
         assert_eq!(Timestamp(0).rfc3339(), "1970-01-01T00:00:00Z");
-        assert_eq!(Timestamp(1_795_822_347_000).rfc3339(), "2026-11-27T23:32:27Z");
+        assert_eq!(
+            Timestamp(1_795_822_347_000).rfc3339(),
+            "2026-11-27T23:32:27Z"
+        );
     }
 
     #[test]
     fn human_durations() {
-        assert_eq!(human_duration(Duration::from_secs(13 * 3600 + 42 * 60 + 5)), "13h42m");
+        assert_eq!(
+            human_duration(Duration::from_secs(13 * 3600 + 42 * 60 + 5)),
+            "13h42m"
+        );
         assert_eq!(human_duration(Duration::from_secs(245)), "4m05s");
         assert_eq!(human_duration(Duration::from_secs(9)), "9s");
     }

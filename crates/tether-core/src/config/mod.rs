@@ -88,8 +88,8 @@ pub struct Route {
     pub to: String,
     /// `allow_any_authenticated_user: true`.
     pub allow_any_authenticated_user: bool,
-    /// The route's `policy`, kept as a YAML tree for the policy module.
-    pub policy: Option<yaml::Node>,
+    /// The route's `policy`, parsed (§6).
+    pub policy: Option<crate::policy::Policy>,
     /// Line of the route in the config file.
     pub line: usize,
 }
@@ -168,6 +168,18 @@ pub struct Config {
     pub audit_log: Option<String>,
     /// Built-in development IdP users (demo only; `dev_idp.users`).
     pub dev_idp_users: Vec<DevIdpUser>,
+}
+
+impl Route {
+    /// The policy in force: the route's `policy` plus `allow_any_authenticated_user`
+    /// as an extra allow rule; neither → a policy that admits no one.
+    pub fn effective_policy(&self) -> crate::policy::Policy {
+        let mut rules = self.policy.clone().map(|p| p.rules).unwrap_or_default();
+        if self.allow_any_authenticated_user {
+            rules.extend(crate::policy::Policy::any_authenticated_user().rules);
+        }
+        crate::policy::Policy { rules }
+    }
 }
 
 impl Config {

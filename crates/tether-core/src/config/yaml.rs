@@ -172,12 +172,10 @@ impl MarkedEventReceiver for Builder {
 pub fn parse_yaml(text: &str) -> Result<Node, YamlError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    parser
-        .load(&mut builder, false)
-        .map_err(|e| YamlError {
-            line: e.marker().line().max(1),
-            message: e.info().to_string(),
-        })?;
+    parser.load(&mut builder, false).map_err(|e| YamlError {
+        line: e.marker().line().max(1),
+        message: e.info().to_string(),
+    })?;
     if let Some(err) = builder.error {
         return Err(err);
     }

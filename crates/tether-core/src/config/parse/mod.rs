@@ -226,7 +226,8 @@ impl Ctx<'_> {
     }
 
     fn warn(&mut self, line: usize, msg: String) {
-        self.warnings.push(format!("{}:{}: {}", self.file, line, msg));
+        self.warnings
+            .push(format!("{}:{}: {}", self.file, line, msg));
     }
 
     fn string(&self, key: &str, node: &Node) -> Result<String, ConfigError> {
@@ -369,7 +370,10 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
     let provider_url = req_string(&ctx, "idp_provider_url")?;
     if !(provider_url.starts_with("http://") || provider_url.starts_with("https://")) {
         let line = get("idp_provider_url").map_or(1, |n| n.line);
-        return Err(ctx.err(line, "idp_provider_url: expected an http:// or https:// URL"));
+        return Err(ctx.err(
+            line,
+            "idp_provider_url: expected an http:// or https:// URL",
+        ));
     }
     let client_secret = opt_string(&ctx, "idp_client_secret")?.map(Secret::new);
     let client_secret_file = opt_string(&ctx, "idp_client_secret_file")?;
@@ -410,7 +414,9 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
             let line = get("databroker_storage_type").map_or(1, |n| n.line);
             return Err(ctx.err(
                 line,
-                format!("databroker_storage_type: expected file, memory or postgres, found {other:?}"),
+                format!(
+                    "databroker_storage_type: expected file, memory or postgres, found {other:?}"
+                ),
             ));
         }
     };
@@ -422,18 +428,21 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         ));
     }
 
-    let ssh_upstream_host_key_policy =
-        match opt_string(&ctx, "ssh_upstream_host_key_policy")?.as_deref() {
-            None | Some("accept-new") => HostKeyPolicy::AcceptNew,
-            Some("strict") => HostKeyPolicy::Strict,
-            Some(other) => {
-                let line = get("ssh_upstream_host_key_policy").map_or(1, |n| n.line);
-                return Err(ctx.err(
-                    line,
-                    format!("ssh_upstream_host_key_policy: expected accept-new or strict, found {other:?}"),
-                ));
-            }
-        };
+    let ssh_upstream_host_key_policy = match opt_string(&ctx, "ssh_upstream_host_key_policy")?
+        .as_deref()
+    {
+        None | Some("accept-new") => HostKeyPolicy::AcceptNew,
+        Some("strict") => HostKeyPolicy::Strict,
+        Some(other) => {
+            let line = get("ssh_upstream_host_key_policy").map_or(1, |n| n.line);
+            return Err(ctx.err(
+                line,
+                format!(
+                    "ssh_upstream_host_key_policy: expected accept-new or strict, found {other:?}"
+                ),
+            ));
+        }
+    };
     let ssh_upstream_known_hosts_file = opt_string(&ctx, "ssh_upstream_known_hosts_file")?;
     if ssh_upstream_host_key_policy == HostKeyPolicy::Strict
         && ssh_upstream_known_hosts_file.is_none()
@@ -535,7 +544,10 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
 
 fn parse_runtime_flags(ctx: &mut Ctx, node: &Node) -> Result<RuntimeFlags, ConfigError> {
     let Some(entries) = node.as_map() else {
-        return Err(ctx.err(node.line, "runtime_flags: expected a mapping of flag: true|false"));
+        return Err(ctx.err(
+            node.line,
+            "runtime_flags: expected a mapping of flag: true|false",
+        ));
     };
     let mut flags = RuntimeFlags::default();
     for (k, v) in entries {
@@ -620,7 +632,10 @@ fn parse_routes(ctx: &mut Ctx, node: &Node) -> Result<Vec<Route>, ConfigError> {
             name,
             to,
             allow_any_authenticated_user,
-            policy: item.get("policy").cloned(),
+            policy: item
+                .get("policy")
+                .map(|n| crate::policy::parse_policy(n).map_err(|e| ctx.err(e.line, e.message)))
+                .transpose()?,
             line: item.line,
         });
     }

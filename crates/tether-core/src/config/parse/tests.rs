@@ -58,7 +58,10 @@ fn wrong_type_and_bad_duration() {
     assert!(err.message.contains("expected true or false"), "{err}");
     let err = parse("cookie_expire: 14 hours\n").unwrap_err();
     assert_eq!(err.line, Some(6));
-    assert!(err.message.starts_with("cookie_expire: invalid duration"), "{err}");
+    assert!(
+        err.message.starts_with("cookie_expire: invalid duration"),
+        "{err}"
+    );
     let err = parse("routes: {a: 1}\n").unwrap_err();
     assert_eq!(err.line, Some(6));
     let err = parse("ssh_address: 2222\n").unwrap_err();
@@ -68,7 +71,10 @@ fn wrong_type_and_bad_duration() {
 #[test]
 fn missing_required_key() {
     let err = parse_config("idp_provider: oidc\n", "c.yaml").unwrap_err();
-    assert_eq!(err.to_string(), "c.yaml: missing required key authenticate_service_url");
+    assert_eq!(
+        err.to_string(),
+        "c.yaml: missing required key authenticate_service_url"
+    );
     let no_secret = BASE.replace("idp_client_secret: s3cret\n", "");
     let err = parse_config(&no_secret, "c.yaml").unwrap_err();
     assert!(err.message.contains("idp_client_secret"), "{err}");
@@ -110,15 +116,28 @@ fn routes_parse() {
 }
 
 #[test]
+fn bad_policy_names_its_line() {
+    let err = parse(
+        "routes:\n  - from: ssh://x\n    to: ssh://a:22\n    policy:\n      - allow:\n          and:\n            - emial: a@b\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config.yaml:12: policy: unknown criterion \"emial\""
+    );
+}
+
+#[test]
 fn route_errors() {
     let err = parse("routes:\n  - from: https://x\n    to: ssh://a:22\n").unwrap_err();
     assert_eq!(err.line, Some(7));
     assert!(err.message.contains("expected ssh://NAME"), "{err}");
     let err = parse("routes:\n  - from: ssh://x\n    to: ssh://a:22\n    bogus: 1\n").unwrap_err();
     assert_eq!(err.to_string(), "config.yaml:9: unknown route key bogus");
-    let err =
-        parse("routes:\n  - from: ssh://x\n    to: ssh://a:22\n  - from: ssh://x\n    to: ssh://b\n")
-            .unwrap_err();
+    let err = parse(
+        "routes:\n  - from: ssh://x\n    to: ssh://a:22\n  - from: ssh://x\n    to: ssh://b\n",
+    )
+    .unwrap_err();
     assert!(err.message.contains("duplicate route"), "{err}");
     let err = parse("routes:\n  - from: ssh://x\n    to: ssh://a:22\n    allowed_users: [a]\n")
         .unwrap_err();
@@ -136,7 +155,10 @@ fn runtime_flags_and_storage() {
     assert!(p.config.runtime_flags.ssh_routes_portal);
     assert!(!p.config.runtime_flags.ssh_allow_direct_tcpip);
     assert_eq!(p.config.storage_type, StorageType::Memory);
-    assert_eq!(p.warnings, vec!["config.yaml:8: ignored: runtime_flags.mcp"]);
+    assert_eq!(
+        p.warnings,
+        vec!["config.yaml:8: ignored: runtime_flags.mcp"]
+    );
     let err = parse("databroker_storage_type: postgres\n").unwrap_err();
     assert!(err.message.contains("databroker_storage_connection_string"));
     let err = parse("databroker_storage_type: redis\n").unwrap_err();
@@ -178,7 +200,10 @@ fn duplicate_top_level_key() {
 fn upstream_forms() {
     assert_eq!(parse_upstream("ssh://h"), Some("h:22".into()));
     assert_eq!(parse_upstream("ssh://h:2200"), Some("h:2200".into()));
-    assert_eq!(parse_upstream("ssh://[::1]:2200"), Some("[::1]:2200".into()));
+    assert_eq!(
+        parse_upstream("ssh://[::1]:2200"),
+        Some("[::1]:2200".into())
+    );
     assert_eq!(parse_upstream("ssh://h:x"), None);
     assert_eq!(parse_upstream("tcp://h:22"), None);
 }

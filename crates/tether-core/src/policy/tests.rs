@@ -1,0 +1,300 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::time_match::{parse_days, parse_instant, parse_offset};
+use super::*;
+use crate::config::yaml::parse_yaml;
+
+fn identity(email: &str, groups: &[&str]) -> Identity {
+    let mut claims = BTreeMap::new();
+    claims.insert("groups".to_string(), serde_json::json!(groups));
+    claims.insert("department".to_string(), serde_json::json!("ops"));
+    Identity {
+        subject: format!("{}-sub", email.split('@').next().unwrap_or("")),
+        email: email.to_string(),
+        name: None,
+        claims,
+    }
+}
+
+fn policy(yaml: &str) -> Policy {
+    parse_policy(&parse_yaml(yaml).unwrap()).unwrap()
+}
+
+const ALICE_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+const BOB_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB0bB";
+
+// 2026-11-25 was a Wednesday; 10:30 UTC.
+const WED_1030: Timestamp = Timestamp(1_795_602_600_000);
+// 2026-11-28, Saturday, 10:30 UTC.
+const SAT_1030: Timestamp = Timestamp(1_795_861_800_000);
+
+fn decide(p: &Policy, id: Option<&Identity>, login: &str, key: &str, now: Timestamp) -> Decision {
+    let key = KeyInput {
+        public_key: key.to_string(),
+        cert: None,
+    };
+    evaluate(
+        p,
+        &Input {
+            identity: id,
+            login: Some(login),
+            key: &key,
+            now,
+        },
+    )
+}
+
+#[test]
+fn instants_and_days() {
+    assert_eq!(parse_instant("2026-11-25T10:30:00Z").unwrap(), WED_1030);
+    assert_eq!(
+        parse_instant("2026-11-25T12:30:00+02:00").unwrap(),
+        WED_1030
+    );
+    assert_eq!(parse_instant("2026-11-28T10:30:00Z").unwrap(), SAT_1030);
+    assert!(parse_instant("yesterday").is_err());
+    let weekdays = parse_days("mon-fri").unwrap();
+    assert!(weekdays.matches(WED_1030));
+    assert!(!weekdays.matches(SAT_1030));
+    assert!(parse_days("sat-sun").unwrap().matches(SAT_1030));
+    assert!(!parse_days("tue,thu").unwrap().matches(WED_1030));
+    assert!(parse_days("wednesday").unwrap().matches(WED_1030));
+    assert!(parse_days("funday").is_err());
+    assert_eq!(parse_offset("+02:00"), Ok(120));
+    assert!(parse_offset("America/New_York").is_err());
+}
+
+/// The SSH route examples from Pomerium's Native SSH Access documentation.
+#[test]
+fn pomerium_documentation_examples() {
+    let by_email = policy("allow:\n  and:\n    - email:\n        is: alice@example.com\n");
+    let by_group = policy("- allow:\n    or:\n      - groups:\n          has: sre\n");
+    let by_key = policy(&format!(
+        "allow:\n  and:\n    - authenticated_user: true\n    - ssh_publickey:\n        - {ALICE_KEY} alice@laptop\n"
+    ));
+    let weekdays =
+        policy("allow:\n  and:\n    - authenticated_user: true\n    - day_of_week: mon-fri\n");
+    let weekdays_matcher = policy(
+        "allow:\n  and:\n    - day_of_week:\n        is: monday,tuesday,wednesday,thursday,friday\n",
+    );
+    let alice = identity("alice@example.com", &["sre", "dev"]);
+    let bob = identity("bob@example.com", &["dev"]);
+
+    assert!(decide(&by_email, Some(&alice), "alice", ALICE_KEY, WED_1030).allow);
+    let d = decide(&by_email, Some(&bob), "bob", BOB_KEY, WED_1030);
+    assert!(!d.allow);
+    assert_eq!(d.message(), "email bob@example.com is not allowed");
+
+    assert!(decide(&by_group, Some(&alice), "alice", ALICE_KEY, WED_1030).allow);
+    let d = decide(&by_group, Some(&bob), "bob", BOB_KEY, WED_1030);
+    assert_eq!(d.message(), "not in group sre");
+    assert!(!d.key_specific);
+
+    assert!(decide(&by_key, Some(&alice), "alice", ALICE_KEY, WED_1030).allow);
+    let d = decide(&by_key, Some(&alice), "alice", BOB_KEY, WED_1030);
+    assert!(!d.allow);
+    assert!(
+        d.key_specific,
+        "a key-only denial lets the client try its next key"
+    );
+    assert_eq!(d.message(), "this SSH key is not allowed");
+
+    assert!(decide(&weekdays, Some(&bob), "bob", BOB_KEY, WED_1030).allow);
+    assert!(!decide(&weekdays, Some(&bob), "bob", BOB_KEY, SAT_1030).allow);
+    assert!(decide(&weekdays_matcher, Some(&bob), "bob", BOB_KEY, WED_1030).allow);
+    assert!(!decide(&weekdays_matcher, Some(&bob), "bob", BOB_KEY, SAT_1030).allow);
+}
+
+#[test]
+fn ssh_username_criteria() {
+    let p = policy("allow:\n  and:\n    - ssh_username_matches_email: true\n");
+    let alice = identity("alice@example.com", &[]);
+    assert!(decide(&p, Some(&alice), "alice", ALICE_KEY, WED_1030).allow);
+    let d = decide(&p, Some(&alice), "root", ALICE_KEY, WED_1030);
+    assert!(!d.allow);
+    assert_eq!(d.message(), "login name \"root\" does not match your email");
+
+    let p = policy("allow:\n  and:\n    - ssh_username:\n        in: [deploy, alice]\n");
+    assert!(decide(&p, Some(&alice), "deploy", ALICE_KEY, WED_1030).allow);
+    assert!(!decide(&p, Some(&alice), "root", ALICE_KEY, WED_1030).allow);
+
+    let p = policy("allow:\n  and:\n    - ssh_username_matches_claim: department\n");
+    assert!(decide(&p, Some(&alice), "ops", ALICE_KEY, WED_1030).allow);
+    assert!(!decide(&p, Some(&alice), "dev", ALICE_KEY, WED_1030).allow);
+
+    // Jump-host mode: login criteria are skipped.
+    let key = KeyInput::default();
+    let jump = Input {
+        identity: Some(&alice),
+        login: None,
+        key: &key,
+        now: WED_1030,
+    };
+    let p = policy("allow:\n  and:\n    - ssh_username: root\n    - email: alice@example.com\n");
+    assert!(evaluate(&p, &jump).allow);
+}
+
+#[test]
+fn ssh_ca_criterion() {
+    let p = policy(&format!(
+        "allow:\n  and:\n    - ssh_ca:\n        - {ALICE_KEY}\n"
+    ));
+    let alice = identity("alice@example.com", &[]);
+    let cert_key = KeyInput {
+        public_key: BOB_KEY.into(),
+        cert: Some(CertInput {
+            ca_key: ALICE_KEY.into(),
+            principals: vec!["alice".into()],
+            valid: true,
+        }),
+    };
+    let input = |login| Input {
+        identity: Some(&alice),
+        login: Some(login),
+        key: &cert_key,
+        now: WED_1030,
+    };
+    assert!(evaluate(&p, &input("alice")).allow);
+    let d = evaluate(&p, &input("root"));
+    assert!(!d.allow && d.key_specific);
+}
+
+#[test]
+fn matchers_and_claims() {
+    let alice = identity("alice@example.com", &["sre"]);
+    for (yaml, expect) in [
+        ("email: alice@example.com", true),
+        ("email: [bob@example.com, alice@example.com]", true),
+        ("email:\n  starts_with: alice@", true),
+        ("email:\n  ends_with: '@example.org'", false),
+        ("email:\n  contains: ice", true),
+        ("domain:\n  is: example.com", true),
+        ("domain: example.org", false),
+        ("user: alice-sub", true),
+        ("claim/department: ops", true),
+        ("claim/department: [hr, finance]", false),
+        ("claim/missing: x", false),
+        ("accept: true", true),
+        ("reject: true", false),
+        ("date:\n  after: 2026-01-01T00:00:00Z", true),
+        ("date:\n  before: 2026-01-01", false),
+        ("time_of_day:\n  after: '09:00'\n  before: '17:00'", true),
+        ("time_of_day:\n  after: '22:00'\n  before: '06:00'", false),
+    ] {
+        let indented = yaml.replace('\n', "\n        ");
+        let p = policy(&format!("allow:\n  and:\n    - {indented}\n"));
+        let d = decide(&p, Some(&alice), "alice", ALICE_KEY, WED_1030);
+        assert_eq!(d.allow, expect, "{yaml}");
+    }
+}
+
+#[test]
+fn unauthenticated_and_deny() {
+    let p = policy("allow:\n  and:\n    - authenticated_user: true\ndeny:\n  or:\n    - email: bob@example.com\n");
+    assert_eq!(
+        decide(&p, None, "x", ALICE_KEY, WED_1030).message(),
+        "not signed in"
+    );
+    let bob = identity("bob@example.com", &[]);
+    let d = decide(&p, Some(&bob), "bob", BOB_KEY, WED_1030);
+    assert!(!d.allow);
+    assert_eq!(d.message(), "access is denied by policy");
+    let empty = Policy { rules: vec![] };
+    assert_eq!(
+        decide(&empty, Some(&bob), "bob", BOB_KEY, WED_1030).message(),
+        "no policy allows access"
+    );
+}
+
+#[test]
+fn parse_errors_name_the_line() {
+    let e = parse_policy(&parse_yaml("allow:\n  and:\n    - emial: a@b\n").unwrap()).unwrap_err();
+    assert_eq!(e.to_string(), "line 3: policy: unknown criterion \"emial\"");
+    let e = parse_policy(&parse_yaml("allow:\n  xor:\n    - accept: true\n").unwrap()).unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.message.contains("unknown operator"));
+    let e =
+        parse_policy(&parse_yaml("allow:\n  and:\n    - email:\n        matches: x\n").unwrap())
+            .unwrap_err();
+    assert!(e.message.contains("unknown matcher"), "{e}");
+    let e = parse_policy(&parse_yaml("permit:\n  and: []\n").unwrap()).unwrap_err();
+    assert!(e.message.contains("unknown action"));
+    let e = parse_policy(&parse_yaml("allow:\n  and:\n    - time_of_day:\n        after: '09:00'\n        timezone: Europe/Paris\n").unwrap()).unwrap_err();
+    assert!(e.message.contains("not supported"), "{e}");
+}
+
+fn arb_criterion() -> impl Strategy<Value = Criterion> {
+    prop_oneof![
+        Just(Criterion::Accept),
+        Just(Criterion::Reject),
+        Just(Criterion::AuthenticatedUser),
+        "[a-c]@example\\.com".prop_map(|e| Criterion::Email(StringMatcher::Is(e))),
+        "[a-c]".prop_map(|g| Criterion::Groups(vec![g])),
+        "[a-c]".prop_map(|l| Criterion::SshUsername(StringMatcher::Is(l))),
+        "[a-z]{1,8}".prop_map(|n| Criterion::Claim {
+            name: n,
+            values: vec!["x".into()]
+        }),
+    ]
+}
+
+fn allow(op: Op, criteria: Vec<Criterion>) -> Policy {
+    Policy {
+        rules: vec![Rule {
+            allow: Some(Block { op, criteria }),
+            deny: None,
+        }],
+    }
+}
+
+fn arb_identity() -> impl Strategy<Value = Identity> {
+    ("[a-c]", proptest::collection::vec("[a-c]", 0..3)).prop_map(|(u, groups)| {
+        let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+        identity(&format!("{u}@example.com"), &refs)
+    })
+}
+
+proptest! {
+    #[test]
+    fn not_inverts_a_single_criterion(c in arb_criterion(), id in arb_identity(), login in "[a-c]") {
+        let plain = decide(&allow(Op::And, vec![c.clone()]), Some(&id), &login, ALICE_KEY, WED_1030);
+        let inverted = decide(&allow(Op::Not, vec![c]), Some(&id), &login, ALICE_KEY, WED_1030);
+        prop_assert_eq!(plain.allow, !inverted.allow);
+    }
+
+    #[test]
+    fn and_of_one_equals_or_of_one(c in arb_criterion(), id in arb_identity(), login in "[a-c]") {
+        let a = decide(&allow(Op::And, vec![c.clone()]), Some(&id), &login, ALICE_KEY, WED_1030);
+        let o = decide(&allow(Op::Or, vec![c]), Some(&id), &login, ALICE_KEY, WED_1030);
+        prop_assert_eq!(a.allow, o.allow);
+    }
+
+    #[test]
+    fn deny_wins_over_allow(cs in proptest::collection::vec(arb_criterion(), 1..4), id in arb_identity()) {
+        let p = Policy { rules: vec![
+            Rule { allow: Some(Block { op: Op::Or, criteria: vec![Criterion::Accept] }), deny: None },
+            Rule { allow: None, deny: Some(Block { op: Op::And, criteria: cs.clone() }) },
+        ]};
+        let deny_matches = decide(&allow(Op::And, cs), Some(&id), "a", ALICE_KEY, WED_1030).allow;
+        let d = decide(&p, Some(&id), "a", ALICE_KEY, WED_1030);
+        prop_assert_eq!(d.allow, !deny_matches);
+    }
+
+    #[test]
+    fn unknown_claim_never_matches(name in "[a-z]{1,12}", id in arb_identity()) {
+        prop_assume!(name != "groups" && name != "department");
+        let p = allow(Op::And, vec![Criterion::Claim { name, values: vec!["ops".into(), "a".into()] }]);
+        prop_assert!(!decide(&p, Some(&id), "a", ALICE_KEY, WED_1030).allow);
+    }
+
+    #[test]
+    fn nobody_signed_in_never_passes_identity_criteria(c in arb_criterion()) {
+        prop_assume!(c != Criterion::Accept && !c.is_username_specific());
+        let d = decide(&allow(Op::And, vec![c]), None, "a", ALICE_KEY, WED_1030);
+        prop_assert!(!d.allow);
+    }
+}
