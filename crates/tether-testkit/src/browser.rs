@@ -51,9 +51,7 @@ impl FlowResult {
 
 /// `<repo>/target/e2e-screenshots/<test_name>/`, created.
 pub fn screenshot_dir(test_name: &str) -> PathBuf {
-    let dir = repo_root()
-        .join("target/e2e-screenshots")
-        .join(test_name);
+    let dir = repo_root().join("target/e2e-screenshots").join(test_name);
     std::fs::create_dir_all(&dir).expect("create screenshot dir");
     dir
 }
@@ -164,7 +162,11 @@ mod tests {
         assert!(r.ok);
         assert_eq!(r.text("code"), "abc\ndef");
         assert_eq!(r.statuses, vec![403]);
-        let r = parse(Some(1), "FLOW_FAIL 2 text \"x\" not found\n".into(), String::new());
+        let r = parse(
+            Some(1),
+            "FLOW_FAIL 2 text \"x\" not found\n".into(),
+            String::new(),
+        );
         assert!(!r.ok);
         assert_eq!(r.failure, Some((2, "text \"x\" not found".into())));
     }

@@ -41,7 +41,8 @@ pub fn http_request(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> std::io::Result<HttpResponse> {
-    let invalid = |msg: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg.to_string());
+    let invalid =
+        |msg: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg.to_string());
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| invalid("only http:// URLs are supported"))?;

@@ -17,7 +17,13 @@ pub const IDP_USERS: [(&str, &str, &str, &str, &[&str]); 3] = [
         "alice@example.com",
         &["sre", "dev"],
     ),
-    ("bob", "bob-password", "bob-sub", "bob@example.com", &["dev"]),
+    (
+        "bob",
+        "bob-password",
+        "bob-sub",
+        "bob@example.com",
+        &["dev"],
+    ),
     (
         "carol",
         "carol-password",

@@ -30,12 +30,13 @@ mod tether;
 pub use browser::{screenshot_dir, Browser, BrowserProfile, FlowResult};
 pub use http::{http_get, http_request, HttpResponse};
 pub use idp::{Idp, IDP_USERS};
-pub use postgres::Postgres;
+pub use postgres::{postgres_bin_dir, Postgres};
 pub use process::{run_command, CmdOutput};
 pub use ssh::{
-    extract_url, fingerprint, gen_client_key, run_ssh, shell_quote, SshClient, SSH_DEFAULT_ARGS,
+    extract_url, fingerprint, gen_client_key, gen_key, run_ssh, shell_quote, sign_user_cert,
+    SshClient, SSH, SSH_DEFAULT_ARGS,
 };
-pub use sshd::{ensure_user, Sshd};
+pub use sshd::{ensure_user, Sshd, SSHD};
 pub use tether::{tether_bin, TetherProcess};
 
 use std::collections::HashSet;
@@ -105,21 +106,13 @@ pub fn have_program(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Polls until `127.0.0.1:port` accepts a TCP connection; `false` after `timeout`.
+/// Polls until `127.0.0.1:port` accepts a TCP connection (at least one attempt);
+/// `false` after `timeout`.
 pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(
-            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_millis(200),
-        )
-        .is_ok()
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until(timeout, || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    })
 }
 
 /// Polls `cond` every 50 ms until it is true or `timeout` passes.

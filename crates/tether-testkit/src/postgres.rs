@@ -68,10 +68,15 @@ impl Postgres {
         let data = dir.path().join("data");
 
         let mut initdb = as_postgres(&bin, "initdb");
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]);
+        initdb.arg("-D").arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ]);
         let out = run_command(initdb, None, Duration::from_secs(120));
         assert!(out.success(), "initdb failed: {out:?}");
 

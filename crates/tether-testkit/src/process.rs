@@ -167,14 +167,19 @@ pub fn run_command(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) ->
 }
 
 /// Makes sure `<dir>/node_modules` is installed, running `npm ci` there at most once at
-/// a time across all test processes (an exclusive lock on `<dir>/.npm-ci.lock`).
+/// a time across all test processes (an exclusive lock on a file in the temp dir).
 pub(crate) fn ensure_node_modules(dir: &Path, marker_package: &str) {
     let marker = dir.join("node_modules").join(marker_package);
     if marker.is_dir() {
         return;
     }
-    let lock = File::create(dir.join(".npm-ci.lock"))
-        .unwrap_or_else(|e| panic!("cannot create npm lock in {}: {e}", dir.display()));
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let lock_path = std::env::temp_dir().join(format!(
+        "tether-testkit-npm-ci-{}.lock",
+        name.unwrap_or_default()
+    ));
+    let lock = File::create(&lock_path)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
     lock.lock().expect("lock .npm-ci.lock");
     if !marker.is_dir() {
         eprintln!("testkit: running npm ci in {}", dir.display());

@@ -3,7 +3,7 @@
 //! incrementally by background threads.
 
 use crate::process::{
-    exit_code, pump, pump_tee, run_command, spawn_group, terminate, text, wait_timeout, SharedBuf,
+    exit_code, pump_tee, run_command, spawn_group, terminate, text, wait_timeout, SharedBuf,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -233,7 +233,11 @@ pub fn fingerprint(key_path: &Path) -> String {
     let mut cmd = Command::new("ssh-keygen");
     cmd.arg("-l").arg("-f").arg(key_path);
     let out = run_command(cmd, None, Duration::from_secs(30));
-    assert!(out.success(), "ssh-keygen -l -f {}: {out:?}", key_path.display());
+    assert!(
+        out.success(),
+        "ssh-keygen -l -f {}: {out:?}",
+        key_path.display()
+    );
     out.stdout
         .split_whitespace()
         .find(|t| t.starts_with("SHA256:"))
@@ -248,7 +252,15 @@ pub fn sign_user_cert(ca_key: &Path, pub_key: &Path, key_id: &str, principals: &
     let mut cmd = Command::new("ssh-keygen");
     cmd.arg("-s")
         .arg(ca_key)
-        .args(["-I", key_id, "-n", &principals.join(","), "-V", "-5m:+1h", "-q"])
+        .args([
+            "-I",
+            key_id,
+            "-n",
+            &principals.join(","),
+            "-V",
+            "-5m:+1h",
+            "-q",
+        ])
         .arg(pub_key);
     let out = run_command(cmd, None, Duration::from_secs(30));
     assert!(out.success(), "ssh-keygen -s: {out:?}");
@@ -332,12 +344,19 @@ mod tests {
     fn pty_client_reads_incrementally_and_reports_exit() {
         let mut c = SshClient::spawn_program(
             "sh",
-            &["-c", "if [ -t 0 ]; then echo tty; fi; read x; echo got:$x; exit 7"],
+            &[
+                "-c",
+                "if [ -t 0 ]; then echo tty; fi; read x; echo got:$x; exit 7",
+            ],
             true,
         );
         assert!(c.wait_for("tty", Duration::from_secs(10)), "{}", c.output());
         c.send("hello\n");
-        assert!(c.wait_for("got:hello", Duration::from_secs(10)), "{}", c.output());
+        assert!(
+            c.wait_for("got:hello", Duration::from_secs(10)),
+            "{}",
+            c.output()
+        );
         assert_eq!(c.wait_exit(Duration::from_secs(10)), Some(7));
     }
 

@@ -4,7 +4,7 @@
 use crate::process::{run_command, spawn_group, tail, terminate};
 use crate::{free_port, wait_for_port};
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
@@ -171,5 +171,8 @@ pub fn ensure_user(name: &str) {
         last = Some(out);
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(exists(), "useradd -m {name} failed (are tests running as root?): {last:?}");
+    assert!(
+        exists(),
+        "useradd -m {name} failed (are tests running as root?): {last:?}"
+    );
 }

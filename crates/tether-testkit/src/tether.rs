@@ -5,7 +5,6 @@ use crate::process::{run_command, spawn_group, tail, terminate, CmdOutput};
 use crate::{http_get, repo_root, wait_for_port, wait_until};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -32,6 +31,7 @@ pub fn tether_bin() -> PathBuf {
 /// `certificate_file`, i.e. HTTPS), and the top-level `ssh_address:`, if any, must
 /// accept TCP. Both within 60 s, or the start panics with the logs.
 pub struct TetherProcess {
+    bin: PathBuf,
     child: Option<Child>,
     dir: TempDir,
     env: Vec<(String, String)>,
@@ -70,6 +70,11 @@ impl TetherProcess {
     /// plus `extra_env`, runs `tether serve -c <tmp>/config.yaml` and waits until it is
     /// ready (see the type's docs). `RUST_LOG` defaults to `info`.
     pub fn start(config_yaml: &str, extra_env: &[(&str, &str)]) -> TetherProcess {
+        TetherProcess::start_bin(&tether_bin(), config_yaml, extra_env)
+    }
+
+    /// As [`TetherProcess::start`] with another binary (`bin serve -c <config>`).
+    pub fn start_bin(bin: &Path, config_yaml: &str, extra_env: &[(&str, &str)]) -> TetherProcess {
         let dir = tempfile::Builder::new()
             .prefix("tether-e2e-")
             .tempdir()
@@ -88,6 +93,7 @@ impl TetherProcess {
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
         let mut t = TetherProcess {
+            bin: bin.to_path_buf(),
             child: None,
             dir,
             env,
@@ -113,7 +119,7 @@ impl TetherProcess {
                 .open(self.dir.path().join(name))
                 .expect("open log")
         };
-        let mut cmd = Command::new(tether_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("serve")
             .arg("-c")
             .arg(self.config_path())
@@ -128,7 +134,7 @@ impl TetherProcess {
             .map(|c| top_level_value(&c, "certificate_file").is_some())
             .unwrap_or(false);
         let ready = wait_until(Duration::from_secs(60), || {
-            if let Ok(Some(_)) = self.child.as_mut().map(|c| c.try_wait()).transpose() {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return true; // exited: reported below
             }
             let http_ok = match &self.http_addr {
@@ -144,7 +150,11 @@ impl TetherProcess {
                 .is_none_or(|addr| wait_for_port(port_of(addr), Duration::ZERO));
             http_ok && ssh_ok
         });
-        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+        if let Some(status) = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
             panic!(
                 "tether serve exited during start-up ({status}); logs:\n{}",
                 tail(&self.logs(), 8000)
@@ -163,9 +173,8 @@ impl TetherProcess {
 
     /// stdout and stderr so far (stdout first).
     pub fn logs(&self) -> String {
-        let read = |name: &str| {
-            std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
-        };
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("stdout.log"), read("stderr.log"))
     }
 
@@ -199,7 +208,11 @@ impl TetherProcess {
 
     /// The SSH listener's port.
     pub fn ssh_port(&self) -> u16 {
-        port_of(self.ssh_addr.as_deref().expect("config has no ssh_address:"))
+        port_of(
+            self.ssh_addr
+                .as_deref()
+                .expect("config has no ssh_address:"),
+        )
     }
 
     /// The process id, while running.
@@ -236,7 +249,7 @@ impl TetherProcess {
     /// Runs `tether <args>` (e.g. `bindings list -c <config>`) with the same
     /// environment and directory, to completion (60 s at most).
     pub fn cli(&self, args: &[&str]) -> CmdOutput {
-        let mut cmd = Command::new(tether_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .current_dir(self.dir.path())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -253,10 +266,6 @@ impl Drop for TetherProcess {
     }
 }
 
-/// Keeps the log files' type in use for readers of this module: both are plain files.
-#[allow(dead_code)]
-fn _log_file_type(_: File) {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,11 +278,68 @@ mod tests {
             Some("127.0.0.1:8080")
         );
         assert_eq!(
-            top_level_value(yaml, "ssh_address").map(|a| loopback(&a)).as_deref(),
+            top_level_value(yaml, "ssh_address")
+                .map(|a| loopback(&a))
+                .as_deref(),
             Some("127.0.0.1:2222")
         );
         assert_eq!(top_level_value(yaml, "routes"), None);
         assert_eq!(top_level_value(yaml, "missing"), None);
+    }
+
+    /// A stand-in `tether`: node serving `GET /ping` on the config's address and
+    /// accepting TCP on its ssh_address, logging to stderr, exiting on SIGTERM.
+    const FAKE_TETHER: &str = r#"#!/usr/bin/env node
+const fs = require('fs'); const http = require('http'); const net = require('net');
+const get = (k) => (new RegExp('^' + k + ':\\s*"?([^"\\s]+)', 'm').exec(cfg) || [])[1];
+const split = (a) => { const i = a.lastIndexOf(':'); return [a.slice(0, i) || '127.0.0.1', +a.slice(i + 1)]; };
+if (process.argv[2] !== 'serve') { console.log('cli', process.argv.slice(2).join(' ')); process.exit(0); }
+const cfg = fs.readFileSync(process.argv[4], 'utf8');
+const [h, p] = split(get('address'));
+http.createServer((q, s) => { s.statusCode = q.url === '/ping' ? 200 : 404; s.end('OK'); }).listen(p, h);
+const [sh, sp] = split(get('ssh_address'));
+net.createServer((c) => c.end()).listen(sp, sh);
+console.error('fake tether up, data dir ' + process.env.TETHER_DATA_DIR);
+process.on('SIGTERM', () => { console.error('fake tether stopping'); process.exit(0); });
+"#;
+
+    #[test]
+    fn starts_waits_for_ping_and_stops() {
+        if !crate::require("node", crate::have_program("node")) {
+            return;
+        }
+        let bin_dir = tempfile::tempdir().unwrap();
+        let bin = bin_dir.path().join("fake-tether");
+        std::fs::write(&bin, FAKE_TETHER).unwrap();
+        let mut perms = std::fs::metadata(&bin).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&bin, perms).unwrap();
+
+        let (http, ssh) = (crate::free_port(), crate::free_port());
+        let yaml = format!("address: 127.0.0.1:{http}\nssh_address: \":{ssh}\"\n");
+        let mut t = TetherProcess::start_bin(&bin, &yaml, &[("EXTRA", "1")]);
+        assert_eq!(t.ssh_port(), ssh);
+        assert_eq!(t.base_url(), format!("http://127.0.0.1:{http}"));
+        let ping = http_get(&format!("{}/ping", t.base_url()), Duration::from_secs(5)).unwrap();
+        assert_eq!(ping.status, 200);
+        assert!(
+            t.wait_for_log("fake tether up", Duration::from_secs(5)),
+            "{}",
+            t.logs()
+        );
+        assert!(t
+            .logs()
+            .contains(&t.data_dir().to_string_lossy().into_owned()));
+        let cli = t.cli(&["bindings", "list"]);
+        assert_eq!(cli.stdout.trim(), "cli bindings list");
+        t.restart();
+        assert_eq!(t.stop(), Some(0));
+        assert!(
+            t.logs().matches("fake tether up").count() == 2,
+            "{}",
+            t.logs()
+        );
+        assert!(t.logs().contains("fake tether stopping"));
     }
 
     #[test]
