@@ -48,7 +48,12 @@ impl Default for Feed {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 
@@ -57,10 +62,14 @@ mod tests {
         let feed = Feed::new();
         feed.publish(StoreEvent::Resync); // nobody listening: dropped, no error
         let mut rx = feed.subscribe();
-        feed.publish(StoreEvent::IdentityBindingRemoved { fingerprint: "SHA256:x".into() });
+        feed.publish(StoreEvent::IdentityBindingRemoved {
+            fingerprint: "SHA256:x".into(),
+        });
         assert_eq!(
             rx.recv().await.unwrap(),
-            StoreEvent::IdentityBindingRemoved { fingerprint: "SHA256:x".into() }
+            StoreEvent::IdentityBindingRemoved {
+                fingerprint: "SHA256:x".into()
+            }
         );
     }
 

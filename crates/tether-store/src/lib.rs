@@ -14,11 +14,34 @@ use async_trait::async_trait;
 use tether_core::{BindingRequest, ClientBinding, IdentityBinding, Session, Timestamp};
 use tokio::sync::broadcast;
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod feed;
 pub mod memory;
+mod rules;
 pub mod sql;
 
-pub use feed::Feed;
+use std::sync::Arc;
+
+pub use feed::{Feed, FEED_CAPACITY};
+pub use memory::MemoryStore;
+pub use sql::{Dialect, SqlStore};
+
+/// Opens the store named by `databroker_storage_type` (`kind`) and
+/// `databroker_storage_connection_string` (`conn`): `memory` (conn ignored), `file`
+/// (SQLite path or `sqlite:` URL) or `postgres` (`postgres://…`). SQL backends run
+/// their migrations and start their change-feed tailer before this returns, so it
+/// must be called inside a tokio runtime.
+pub async fn open(kind: &str, conn: &str) -> Result<Arc<dyn Store>, StoreError> {
+    match kind {
+        "memory" => Ok(Arc::new(MemoryStore::new())),
+        "file" => Ok(Arc::new(SqlStore::open_sqlite(conn).await?)),
+        "postgres" => Ok(Arc::new(SqlStore::open_postgres(conn).await?)),
+        other => Err(StoreError::Unavailable(format!(
+            "unknown storage type {other:?} (expected file, memory or postgres)"
+        ))),
+    }
+}
 
 /// A change that committed. Published after the commit, never before.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +162,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Subscribes to the change feed (this process's and other replicas' changes).
+    /// `RecvError::Lagged` means events were lost: treat it as [`StoreEvent::Resync`].
+    /// `RecvError::Closed` means the store was dropped.
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
 
     // --- web sessions ---
@@ -177,8 +202,12 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Approval, DecideError>;
     /// Deny: the request must be pending and unexpired. Publishes `RequestDecided`.
-    async fn deny_request(&self, code: &str, user_id: &str, now: Timestamp)
-        -> Result<(), DecideError>;
+    async fn deny_request(
+        &self,
+        code: &str,
+        user_id: &str,
+        now: Timestamp,
+    ) -> Result<(), DecideError>;
     /// Drops a pending request whose connection went away (no-op if decided/absent).
     async fn drop_request(&self, code: &str) -> Result<(), StoreError>;
 

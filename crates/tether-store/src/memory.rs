@@ -3,7 +3,7 @@
 //! Everything lives in `HashMap`s behind one `std::sync::Mutex`; a "transaction" is
 //! holding that lock for the whole method, so every method is atomic and no method
 //! awaits while holding it. The rules (who may bind a key, expiry, what purge
-//! removes) come from [`crate::rules`] and `tether-core`, exactly as for the SQL
+//! removes) come from `crate::rules` and `tether-core`, exactly as for the SQL
 //! backends, and the conformance suite checks both. Events are published while the
 //! lock is held so their order matches the order of the changes.
 
@@ -19,8 +19,7 @@ use tokio::sync::broadcast;
 
 use crate::rules;
 use crate::{
-    Approval, DecideError, Feed, PinnedHostKey, RevokeError, SignOut, Store, StoreError,
-    StoreEvent,
+    Approval, DecideError, Feed, PinnedHostKey, RevokeError, SignOut, Store, StoreError, StoreEvent,
 };
 
 /// The in-memory backend. Nothing survives the process.
@@ -114,7 +113,9 @@ impl Store for MemoryStore {
             session_id: session_id.to_string(),
             reason: reason.to_string(),
         });
-        Ok(SignOut { revoked_bindings: revoked })
+        Ok(SignOut {
+            revoked_bindings: revoked,
+        })
     }
 
     async fn open_request(
@@ -138,7 +139,8 @@ impl Store for MemoryStore {
         if st.requests.contains_key(new.code.as_str()) {
             return Err(StoreError::Unavailable("duplicate sign-in code".into()));
         }
-        st.requests.insert(new.code.as_str().to_string(), new.clone());
+        st.requests
+            .insert(new.code.as_str().to_string(), new.clone());
         Ok(new)
     }
 
@@ -155,7 +157,11 @@ impl Store for MemoryStore {
         now: Timestamp,
     ) -> Result<Approval, DecideError> {
         let mut st = self.lock()?;
-        let req = st.requests.get(code).cloned().ok_or(DecideError::NotFound)?;
+        let req = st
+            .requests
+            .get(code)
+            .cloned()
+            .ok_or(DecideError::NotFound)?;
         rules::check_decidable(&req, now)?;
         let session = rules::check_session(st.sessions.get(&session.id).cloned(), now)?;
         let user = session.user_id().to_string();
@@ -185,8 +191,13 @@ impl Store for MemoryStore {
             binding_id: binding.id.clone(),
             user_id: user,
         });
-        self.feed.publish(StoreEvent::RequestDecided { code: code.to_string() });
-        Ok(Approval { binding, remembered: remember })
+        self.feed.publish(StoreEvent::RequestDecided {
+            code: code.to_string(),
+        });
+        Ok(Approval {
+            binding,
+            remembered: remember,
+        })
     }
 
     async fn deny_request(
@@ -198,14 +209,22 @@ impl Store for MemoryStore {
         let mut st = self.lock()?;
         let req = st.requests.get_mut(code).ok_or(DecideError::NotFound)?;
         rules::check_decidable(req, now)?;
-        req.status = RequestStatus::Denied { user_id: user_id.to_string() };
-        self.feed.publish(StoreEvent::RequestDecided { code: code.to_string() });
+        req.status = RequestStatus::Denied {
+            user_id: user_id.to_string(),
+        };
+        self.feed.publish(StoreEvent::RequestDecided {
+            code: code.to_string(),
+        });
         Ok(())
     }
 
     async fn drop_request(&self, code: &str) -> Result<(), StoreError> {
         let mut st = self.lock()?;
-        if st.requests.get(code).is_some_and(|r| r.status == RequestStatus::Pending) {
+        if st
+            .requests
+            .get(code)
+            .is_some_and(|r| r.status == RequestStatus::Pending)
+        {
             st.requests.remove(code);
         }
         Ok(())
@@ -287,7 +306,9 @@ impl Store for MemoryStore {
             .cloned()
             .collect();
         out.sort_by(|a, b| {
-            b.created_at.cmp(&a.created_at).then_with(|| a.fingerprint.cmp(&b.fingerprint))
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.fingerprint.cmp(&b.fingerprint))
         });
         Ok(out)
     }
@@ -298,7 +319,11 @@ impl Store for MemoryStore {
         owner: Option<&str>,
     ) -> Result<IdentityBinding, RevokeError> {
         let mut st = self.lock()?;
-        let ib = st.identities.get(fingerprint).cloned().ok_or(RevokeError::NotFound)?;
+        let ib = st
+            .identities
+            .get(fingerprint)
+            .cloned()
+            .ok_or(RevokeError::NotFound)?;
         if owner.is_some_and(|o| o != ib.user_id) {
             return Err(RevokeError::NotOwner);
         }
@@ -322,7 +347,10 @@ impl Store for MemoryStore {
             .host_keys
             .entry(key.address.clone())
             .or_insert_with(|| key.public_key.clone());
-        Ok(PinnedHostKey { address: key.address.clone(), public_key: pinned.clone() })
+        Ok(PinnedHostKey {
+            address: key.address.clone(),
+            public_key: pinned.clone(),
+        })
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<(), StoreError> {

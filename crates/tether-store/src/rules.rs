@@ -40,7 +40,10 @@ pub(crate) fn check_decidable(req: &BindingRequest, now: Timestamp) -> Result<()
 }
 
 /// The deciding session, as the store holds it, must exist and be alive.
-pub(crate) fn check_session(stored: Option<Session>, now: Timestamp) -> Result<Session, DecideError> {
+pub(crate) fn check_session(
+    stored: Option<Session>,
+    now: Timestamp,
+) -> Result<Session, DecideError> {
     match stored {
         Some(s) if s.is_live(now) => Ok(s),
         _ => Err(DecideError::SessionGone),

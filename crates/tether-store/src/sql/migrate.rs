@@ -7,7 +7,7 @@
 //! time apply each migration exactly once. A database whose schema is newer than this
 //! build knows is refused as [`StoreError::Corrupt`] rather than guessed at.
 
-use sqlx::any::AnyPool;
+use sqlx::AnyPool;
 
 use super::rows::{db_err, int};
 use super::Dialect;
@@ -64,7 +64,10 @@ pub(crate) async fn run(pool: &AnyPool, dialect: Dialect, now_ms: i64) -> Result
                 .await
                 .map_err(db_err)?;
         }
-        sqlx::query(CREATE_TABLE).execute(&mut *tx).await.map_err(db_err)?;
+        sqlx::query(CREATE_TABLE)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
             .fetch_one(&mut *tx)
             .await
@@ -89,37 +92,55 @@ pub(crate) async fn run(pool: &AnyPool, dialect: Dialect, now_ms: i64) -> Result
         sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(|e| {
             StoreError::Unavailable(format!("migration {:04}_{} failed: {e}", m.version, m.name))
         })?;
-        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-            .bind(m.version)
-            .bind(m.name)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        tracing::info!(version = m.version, name = m.name, "store: applied schema migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "store: applied schema migration"
+        );
     }
     Ok(())
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 
     /// Every file in the migrations directory is embedded, in version order, with
     /// versions 1, 2, 3, ... and no gaps.
     fn check(dir: &str, embedded: &[Migration]) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dir);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(dir);
         let mut files: Vec<String> = std::fs::read_dir(&path)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".sql"))
             .collect();
         files.sort();
-        let expected: Vec<String> =
-            embedded.iter().map(|m| format!("{:04}_{}.sql", m.version, m.name)).collect();
-        assert_eq!(files, expected, "migrations/{dir} and the embedded list differ");
+        let expected: Vec<String> = embedded
+            .iter()
+            .map(|m| format!("{:04}_{}.sql", m.version, m.name))
+            .collect();
+        assert_eq!(
+            files, expected,
+            "migrations/{dir} and the embedded list differ"
+        );
         for (i, m) in embedded.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1);
         }

@@ -15,9 +15,11 @@
 //! periodic poll stays as the safety net.
 //!
 //! This module must not depend on russh or axum; the binding rules come from
-//! `tether-core` through [`crate::rules`].
+//! `tether-core` through `crate::rules`.
 
+mod approve;
 mod migrate;
+mod queries;
 mod rows;
 mod store_impl;
 mod tailer;
@@ -26,10 +28,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPool, AnyPoolOptions};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolOptions;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Any, ConnectOptions, Transaction};
+use sqlx::{Any, AnyPool, ConnectOptions, Transaction};
 use tether_core::{Clock, SystemClock};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -154,7 +156,13 @@ impl SqlStore {
         });
         tracing::debug!(?dialect, %origin, last_event = last, "store: opened");
         Ok(Self {
-            inner: Arc::new(Inner { pool, dialect, origin, feed, _tailer: cancel.drop_guard() }),
+            inner: Arc::new(Inner {
+                pool,
+                dialect,
+                origin,
+                feed,
+                _tailer: cancel.drop_guard(),
+            }),
         })
     }
 
@@ -228,16 +236,16 @@ impl SqlStore {
 }
 
 fn pool_options() -> PoolOptions<Any> {
-    AnyPoolOptions::new().min_connections(0).acquire_timeout(ACQUIRE_TIMEOUT)
+    AnyPoolOptions::new()
+        .min_connections(0)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
 }
 
 /// Registers the SQLite and PostgreSQL drivers with `sqlx::Any`. Unlike
 /// `install_default_drivers` this never panics; if some other code installed drivers
 /// first, connecting reports a missing driver as an error instead.
 fn install_drivers() {
-    static DRIVERS: &[sqlx::any::driver::AnyDriver] =
-        &[sqlx::postgres::any::DRIVER, sqlx::sqlite::any::DRIVER];
-    let _ = sqlx::any::install_drivers(DRIVERS);
+    let _ = sqlx::any::install_drivers(&[sqlx::postgres::any::DRIVER, sqlx::sqlite::any::DRIVER]);
 }
 
 /// Connection options for a SQLite file path or `sqlite:` URL, always creating the
@@ -254,7 +262,9 @@ fn sqlite_options(path_or_url: &str) -> Result<AnyConnectOptions, StoreError> {
         SqliteConnectOptions::new().filename(path)
     };
     let url = opts.create_if_missing(true).to_url_lossy();
-    Ok(AnyConnectOptions::from_url(&url).map_err(|e| bad(e.to_string()))?.disable_statement_logging())
+    Ok(AnyConnectOptions::from_url(&url)
+        .map_err(|e| bad(e.to_string()))?
+        .disable_statement_logging())
 }
 
 /// `<pid>-<16 random hex digits>`: unique per store instance, so two stores in one

@@ -63,14 +63,16 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
 
 /// Whether the error is a UNIQUE / PRIMARY KEY violation.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 fn get<'r, T>(row: &'r AnyRow, col: &str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
-    row.try_get::<T, _>(col).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+    row.try_get::<T, _>(col)
+        .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
 fn json<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T, StoreError> {
@@ -104,12 +106,15 @@ pub(crate) fn request(row: &AnyRow) -> Result<BindingRequest, StoreError> {
     let binding_id: Option<String> = get(row, "binding_id")?;
     let status = match (status.as_str(), decided_by, binding_id) {
         ("pending", _, _) => RequestStatus::Pending,
-        ("approved", Some(user_id), Some(binding_id)) => {
-            RequestStatus::Approved { user_id, binding_id }
-        }
+        ("approved", Some(user_id), Some(binding_id)) => RequestStatus::Approved {
+            user_id,
+            binding_id,
+        },
         ("denied", Some(user_id), _) => RequestStatus::Denied { user_id },
         (s, _, _) => {
-            return Err(StoreError::Corrupt(format!("binding_requests.status {s:?} inconsistent")))
+            return Err(StoreError::Corrupt(format!(
+                "binding_requests.status {s:?} inconsistent"
+            )))
         }
     };
     let details: BindingDetails = json(&get::<String>(row, "details_json")?, "details_json")?;
@@ -131,9 +136,10 @@ pub(crate) fn status_columns(
 ) -> (&'static str, Option<String>, Option<String>) {
     match status {
         RequestStatus::Pending => ("pending", None, None),
-        RequestStatus::Approved { user_id, binding_id } => {
-            ("approved", Some(user_id.clone()), Some(binding_id.clone()))
-        }
+        RequestStatus::Approved {
+            user_id,
+            binding_id,
+        } => ("approved", Some(user_id.clone()), Some(binding_id.clone())),
         RequestStatus::Denied { user_id } => ("denied", Some(user_id.clone()), None),
     }
 }
@@ -201,19 +207,31 @@ enum EventRecord {
 /// `(kind, payload_json)` for the outbox, or `None` for events that are not stored.
 pub(crate) fn encode_event(ev: &StoreEvent) -> Result<Option<(&'static str, String)>, StoreError> {
     let (kind, rec) = match ev.clone() {
-        StoreEvent::RequestDecided { code } => ("request_decided", EventRecord::RequestDecided { code }),
-        StoreEvent::BindingCreated { binding_id, user_id } => {
-            ("binding_created", EventRecord::BindingCreated { binding_id, user_id })
+        StoreEvent::RequestDecided { code } => {
+            ("request_decided", EventRecord::RequestDecided { code })
         }
-        StoreEvent::BindingRevoked { binding_id, reason } => {
-            ("binding_revoked", EventRecord::BindingRevoked { binding_id, reason })
-        }
-        StoreEvent::SessionEnded { session_id, reason } => {
-            ("session_ended", EventRecord::SessionEnded { session_id, reason })
-        }
-        StoreEvent::IdentityBindingRemoved { fingerprint } => {
-            ("identity_binding_removed", EventRecord::IdentityBindingRemoved { fingerprint })
-        }
+        StoreEvent::BindingCreated {
+            binding_id,
+            user_id,
+        } => (
+            "binding_created",
+            EventRecord::BindingCreated {
+                binding_id,
+                user_id,
+            },
+        ),
+        StoreEvent::BindingRevoked { binding_id, reason } => (
+            "binding_revoked",
+            EventRecord::BindingRevoked { binding_id, reason },
+        ),
+        StoreEvent::SessionEnded { session_id, reason } => (
+            "session_ended",
+            EventRecord::SessionEnded { session_id, reason },
+        ),
+        StoreEvent::IdentityBindingRemoved { fingerprint } => (
+            "identity_binding_removed",
+            EventRecord::IdentityBindingRemoved { fingerprint },
+        ),
         StoreEvent::Resync => return Ok(None),
     };
     Ok(Some((kind, to_json(&rec)?)))
@@ -225,9 +243,13 @@ pub(crate) fn decode_event(payload_json: &str) -> Result<StoreEvent, StoreError>
     let rec: EventRecord = json(payload_json, "events.payload_json")?;
     Ok(match rec {
         EventRecord::RequestDecided { code } => StoreEvent::RequestDecided { code },
-        EventRecord::BindingCreated { binding_id, user_id } => {
-            StoreEvent::BindingCreated { binding_id, user_id }
-        }
+        EventRecord::BindingCreated {
+            binding_id,
+            user_id,
+        } => StoreEvent::BindingCreated {
+            binding_id,
+            user_id,
+        },
         EventRecord::BindingRevoked { binding_id, reason } => {
             StoreEvent::BindingRevoked { binding_id, reason }
         }
@@ -241,7 +263,12 @@ pub(crate) fn decode_event(payload_json: &str) -> Result<StoreEvent, StoreError>
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 
@@ -249,10 +276,21 @@ mod tests {
     fn events_round_trip_through_the_outbox_encoding() {
         let evs = [
             StoreEvent::RequestDecided { code: "c".into() },
-            StoreEvent::BindingCreated { binding_id: "sshkey-SHA256:a".into(), user_id: "u".into() },
-            StoreEvent::BindingRevoked { binding_id: "sshkey-SHA256:a".into(), reason: "r".into() },
-            StoreEvent::SessionEnded { session_id: "s".into(), reason: "r".into() },
-            StoreEvent::IdentityBindingRemoved { fingerprint: "SHA256:a".into() },
+            StoreEvent::BindingCreated {
+                binding_id: "sshkey-SHA256:a".into(),
+                user_id: "u".into(),
+            },
+            StoreEvent::BindingRevoked {
+                binding_id: "sshkey-SHA256:a".into(),
+                reason: "r".into(),
+            },
+            StoreEvent::SessionEnded {
+                session_id: "s".into(),
+                reason: "r".into(),
+            },
+            StoreEvent::IdentityBindingRemoved {
+                fingerprint: "SHA256:a".into(),
+            },
         ];
         for ev in evs {
             let (kind, payload) = encode_event(&ev).unwrap().unwrap();
@@ -260,6 +298,9 @@ mod tests {
             assert_eq!(decode_event(&payload).unwrap(), ev);
         }
         assert!(encode_event(&StoreEvent::Resync).unwrap().is_none());
-        assert!(matches!(decode_event("{\"kind\":\"from_the_future\"}"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            decode_event("{\"kind\":\"from_the_future\"}"),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::AnyPool;
 use sqlx::postgres::PgListener;
+use sqlx::AnyPool;
 use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +46,12 @@ pub(crate) struct Tailer {
 pub(crate) fn spawn(tailer: Tailer) {
     let wake = Arc::new(Notify::new());
     if let Some(url) = tailer.listen_url.clone() {
-        tokio::spawn(listen(url, tailer.feed.clone(), Arc::clone(&wake), tailer.cancel.clone()));
+        tokio::spawn(listen(
+            url,
+            tailer.feed.clone(),
+            Arc::clone(&wake),
+            tailer.cancel.clone(),
+        ));
     }
     tokio::spawn(tailer.run(wake));
 }
