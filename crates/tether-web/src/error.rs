@@ -157,7 +157,9 @@ impl IntoResponse for WebError {
                 (
                     StatusCode::BAD_GATEWAY,
                     "identity provider unreachable",
-                    format!("The identity provider could not be reached; try again shortly (ref {r})."),
+                    format!(
+                        "The identity provider could not be reached; try again shortly (ref {r})."
+                    ),
                 )
             }
             WebError::StoreUnavailable(detail) => {

@@ -32,6 +32,8 @@ mod handlers;
 mod oidc;
 mod pages;
 mod session;
+#[cfg(test)]
+mod tests;
 
 pub use devidp::{DevIdp, DevIdpError};
 

@@ -189,7 +189,6 @@ pub async fn run(config: Config, keys: KeyMaterial, data: PathBuf, demo: bool) -
         config: config.clone(),
         store: store.clone(),
         cookie_key: *keys.cookie_key.expose(),
-        client_secret: keys.client_secret.clone(),
         clock: clock.clone(),
         live: Arc::new(RegistryLive(registry.clone())),
         dev_idp,

@@ -33,6 +33,16 @@ pub(crate) struct Row {
     pub(crate) remembered: bool,
 }
 
+/// A compact UTC time (`2026-11-27 23:52 UTC`) with the exact instant as a tooltip.
+fn when(t: Timestamp) -> String {
+    let full = t.rfc3339();
+    let short = full
+        .get(..16)
+        .map(|s| format!("{} UTC", s.replace('T', " ")))
+        .unwrap_or_else(|| full.clone());
+    format!("<time datetime=\"{full}\" title=\"{full}\">{short}</time>")
+}
+
 fn revoke_form(action: &str, id: &str, csrf: &str, label: &str, enabled: bool) -> String {
     let disabled = if enabled { "" } else { " disabled" };
     format!(
@@ -70,20 +80,19 @@ pub(crate) fn page(rows: &[Row], who: &str, csrf: &str) -> String {
             let expires = if r.remembered {
                 "until revoked".to_string()
             } else {
-                r.expires_at
-                    .map(|t| t.rfc3339())
-                    .unwrap_or_else(|| "—".into())
+                r.expires_at.map(when).unwrap_or_else(|| "—".into())
             };
             body.push_str(&format!(
                 "<tr class=\"binding\" data-binding-id=\"{id}\"><td>ssh</td>\
-                 <td><code class=\"fingerprint\">{fp}</code></td><td>{kt}</td>\
+                 <td><code class=\"fingerprint\">{fp}</code></td><td class=\"nowrap\">{kt}</td>\
                  <td class=\"mono\">{from}</td><td>{route_login}</td><td>{issued}</td>\
-                 <td class=\"expires\">{expires}</td><td class=\"live\">{live}</td><td>{b1} {b2}</td></tr>",
+                 <td class=\"expires\">{expires}</td><td class=\"live\">{live}</td>\
+                 <td class=\"buttons\">{b1}{b2}</td></tr>",
                 id = esc(&r.id),
                 fp = esc(&r.fingerprint),
                 kt = esc(&r.key_type),
                 from = esc(r.initiated_from.as_deref().unwrap_or("—")),
-                issued = r.issued_at.rfc3339(),
+                issued = when(r.issued_at),
                 live = r.live,
                 b1 = revoke_form(
                     "/.pomerium/session_binding/revoke",

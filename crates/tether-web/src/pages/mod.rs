@@ -16,7 +16,7 @@ pub(crate) fn esc(s: &str) -> Cow<'_, str> {
 }
 
 const CSS: &str = "\
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:60rem;margin:2rem auto;\
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:76rem;margin:2rem auto;\
 padding:0 1rem;color:#1d2330;line-height:1.45}\
 header{display:flex;justify-content:space-between;align-items:baseline;border-bottom:1px solid #dde;\
 margin-bottom:1.5rem;padding-bottom:.5rem}\
@@ -37,6 +37,8 @@ button:disabled{opacity:.45;cursor:not-allowed}\
 .warn{color:#9a1c1c}\
 .dev{background:#fff3cd;border:1px solid #e0c36a;padding:.4rem .7rem;border-radius:6px}\
 form.inline{display:inline}\
+td.buttons{white-space:nowrap}td.buttons form{display:block;margin:0 0 .3rem}\
+td.nowrap{white-space:nowrap}code.fingerprint{font-size:.85rem;word-break:break-all;min-width:16ch;display:inline-block}table#bindings th{white-space:normal}\
 ";
 
 /// Wraps a body in the common layout. `who` is the signed-in user, if any.

@@ -56,7 +56,8 @@ pub(crate) fn page(req: &BindingRequest, who: &str, csrf: &str, now: Timestamp) 
          <div class=\"actions\">\
          <button type=\"submit\" id=\"deny\" name=\"confirm\" value=\"false\">Deny</button>\
          <button type=\"submit\" id=\"authorize\" class=\"primary\" name=\"confirm\" value=\"true\">Authorize</button>\
-         </div></form>{js}",
+         </div></form>\
+         <p class=\"note\">Not {who}? <a href=\"/.pomerium/sign_out\">Sign out</a> first.</p>{js}",
         fp = esc(&req.fingerprint),
         kt = esc(&req.key_type),
         login = esc(&req.details.login),
@@ -68,6 +69,7 @@ pub(crate) fn page(req: &BindingRequest, who: &str, csrf: &str, now: Timestamp) 
         mmss = mm_ss(left),
         code = esc(req.code.as_str()),
         csrf = esc(csrf),
+        who = esc(who),
         js = COUNTDOWN_JS,
     );
     layout("Verify", Some(who), &body)

@@ -1,0 +1,195 @@
+//! The bindings management page and its two revoke forms (SPEC §5). Users see and
+//! revoke only their own bindings; revoking someone else's is 403 and changes nothing.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use tether_core::binding::{binding_id, fingerprint_of};
+use tether_core::Session;
+
+use super::sign_in::display_name;
+use super::{redirect, start_login};
+use crate::error::WebError;
+use crate::form::Fields;
+use crate::pages::bindings::Row;
+use crate::pages::{self, html};
+use crate::session::{current, require_csrf};
+use crate::AppState;
+
+const PAGE: &str = "/.pomerium/session_binding_info";
+
+/// Plain printable ASCII for reasons shown on SSH clients' terminals.
+pub(crate) fn ascii(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+async fn rows(state: &AppState, session: &Session) -> Result<Vec<Row>, WebError> {
+    let now = state.clock.now();
+    let user = session.user_id();
+    let bindings = state.store.list_bindings(Some(user)).await?;
+    let identities = state.store.list_identity_bindings(Some(user)).await?;
+    let remembered: HashSet<&str> = identities.iter().map(|i| i.fingerprint.as_str()).collect();
+
+    let mut sessions: HashMap<String, Option<Session>> = HashMap::new();
+    let mut rows = Vec::new();
+    for b in &bindings {
+        if !sessions.contains_key(&b.session_id) {
+            let s = state.store.get_session(&b.session_id).await?;
+            sessions.insert(b.session_id.clone(), s);
+        }
+        let s = sessions.get(&b.session_id).and_then(Option::as_ref);
+        if !b.is_valid(now, s) {
+            continue;
+        }
+        rows.push(Row {
+            id: b.id.clone(),
+            fingerprint: b.fingerprint.clone(),
+            key_type: b.key_type.clone(),
+            initiated_from: Some(b.details.source_addr.clone()),
+            route: b.details.route.clone(),
+            login: Some(b.details.login.clone()),
+            issued_at: b.issued_at,
+            expires_at: Some(b.expires_at),
+            live: state.live.live_count(&b.id),
+            has_client: true,
+            remembered: remembered.contains(b.fingerprint.as_str()),
+        });
+    }
+    for ib in &identities {
+        if rows.iter().any(|r| r.fingerprint == ib.fingerprint) {
+            continue;
+        }
+        let id = binding_id(&ib.fingerprint);
+        rows.push(Row {
+            live: state.live.live_count(&id),
+            id,
+            fingerprint: ib.fingerprint.clone(),
+            key_type: ib.key_type.clone(),
+            initiated_from: None,
+            route: None,
+            login: None,
+            issued_at: ib.created_at,
+            expires_at: None,
+            has_client: false,
+            remembered: true,
+        });
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.issued_at));
+    Ok(rows)
+}
+
+/// `GET /.pomerium/session_binding_info`.
+pub(crate) async fn list(
+    State(state): State<crate::State>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    let Some(session) = current(&state, &headers).await? else {
+        return start_login(&state, PAGE).await;
+    };
+    let rows = rows(&state, &session).await?;
+    let csrf = state.csrf.token(&session.id);
+    Ok(html(
+        StatusCode::OK,
+        pages::bindings::page(&rows, display_name(&session), &csrf),
+    ))
+}
+
+fn binding_field(fields: &Fields) -> Result<&str, WebError> {
+    fields
+        .get("sessionBindingID")
+        .filter(|s| !s.is_empty())
+        .ok_or(WebError::BadRequest("No binding was named."))
+}
+
+/// `POST /.pomerium/session_binding/revoke` (`sessionBindingID`, `csrf_token`).
+pub(crate) async fn revoke_client(
+    State(state): State<crate::State>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let fields = Fields::parse(&body);
+    let session = require_csrf(&state, &headers, &fields).await?;
+    let id = binding_field(&fields)?;
+    let reason = ascii(&format!("revoked by {}", display_name(&session)));
+    let result = state
+        .store
+        .revoke_binding(id, Some(session.user_id()), &reason)
+        .await;
+    if let Err(tether_store::RevokeError::NotOwner) = &result {
+        tracing::warn!(
+            target: "audit",
+            event = "binding_revoke_refused",
+            user = %session.user_id(),
+            binding_id = %id,
+            "not the owner"
+        );
+    }
+    let revoked = result?;
+    tracing::info!(
+        target: "audit",
+        event = "binding_revoked",
+        user = %session.user_id(),
+        email = %session.identity.email,
+        binding_id = %revoked.id,
+        reason = %reason,
+    );
+    redirect(StatusCode::SEE_OTHER, PAGE)
+}
+
+/// `POST /.pomerium/identity_binding/revoke` (`sessionBindingID` = `sshkey-SHA256:…`).
+pub(crate) async fn revoke_identity(
+    State(state): State<crate::State>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let fields = Fields::parse(&body);
+    let session = require_csrf(&state, &headers, &fields).await?;
+    let id = binding_field(&fields)?;
+    let fingerprint = fingerprint_of(id).unwrap_or(id);
+    let result = state
+        .store
+        .revoke_identity_binding(fingerprint, Some(session.user_id()))
+        .await;
+    if let Err(tether_store::RevokeError::NotOwner) = &result {
+        tracing::warn!(
+            target: "audit",
+            event = "identity_binding_revoke_refused",
+            user = %session.user_id(),
+            fingerprint = %fingerprint,
+            "not the owner"
+        );
+    }
+    result?;
+    tracing::info!(
+        target: "audit",
+        event = "identity_binding_removed",
+        user = %session.user_id(),
+        email = %session.identity.email,
+        fingerprint = %fingerprint,
+    );
+    redirect(StatusCode::SEE_OTHER, PAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ascii;
+
+    #[test]
+    fn reasons_are_plain_ascii() {
+        assert_eq!(
+            ascii("revoked by zoë@example.com\n"),
+            "revoked by zo?@example.com?"
+        );
+    }
+}

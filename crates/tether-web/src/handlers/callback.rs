@@ -1,0 +1,103 @@
+//! `GET /oauth2/callback`: the OIDC redirect URI. Checks `state` against the
+//! login-state cookie, exchanges the code (PKCE), verifies the ID token, creates the
+//! web session in the store and sets the session cookie. Any failure creates nothing.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use tether_core::Session;
+
+use super::{add_cookie, is_local_path, redirect};
+use crate::cookies::{clear_cookie, login_cookie_name, read_cookies};
+use crate::error::WebError;
+use crate::form::Fields;
+use crate::session::{new_session_id, session_set_cookie};
+
+/// Equality without an early exit.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// `GET /oauth2/callback?code=…&state=…`.
+pub(crate) async fn callback(
+    State(state): State<crate::State>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    let query = Fields::query(query.as_deref());
+    let now = state.clock.now();
+    let login_name = login_cookie_name(&state.config.cookie_name);
+    let login = read_cookies(&headers, &login_name)
+        .into_iter()
+        .find_map(|v| state.sealer.open_login(v, now))
+        .ok_or_else(|| WebError::SignInFailed {
+            msg: "This sign-in could not be matched to your browser; start again from the link.",
+            detail: "login-state cookie missing, invalid or expired".into(),
+        })?;
+    let got_state = query.get("state").unwrap_or_default();
+    if !same(got_state, &login.state) {
+        return Err(WebError::SignInFailed {
+            msg: "This sign-in could not be matched to your browser; start again from the link.",
+            detail: "state parameter does not match the login-state cookie".into(),
+        });
+    }
+    if let Some(err) = query.get("error") {
+        return Err(WebError::SignInFailed {
+            msg: "The identity provider did not sign you in.",
+            detail: format!(
+                "IdP returned error {err}: {}",
+                query.get("error_description").unwrap_or_default()
+            ),
+        });
+    }
+    let code = query
+        .get("code")
+        .filter(|c| !c.is_empty())
+        .ok_or(WebError::BadRequest("The sign-in response has no code."))?;
+
+    let identity = state
+        .oidc
+        .finish(code, &login.pkce_verifier, &login.nonce)
+        .await?;
+    let session = Session {
+        id: new_session_id()?,
+        identity,
+        issued_at: now,
+        expires_at: now.plus(state.config.cookie_expire),
+    };
+    state.store.create_session(&session).await?;
+    tracing::info!(
+        target: "audit",
+        event = "sign_in",
+        user = %session.user_id(),
+        email = %session.identity.email,
+        session_expires = %session.expires_at.rfc3339(),
+    );
+
+    let to = if is_local_path(&login.return_to) {
+        login.return_to.as_str()
+    } else {
+        "/.pomerium/"
+    };
+    let mut res = redirect(StatusCode::SEE_OTHER, to)?;
+    add_cookie(&mut res, &session_set_cookie(&state, &session)?)?;
+    add_cookie(&mut res, &clear_cookie(&login_name, state.secure_cookies))?;
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn same_compares_exactly() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "abcd"));
+        assert!(same("", ""));
+    }
+}

@@ -1,0 +1,68 @@
+//! `GET|POST /.pomerium/sign_out`: a confirmation form, then the store ends the web
+//! session and revokes all of the user's client bindings in one transaction (their
+//! connections end through the change feed). Remembered keys stay.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::add_cookie;
+use super::sign_in::display_name;
+use crate::cookies::clear_cookie;
+use crate::error::WebError;
+use crate::form::Fields;
+use crate::pages::{self, html};
+use crate::session::{current, require_csrf};
+
+/// `GET /.pomerium/sign_out`: the confirm button (a CSRF-protected form).
+pub(crate) async fn confirm(
+    State(state): State<crate::State>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    match current(&state, &headers).await? {
+        Some(session) => {
+            let csrf = state.csrf.token(&session.id);
+            Ok(html(
+                StatusCode::OK,
+                pages::sign_out_confirm(display_name(&session), &csrf),
+            ))
+        }
+        None => Ok(html(StatusCode::OK, pages::not_signed_in())),
+    }
+}
+
+/// `POST /.pomerium/sign_out` (`csrf_token`).
+pub(crate) async fn sign_out(
+    State(state): State<crate::State>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    if current(&state, &headers).await?.is_none() {
+        let mut res = html(StatusCode::OK, pages::not_signed_in());
+        add_cookie(
+            &mut res,
+            &clear_cookie(&state.config.cookie_name, state.secure_cookies),
+        )?;
+        return Ok(res);
+    }
+    let fields = Fields::parse(&body);
+    let session = require_csrf(&state, &headers, &fields).await?;
+    let out = state.store.sign_out(&session.id, "signed out").await?;
+    tracing::info!(
+        target: "audit",
+        event = "sign_out",
+        user = %session.user_id(),
+        email = %session.identity.email,
+        revoked_bindings = out.revoked_bindings.len(),
+    );
+    let mut res = html(
+        StatusCode::OK,
+        pages::signed_out(out.revoked_bindings.len()),
+    );
+    add_cookie(
+        &mut res,
+        &clear_cookie(&state.config.cookie_name, state.secure_cookies),
+    )?;
+    Ok(res)
+}

@@ -1,0 +1,14 @@
+//! Crate tests that need the crate's internals (sealing cookies, CSRF tokens) to
+//! forge browser state: handlers through `Router::oneshot` with the memory store,
+//! the OIDC callback against a scripted IdP, and the full login on a loopback port.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod callback;
+mod handlers;
+mod login;
+mod support;
