@@ -50,21 +50,27 @@ dev_idp:
 pub fn print_banner(config: &Config, ssh: Option<SocketAddr>, web: Option<SocketAddr>) {
     let ssh_port = ssh.map_or(2222, |a| a.port());
     let web = web.map_or_else(|| config.address.clone(), |a| a.to_string());
-    println!(
-        "\n\
-tether demo is running (development only: built-in identity provider, loopback only)\n\
-\n\
-  SSH gateway   127.0.0.1:{ssh_port}\n\
-  Web app       http://{web}\n\
-  Dev IdP       {idp}   users: alice, bob   password: {DEMO_PASSWORD}\n\
-\n\
-Next, in another terminal:\n\
-\n\
-  ssh -p {ssh_port} alice@localhost whoami\n\
-\n\
-Open the link it prints, sign in as alice (password {DEMO_PASSWORD}), click Authorize,\n\
-and whoami answers. Your bindings: http://{web}/.pomerium/session_binding_info\n\
-Stop with Ctrl-C.\n",
-        idp = config.idp.provider_url,
-    );
+    let idp = &config.idp.provider_url;
+    let lines = [
+        String::new(),
+        "tether demo is running (development only: built-in identity provider, loopback only)"
+            .to_string(),
+        String::new(),
+        format!("  SSH gateway   127.0.0.1:{ssh_port}"),
+        format!("  Web app       http://{web}"),
+        format!("  Dev IdP       {idp}   users: alice, bob   password: {DEMO_PASSWORD}"),
+        String::new(),
+        "Next, in another terminal:".to_string(),
+        String::new(),
+        format!("  ssh -p {ssh_port} alice@localhost whoami"),
+        String::new(),
+        format!(
+            "Open the link it prints, sign in as alice (password {DEMO_PASSWORD}), click Authorize,"
+        ),
+        format!(
+            "and whoami answers. Your bindings: http://{web}/.pomerium/session_binding_info"
+        ),
+        "Stop with Ctrl-C.".to_string(),
+    ];
+    println!("{}", lines.join("\n"));
 }

@@ -25,8 +25,6 @@ pub struct KeyMaterial {
     pub user_ca: PrivateKey,
     /// Decoded cookie secret.
     pub cookie_key: Secret<[u8; 32]>,
-    /// IdP client secret.
-    pub client_secret: Secret<String>,
     /// Where the CA's public key was written (for TrustedUserCAKeys).
     pub user_ca_pub_path: Option<PathBuf>,
 }
@@ -177,17 +175,20 @@ pub fn load(config: &Config, data: &Path) -> Result<KeyMaterial> {
         .try_into()
         .map_err(|_| anyhow::anyhow!("cookie secret: expected base64 of 32 bytes"))?;
 
-    let client_secret = match (&config.idp.client_secret, &config.idp.client_secret_file) {
-        (Some(s), _) => s.expose().clone(),
-        (None, Some(file)) => read_private_file(Path::new(file))?.trim().to_string(),
+    // The web app reads the client secret itself; check the file here so a missing or
+    // too-open file stops start-up before any port is bound.
+    match (&config.idp.client_secret, &config.idp.client_secret_file) {
+        (Some(_), _) => {}
+        (None, Some(file)) => {
+            read_private_file(Path::new(file))?;
+        }
         (None, None) => bail!("idp_client_secret is required"),
-    };
+    }
 
     Ok(KeyMaterial {
         host_keys,
         user_ca,
         cookie_key: Secret::new(cookie_key),
-        client_secret: Secret::new(client_secret),
         user_ca_pub_path,
     })
 }
