@@ -90,8 +90,13 @@ pub fn sign_user_cert(
     os_random(&mut nonce)?;
     let sign_err = |e: russh::keys::ssh_key::Error| CertError::Sign(e.to_string());
 
-    let mut builder = Builder::new(nonce, subject_key.key_data().clone(), valid_after, valid_before)
-        .map_err(sign_err)?;
+    let mut builder = Builder::new(
+        nonce,
+        subject_key.key_data().clone(),
+        valid_after,
+        valid_before,
+    )
+    .map_err(sign_err)?;
     builder
         .serial(random_u64()?)
         .map_err(sign_err)?
@@ -162,8 +167,7 @@ mod tests {
     fn validity_is_capped_by_binding_expiry() {
         let ca = ca();
         let subject = ephemeral_ed25519().unwrap();
-        let cert =
-            sign_user_cert(&ca, subject.public_key(), "a@b", "a", NOW + 120, NOW).unwrap();
+        let cert = sign_user_cert(&ca, subject.public_key(), "a@b", "a", NOW + 120, NOW).unwrap();
         assert_eq!(cert.valid_before(), NOW + 120);
         assert_eq!(cert.valid_after(), NOW - 60);
     }
@@ -181,8 +185,7 @@ mod tests {
         let ca = ca();
         let other = ephemeral_ed25519().unwrap();
         let subject = ephemeral_ed25519().unwrap();
-        let cert =
-            sign_user_cert(&ca, subject.public_key(), "a@b", "a", NOW + 7200, NOW).unwrap();
+        let cert = sign_user_cert(&ca, subject.public_key(), "a@b", "a", NOW + 7200, NOW).unwrap();
         let ca_fp = ca.public_key().fingerprint(HashAlg::Sha256);
         let other_fp = other.public_key().fingerprint(HashAlg::Sha256);
         cert.validate_at(NOW, [&ca_fp]).unwrap();

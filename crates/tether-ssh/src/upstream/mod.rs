@@ -1,1 +1,339 @@
-//! upstream (placeholder)
+//! The upstream client: one SSH connection from tether to a route's sshd per client
+//! connection, logged in as the user's login name with a fresh ed25519 key and a
+//! short-lived user certificate ([`crate::cert`]), the upstream's host key checked
+//! ([`HostKeyCheck`]), and a relay ([`pump`]) for each channel pair. This module knows
+//! russh's client side and the store's pinned host keys; it must not know about
+//! bindings, policy or the web side — the caller decides *whether* to connect.
+//!
+//! # Wiring it into the server front end
+//!
+//! After authentication and the policy decision, the connection actor calls
+//! [`connect`] with a bounded `mpsc` sender for [`UpstreamEvent`]s; on error it writes
+//! the error's `Display` (one line) to the client and disconnects. If
+//! [`Upstream::banner`] is `Some`, forward it (e.g. as keyboard-interactive
+//! instructions or stderr). Then, per russh server `Handler` callback:
+//!
+//! | server `Handler` callback | upstream call |
+//! |---|---|
+//! | `channel_open_session(channel, reply)` | [`Upstream::open_session`]; on `Ok` accept `reply`, spawn [`pump`]`(channel, session.handle(), up, reader)`, keep `up` (the [`UpstreamChannel`]) by channel id; on `Err` reject |
+//! | `channel_open_direct_tcpip(channel, host, port, orig, orig_port, reply)` | [`Upstream::open_direct_tcpip`], then as above |
+//! | `pty_request(id, term, w, h, pw, ph, modes)` | `up.`[`request_pty`](UpstreamChannel::request_pty) |
+//! | `env_request(id, name, value)` | `up.`[`set_env`](UpstreamChannel::set_env) |
+//! | `shell_request(id)` | `up.`[`request_shell`](UpstreamChannel::request_shell) |
+//! | `exec_request(id, data)` | `up.`[`exec`](UpstreamChannel::exec) |
+//! | `subsystem_request(id, name)` (sftp) | `up.`[`request_subsystem`](UpstreamChannel::request_subsystem) |
+//! | `x11_request(id, ..)` | `up.`[`request_x11`](UpstreamChannel::request_x11) |
+//! | `agent_request(id)` → `bool` | `up.`[`agent_forward`](UpstreamChannel::agent_forward) (return its result) |
+//! | `window_change_request(id, ..)` | `up.`[`window_change`](UpstreamChannel::window_change) |
+//! | `signal(id, sig)` | `up.`[`signal`](UpstreamChannel::signal) |
+//! | `tcpip_forward(addr, &mut port)` → `bool` | [`Upstream::tcpip_forward`]; set `*port` to the returned port |
+//! | `cancel_tcpip_forward(addr, port)` → `bool` | [`Upstream::cancel_tcpip_forward`] |
+//!
+//! For the requests that return `Result<bool, _>`, await the call *inside* the
+//! callback (or await the actor's answer there) and then call
+//! `session.channel_success(id)` on `Ok(true)`, `session.channel_failure(id)`
+//! otherwise, before the callback returns. russh keeps only the latest request's
+//! `want_reply` flag per channel, so replying from another task later could answer
+//! the wrong request; replying within the callback is always right (russh sends
+//! nothing when the client did not ask for a reply). The wait is bounded by
+//! [`REQUEST_REPLY_TIMEOUT`].
+//!
+//! Upstream-initiated channels arrive as [`UpstreamEvent`]s: for `ForwardedTcpip`
+//! open `handle.channel_open_forwarded_tcpip(connected_address, connected_port,
+//! originator_address, originator_port)` towards the client, for `AgentChannel`
+//! `handle.channel_open_agent()`, for `X11Channel` `handle.channel_open_x11(..)`;
+//! if that succeeds, `reply.accept().await`, [`Upstream::adopt`] the upstream channel
+//! and spawn [`pump`]; if not, drop `reply` (the upstream sees the open refused).
+//! `Disconnected` (or the receiver returning `None`) means the upstream is gone:
+//! tell the client and disconnect it.
+//!
+//! Keepalives are hop by hop: russh answers `keepalive@openssh.com` from either
+//! peer itself, and this client sends its own every [`KEEPALIVE_INTERVAL`] so a dead
+//! upstream is noticed (then `Disconnected`).
+
+mod channel;
+mod error;
+mod handler;
+mod hostkey;
+mod pump;
+
+use std::borrow::Cow;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use russh::client::{self, Msg};
+use russh::keys::ssh_key::PrivateKey;
+use russh::{Channel, Disconnect, Preferred, SshId};
+use tether_core::{Clock, SystemClock, Timestamp};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+pub use channel::{UpstreamChannel, UpstreamReader, REQUEST_REPLY_TIMEOUT};
+pub use error::UpstreamError;
+pub use handler::UpstreamEvent;
+pub use hostkey::HostKeyCheck;
+pub use pump::{pump, PumpEnd, PumpReport};
+
+use handler::{HandlerError, Shared, UpstreamHandler};
+
+/// Limit for the TCP connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limit for the SSH handshake (version exchange and key exchange).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Limit for the certificate login.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(15);
+/// Keepalive interval towards the upstream; three unanswered end the connection.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where to connect: a route and its upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    /// Route name (for messages and logs).
+    pub route: String,
+    /// Upstream `host:port` (`[v6]:port` for IPv6 literals).
+    pub address: String,
+}
+
+/// Who logs in upstream, and for how long at most.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamUser {
+    /// The upstream login name (the certificate's only principal).
+    pub login: String,
+    /// The user's email (the certificate's key id; the upstream's auth log shows it).
+    pub email: String,
+    /// The client binding's expiry; the certificate never outlives it.
+    pub binding_expires_at: Timestamp,
+}
+
+/// An authenticated upstream connection. It ends when it and every channel taken
+/// from it are dropped, or at once with [`Upstream::disconnect`].
+pub struct Upstream {
+    handle: client::Handle<UpstreamHandler>,
+    shared: Shared,
+    target: UpstreamTarget,
+    banner: Option<String>,
+    host_key: String,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("target", &self.target)
+            .field("host_key", &self.host_key)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_secs(t: Timestamp) -> u64 {
+    u64::try_from(t.unix_seconds()).unwrap_or(0)
+}
+
+/// Connects to `target`, verifies its host key and logs in as `user.login` with a
+/// fresh ed25519 key certified by `ca` (key id = `user.email`).
+///
+/// Server-initiated channels and the disconnect are sent to `events` (bounded; an
+/// event that does not fit is dropped and its channel refused — see the module docs).
+pub async fn connect(
+    target: &UpstreamTarget,
+    user: &UpstreamUser,
+    ca: &PrivateKey,
+    host_keys: &HostKeyCheck,
+    events: mpsc::Sender<UpstreamEvent>,
+) -> Result<Upstream, UpstreamError> {
+    let route = target.route.clone();
+    let address = target.address.clone();
+    let anchors = host_keys.load(&route, &address).await?;
+    let (key_order, cert_algs) = anchors.preferred_algorithms();
+
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(UpstreamError::Unreachable {
+                route,
+                address,
+                source: Some(e),
+            })
+        }
+        Err(_) => {
+            return Err(UpstreamError::Unreachable {
+                route,
+                address,
+                source: None,
+            })
+        }
+    };
+    let _ = stream.set_nodelay(true);
+
+    let config = client::Config {
+        client_id: SshId::Standard(Cow::Owned(format!(
+            "SSH-2.0-tether_{}",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        keepalive_interval: Some(KEEPALIVE_INTERVAL),
+        keepalive_max: 3,
+        nodelay: true,
+        preferred: Preferred {
+            key: Cow::Owned(key_order),
+            host_key_certificates: Cow::Owned(cert_algs),
+            ..Preferred::DEFAULT
+        },
+        ..client::Config::default()
+    };
+    let shared = Shared::default();
+    let handler = UpstreamHandler {
+        anchors,
+        shared: shared.clone(),
+        events,
+        route: route.clone(),
+    };
+
+    let handshake = client::connect_stream(Arc::new(config), stream, handler);
+    let mut handle = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(HandlerError::Refused(e))) => {
+            tracing::warn!(route = %route, address = %address, "{e}");
+            return Err(e);
+        }
+        Ok(Err(HandlerError::Ssh(e))) => {
+            return Err(UpstreamError::Handshake {
+                route,
+                address,
+                detail: e.to_string(),
+            })
+        }
+        Err(_) => return Err(UpstreamError::TimedOut { route, address }),
+    };
+
+    let now = unix_secs(SystemClock.now());
+    let key = crate::cert::ephemeral_ed25519()?;
+    let cert = crate::cert::sign_user_cert(
+        ca,
+        key.public_key(),
+        &user.email,
+        &user.login,
+        unix_secs(user.binding_expires_at),
+        now,
+    )?;
+    let auth = handle.authenticate_openssh_cert(user.login.clone(), Arc::new(key), cert);
+    match tokio::time::timeout(AUTH_TIMEOUT, auth).await {
+        Ok(Ok(result)) if result.success() => {}
+        Ok(Ok(_)) => {
+            tracing::info!(route = %route, address = %address, login = %user.login,
+                "upstream refused the certificate");
+            return Err(UpstreamError::AuthRefused {
+                login: user.login.clone(),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(UpstreamError::Handshake {
+                route,
+                address,
+                detail: e.to_string(),
+            })
+        }
+        Err(_) => return Err(UpstreamError::TimedOut { route, address }),
+    }
+
+    let banner = {
+        let b = shared.banner.lock().unwrap_or_else(PoisonError::into_inner);
+        (!b.is_empty()).then(|| b.clone())
+    };
+    let host_key = shared
+        .host_key
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+        .unwrap_or_default();
+    tracing::info!(route = %route, address = %address, login = %user.login,
+        host_key = %host_key, "upstream connected");
+    Ok(Upstream {
+        handle,
+        shared,
+        target: target.clone(),
+        banner,
+        host_key,
+    })
+}
+
+impl Upstream {
+    /// The upstream's authentication banner, if it sent one (forward it to the client).
+    pub fn banner(&self) -> Option<&str> {
+        self.banner.as_deref()
+    }
+
+    /// Fingerprint (`SHA256:...`) of the host key that was accepted.
+    pub fn host_key_fingerprint(&self) -> &str {
+        &self.host_key
+    }
+
+    /// The route and address this connection goes to.
+    pub fn target(&self) -> &UpstreamTarget {
+        &self.target
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// Takes over a channel the upstream opened (from an [`UpstreamEvent`]), after
+    /// `reply.accept()`, so it can be [`pump`]ed.
+    pub fn adopt(&self, channel: Channel<Msg>) -> (UpstreamChannel, UpstreamReader) {
+        channel::split(channel, self.shared.replies.clone())
+    }
+
+    /// Opens a session channel.
+    pub async fn open_session(&self) -> Result<(UpstreamChannel, UpstreamReader), UpstreamError> {
+        let ch = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(UpstreamError::from_russh)?;
+        Ok(self.adopt(ch))
+    }
+
+    /// Opens a `direct-tcpip` channel (`ssh -L` through the upstream).
+    pub async fn open_direct_tcpip(
+        &self,
+        host: &str,
+        port: u32,
+        originator_address: &str,
+        originator_port: u32,
+    ) -> Result<(UpstreamChannel, UpstreamReader), UpstreamError> {
+        let ch = self
+            .handle
+            .channel_open_direct_tcpip(host, port, originator_address, originator_port)
+            .await
+            .map_err(UpstreamError::from_russh)?;
+        Ok(self.adopt(ch))
+    }
+
+    /// `tcpip-forward` (`ssh -R`): returns the port the upstream listens on (the
+    /// requested one, or the allocated one when `port` is 0).
+    pub async fn tcpip_forward(&self, address: &str, port: u32) -> Result<u32, UpstreamError> {
+        self.handle
+            .tcpip_forward(address, port)
+            .await
+            .map_err(UpstreamError::from_russh)
+    }
+
+    /// `cancel-tcpip-forward`.
+    pub async fn cancel_tcpip_forward(
+        &self,
+        address: &str,
+        port: u32,
+    ) -> Result<(), UpstreamError> {
+        self.handle
+            .cancel_tcpip_forward(address, port)
+            .await
+            .map_err(UpstreamError::from_russh)
+    }
+
+    /// Ends the connection with `SSH_DISCONNECT_BY_APPLICATION` and `reason`.
+    pub async fn disconnect(&self, reason: &str) {
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, reason, "en")
+            .await;
+    }
+}

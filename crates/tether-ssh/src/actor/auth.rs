@@ -1,0 +1,374 @@
+//! Authentication, exactly as SPEC §3 describes it.
+//!
+//! `none` fails with `publickey` as the only method. A verified public key with a
+//! valid client binding succeeds; without one it earns a partial success that
+//! requires `keyboard-interactive`, which shows the sign-in URL (one INFO_REQUEST,
+//! zero prompts) and then holds the connection until the browser decides (`wait`).
+//! Store failures fail closed: the client is refused with `internal error (ref
+//! <id>)`. The limits of §3.5 are counted here.
+
+use std::borrow::Cow;
+
+use russh::keys::{HashAlg, PublicKey};
+use russh::server::Auth;
+use russh::{MethodKind, MethodSet};
+use tether_core::binding::binding_id;
+use tether_core::username::{parse_wire_user, WireUser};
+use tether_core::{
+    BindingDetails, BindingRequest, ClientBinding, RequestStatus, Session, UserCode,
+};
+
+use super::channels::{Authed, Mode};
+use super::limits::{AuthLimits, LimitExceeded};
+use super::wait::{self, Decision};
+use super::{Actor, Phase};
+use crate::error::internal;
+use crate::handler::AuthRequest;
+use crate::registry::Registration;
+
+/// The keyboard-interactive name (§3.4).
+const SIGN_IN_NAME: &str = "Please sign in to continue";
+
+/// Name and instruction of the sign-in INFO_REQUEST for a client. OpenSSH prints
+/// each on its own line and adds the line break itself (a trailing `\n` would show
+/// as a blank line); Dropbear runs them together unless each ends with `\n`, and
+/// other clients cope with the newline, so everyone but OpenSSH gets one.
+fn sign_in_text(client_version: &str, url: &str) -> (String, String) {
+    if client_version.starts_with("SSH-2.0-OpenSSH") {
+        (SIGN_IN_NAME.to_string(), url.to_string())
+    } else {
+        (format!("{SIGN_IN_NAME}\n"), format!("{url}\n"))
+    }
+}
+
+/// A key that proved ownership but has no valid binding yet.
+#[derive(Debug, Clone)]
+struct PendingKey {
+    wire_user: String,
+    user: WireUser,
+    key: PublicKey,
+    fingerprint: String,
+}
+
+/// Authentication progress of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct AuthState {
+    limits: AuthLimits,
+    pending: Option<PendingKey>,
+    /// The sign-in request whose URL was shown.
+    request: Option<BindingRequest>,
+}
+
+fn reject() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: None,
+        partial_success: false,
+    }
+}
+
+impl Actor {
+    fn auth_state(&mut self) -> Option<&mut AuthState> {
+        match &mut self.phase {
+            Phase::Auth(s) => Some(s),
+            Phase::Authed(_) => None,
+        }
+    }
+
+    /// Answers one authentication request.
+    pub(super) async fn on_auth(&mut self, user: &str, request: AuthRequest) -> Auth {
+        if self.closing {
+            return reject();
+        }
+        let Some(state) = self.auth_state() else {
+            return reject();
+        };
+        if let Err(e) = state.limits.request() {
+            return self.refuse(&e.to_string()).await;
+        }
+        match request {
+            AuthRequest::None | AuthRequest::Password => self.fail().await,
+            // PK_OK for every key russh can verify.
+            AuthRequest::Offered(key) => {
+                tracing::debug!(algorithm = %key.algorithm(), "key offered");
+                Auth::Accept
+            }
+            AuthRequest::Verified(key) => self.auth_key(user, key).await,
+            AuthRequest::Keyboard { responded: false } => self.start_sign_in(user).await,
+            AuthRequest::Keyboard { responded: true } => self.finish_sign_in(user).await,
+        }
+    }
+
+    /// A failure; the last one allowed also closes the connection.
+    async fn fail(&mut self) -> Auth {
+        let limit = self.auth_state().map(|s| s.limits.failure());
+        if let Some(Err(e @ LimitExceeded::Failures)) = limit {
+            self.disconnect_now(&e.to_string()).await;
+        }
+        reject()
+    }
+
+    /// Refuses and closes the connection with `text`.
+    async fn refuse(&mut self, text: &str) -> Auth {
+        tracing::info!(reason = text, "authentication refused");
+        self.disconnect_now(text).await;
+        reject()
+    }
+
+    /// `publickey` with a verified signature.
+    async fn auth_key(&mut self, wire_user: &str, key: PublicKey) -> Auth {
+        let user = match parse_wire_user(wire_user) {
+            Ok(u) => u,
+            Err(e) => return self.refuse(&e.to_string()).await,
+        };
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        self.span.record("user", wire_user);
+        self.span.record("fingerprint", fingerprint.as_str());
+        if let Some(route) = &user.route {
+            self.span.record("route", route.as_str());
+        }
+        // Register before reading, so a revocation committed after the read is seen.
+        let registration = self.ctx.registry.register(&binding_id(&fingerprint));
+        let now = self.ctx.clock.now();
+        match self.ctx.store.binding_for_key(&fingerprint).await {
+            Err(e) => {
+                let text = internal("binding lookup failed", &e);
+                return self.refuse(&text).await;
+            }
+            Ok(Some((binding, Some(session)))) if binding.is_valid(now, Some(&session)) => {
+                return self
+                    .accept(user, fingerprint, binding, session, registration, "binding")
+                    .await;
+            }
+            Ok(_) => {}
+        }
+        drop(registration);
+        if let Some(state) = self.auth_state() {
+            let same_key = state
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.fingerprint == fingerprint && p.wire_user == wire_user);
+            if !same_key {
+                state.request = None;
+            }
+            state.pending = Some(PendingKey {
+                wire_user: wire_user.to_string(),
+                user,
+                key,
+                fingerprint,
+            });
+        }
+        Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(&[MethodKind::KeyboardInteractive][..])),
+            partial_success: true,
+        }
+    }
+
+    /// First `keyboard-interactive` request: open (or reuse) the sign-in request and
+    /// show its URL.
+    async fn start_sign_in(&mut self, wire_user: &str) -> Auth {
+        let pending = self
+            .auth_state()
+            .and_then(|s| s.pending.clone())
+            .filter(|p| p.wire_user == wire_user);
+        let Some(pending) = pending else {
+            // Only after a publickey partial success.
+            return self.fail().await;
+        };
+        let code = match UserCode::generate() {
+            Ok(c) => c,
+            Err(e) => return self.refuse(&internal("code generation failed", &e)).await,
+        };
+        let now = self.ctx.clock.now();
+        let fresh = BindingRequest {
+            code,
+            fingerprint: pending.fingerprint.clone(),
+            key_type: pending.key.algorithm().to_string(),
+            public_key: pending.key.to_openssh().unwrap_or_default(),
+            details: BindingDetails {
+                source_addr: self.peer.to_string(),
+                client_version: self.conn.probe.client_version().unwrap_or_default(),
+                route: pending.user.route.clone(),
+                login: pending.user.login.clone(),
+            },
+            issued_at: now,
+            expires_at: now.plus(self.ctx.config.ssh_sign_in_timeout),
+            status: RequestStatus::Pending,
+        };
+        let request = match self.ctx.store.open_request(fresh, now).await {
+            Ok(r) => r,
+            Err(e) => {
+                return self
+                    .refuse(&internal("opening sign-in request failed", &e))
+                    .await
+            }
+        };
+        tracing::info!(
+            target: "audit",
+            event = "code_issued",
+            fingerprint = %request.fingerprint,
+            expires_at = %request.expires_at.rfc3339(),
+        );
+        let url = self.ctx.config.sign_in_url(request.code.as_str());
+        let (name, instructions) =
+            sign_in_text(&self.conn.probe.client_version().unwrap_or_default(), &url);
+        if let Some(state) = self.auth_state() {
+            state.request = Some(request);
+        }
+        Auth::Partial {
+            name: Cow::Owned(name),
+            instructions: Cow::Owned(instructions),
+            prompts: Cow::Borrowed(&[]),
+        }
+    }
+
+    /// The client answered the INFO_REQUEST: wait for the browser's decision.
+    async fn finish_sign_in(&mut self, wire_user: &str) -> Auth {
+        let (pending, request) = match self.auth_state() {
+            Some(AuthState {
+                pending: Some(p),
+                request: Some(r),
+                ..
+            }) if p.wire_user == wire_user => (p.clone(), r.clone()),
+            _ => return self.fail().await,
+        };
+        let code = request.code.as_str().to_string();
+        let deadline = self.instant_at(request.expires_at).min(self.auth_deadline);
+        let ctx = self.ctx.clone();
+        let probe = self.conn.probe.clone();
+        let guard = ctx.waiters.enter(&code);
+        let decision = wait::decision(&*ctx.store, &code, deadline, &probe, &self.shutdown).await;
+        tracing::info!(target: "audit", event = "code_decided", outcome = ?decision);
+        match decision {
+            Decision::Approved { binding_id } => self.accept_approved(pending, &binding_id).await,
+            Decision::Denied => self.refuse("user has denied this code").await,
+            Decision::Expired => {
+                self.drop_request(&code, guard.is_last()).await;
+                self.refuse("authentication request timeout").await
+            }
+            Decision::Shutdown => {
+                self.drop_request(&code, guard.is_last()).await;
+                self.refuse("server shutting down").await
+            }
+            Decision::PeerGone => {
+                self.drop_request(&code, guard.is_last()).await;
+                self.closing = true;
+                self.ended_by = Some("client left during sign-in".to_string());
+                reject()
+            }
+        }
+    }
+
+    async fn drop_request(&self, code: &str, last: bool) {
+        if !last {
+            return;
+        }
+        if let Err(e) = self.ctx.store.drop_request(code).await {
+            tracing::warn!("dropping the sign-in request failed: {e}");
+        }
+    }
+
+    /// The browser authorized: load the new binding and accept if it holds up.
+    async fn accept_approved(&mut self, pending: PendingKey, binding_id: &str) -> Auth {
+        let registration = self.ctx.registry.register(binding_id);
+        let binding = match self.ctx.store.get_binding(binding_id).await {
+            Ok(Some(b)) if b.fingerprint == pending.fingerprint => b,
+            Ok(_) => return self.refuse("the sign-in is no longer valid").await,
+            Err(e) => {
+                return self
+                    .refuse(&internal("loading the new binding failed", &e))
+                    .await
+            }
+        };
+        let session = match self.ctx.store.get_session(&binding.session_id).await {
+            Ok(Some(s)) if binding.is_valid(self.ctx.clock.now(), Some(&s)) => s,
+            Ok(_) => return self.refuse("the sign-in is no longer valid").await,
+            Err(e) => {
+                return self
+                    .refuse(&internal("loading the web session failed", &e))
+                    .await
+            }
+        };
+        self.accept(
+            pending.user,
+            pending.fingerprint,
+            binding,
+            session,
+            registration,
+            "sign_in",
+        )
+        .await
+    }
+
+    /// Success: activate the registry entry and switch to the authenticated phase.
+    async fn accept(
+        &mut self,
+        user: WireUser,
+        fingerprint: String,
+        binding: ClientBinding,
+        session: Session,
+        registration: Registration,
+        via: &'static str,
+    ) -> Auth {
+        registration.activate(&session.id);
+        if registration.revoker().is_revoked() {
+            return self.refuse("access revoked").await;
+        }
+        if let Err(e) = self
+            .ctx
+            .store
+            .touch_binding(&binding.id, self.ctx.clock.now())
+            .await
+        {
+            tracing::warn!("recording the binding's use failed: {e}");
+        }
+        self.span.record("user", session.identity.email.as_str());
+        let mode = match &user.route {
+            Some(route) => Mode::Route {
+                name: route.clone(),
+                login: user.login.clone(),
+            },
+            None => Mode::Cli,
+        };
+        tracing::info!(
+            target: "audit",
+            event = "ssh_authenticated",
+            via,
+            user_id = %binding.user_id,
+            email = %session.identity.email,
+            binding = %binding.id,
+            login = %user.login,
+            route = user.route.as_deref().unwrap_or("-"),
+        );
+        self.phase = Phase::Authed(Box::new(Authed::new(
+            user,
+            mode,
+            fingerprint,
+            binding,
+            session,
+            registration,
+        )));
+        Auth::Accept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_text_per_client() {
+        let url = "https://auth.example.com/.pomerium/sign_in?user_code=x";
+        assert_eq!(
+            sign_in_text("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3", url),
+            ("Please sign in to continue".to_string(), url.to_string())
+        );
+        assert_eq!(
+            sign_in_text("SSH-2.0-dropbear_2022.83", url),
+            (
+                "Please sign in to continue\n".to_string(),
+                format!("{url}\n")
+            )
+        );
+        assert_eq!(sign_in_text("", url).0, "Please sign in to continue\n");
+    }
+}

@@ -1,0 +1,375 @@
+//! The per-connection actor: one task's worth of state and logic per connection.
+//!
+//! The handler's events arrive on a queue; the actor answers authentication
+//! requests (`auth`), serves channels once authenticated (`channels`), and ends the
+//! connection when it must: revocation through the [`crate::Registry`], binding or
+//! session expiry, the sign-in deadline, or server shutdown. Its `select!` loop is
+//! where all of those meet (STYLE habit 4).
+//!
+//! One rule keeps the actor deadlock-free: it never waits on russh's session queue
+//! while russh may be waiting on the actor. Output to the client (CLI results,
+//! revocation notices, the final DISCONNECT) is written by small tasks the actor
+//! spawns into its own `JoinSet`, which dies with the actor. The one exception is a
+//! DISCONNECT during authentication, when the queue is known to be empty.
+
+mod auth;
+mod channels;
+mod limits;
+pub(crate) mod wait;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::server::Handle;
+use russh::{ChannelId, Disconnect};
+use tether_core::Timestamp;
+use tokio::sync::{mpsc, RwLock};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::Event;
+use crate::registry::Revoker;
+use crate::server::Ctx;
+use crate::stream::Probe;
+
+pub(crate) use channels::{finish_channel, Program, Task};
+pub(crate) use limits::MAX_AUTH_FAILURES;
+
+/// How long a closing connection waits for a running CLI command's output.
+const OUTPUT_WAIT: Duration = Duration::from_secs(2);
+/// After `logout`, how long the client gets to leave on its own before the
+/// revocation DISCONNECT (so it sees the command's result and exit status).
+const QUIET_WAIT: Duration = Duration::from_secs(2);
+/// How long a client may ignore our DISCONNECT before its socket is closed.
+const FORCE_CLOSE_AFTER: Duration = Duration::from_secs(2);
+
+/// What the connection task hands the actor.
+pub(crate) struct ActorInit {
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) handle: Handle,
+    pub(crate) probe: Probe,
+    pub(crate) auth_deadline: Instant,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// How a connection ended, for the audit log.
+#[derive(Debug)]
+pub(crate) struct Summary {
+    pub(crate) authenticated: bool,
+    pub(crate) ended_by: String,
+}
+
+/// State shared between the actor and the output tasks it spawns.
+pub(crate) struct Conn {
+    pub(crate) handle: Handle,
+    pub(crate) probe: Probe,
+    /// Session channels open towards the client (revocation notices go here).
+    channels: Mutex<BTreeSet<ChannelId>>,
+    /// CLI commands hold it shared while producing output; the closer takes it
+    /// exclusively, so a command's result is not cut off by a revocation it caused.
+    pub(crate) output: RwLock<()>,
+    /// Set by `logout`: the revocation it triggers lets the client leave first.
+    pub(crate) quiet_end: AtomicBool,
+}
+
+impl Conn {
+    fn lock_channels(&self) -> std::sync::MutexGuard<'_, BTreeSet<ChannelId>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn add_channel(&self, id: ChannelId) {
+        self.lock_channels().insert(id);
+    }
+
+    /// Forgets a channel; `true` if it was open.
+    pub(crate) fn remove_channel(&self, id: ChannelId) -> bool {
+        self.lock_channels().remove(&id)
+    }
+
+    fn open_channels(&self) -> Vec<ChannelId> {
+        self.lock_channels().iter().copied().collect()
+    }
+}
+
+/// How to end a connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Close {
+    /// Line written to the stderr of every open session channel first.
+    notice: Option<String>,
+    /// The DISCONNECT description (what OpenSSH prints).
+    description: String,
+}
+
+impl Close {
+    fn revoked(reason: &str) -> Self {
+        let reason = plain_ascii(reason);
+        Close {
+            notice: Some(format!("tether: access revoked: {reason}\r\n")),
+            description: format!("access revoked: {reason}"),
+        }
+    }
+
+    fn shutdown() -> Self {
+        Close {
+            notice: Some("tether: server shutting down\r\n".to_string()),
+            description: "server shutting down".to_string(),
+        }
+    }
+
+    fn message(text: &str) -> Self {
+        Close {
+            notice: None,
+            description: text.to_string(),
+        }
+    }
+}
+
+/// Keeps reasons printable ASCII (they reach terminals).
+fn plain_ascii(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(200)
+        .collect()
+}
+
+/// Where the connection is.
+enum Phase {
+    Auth(Box<auth::AuthState>),
+    Authed(Box<channels::Authed>),
+}
+
+/// The actor; see the module docs.
+pub(crate) struct Actor {
+    ctx: Arc<Ctx>,
+    peer: SocketAddr,
+    conn: Arc<Conn>,
+    auth_deadline: Instant,
+    shutdown: CancellationToken,
+    phase: Phase,
+    closing: bool,
+    ended_by: Option<String>,
+    tasks: JoinSet<()>,
+    span: tracing::Span,
+}
+
+impl Actor {
+    /// A fresh actor for a connection that has not authenticated yet.
+    pub(crate) fn new(init: ActorInit) -> Self {
+        Actor {
+            ctx: init.ctx,
+            peer: init.peer,
+            conn: Arc::new(Conn {
+                handle: init.handle,
+                probe: init.probe,
+                channels: Mutex::new(BTreeSet::new()),
+                output: RwLock::new(()),
+                quiet_end: AtomicBool::new(false),
+            }),
+            auth_deadline: init.auth_deadline,
+            shutdown: init.shutdown,
+            phase: Phase::Auth(Box::default()),
+            closing: false,
+            ended_by: None,
+            tasks: JoinSet::new(),
+            span: tracing::Span::current(),
+        }
+    }
+
+    /// Serves events until the handler is gone (the russh session ended).
+    pub(crate) async fn run(mut self, mut events: mpsc::Receiver<Event>) -> Summary {
+        loop {
+            let (deadline, why) = self.next_deadline();
+            let revoker = self.revoker();
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev).await,
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline), if !self.closing => {
+                    self.begin_close(why);
+                }
+                reason = revoked(revoker), if !self.closing => {
+                    tracing::info!(reason = %reason, "connection revoked");
+                    self.begin_close(Close::revoked(&reason));
+                }
+                () = self.shutdown.cancelled(), if !self.closing => {
+                    self.begin_close(Close::shutdown());
+                }
+                Some(_) = self.tasks.join_next() => {}
+            }
+        }
+        self.tasks.shutdown().await;
+        Summary {
+            authenticated: matches!(self.phase, Phase::Authed(_)),
+            ended_by: self.ended_by.unwrap_or_else(|| "client".to_string()),
+        }
+    }
+
+    async fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Auth {
+                user,
+                request,
+                reply,
+            } => {
+                let verdict = self.on_auth(&user, request).await;
+                let _ = reply.send(verdict);
+            }
+            Event::OpenSession { channel, reply } => self.on_open_session(channel, reply).await,
+            Event::OpenOther {
+                kind,
+                channel,
+                reply,
+            } => self.on_open_other(kind, channel, reply).await,
+            Event::Request {
+                channel,
+                request,
+                reply,
+            } => {
+                let ok = self.on_request(channel, request);
+                let _ = reply.send(ok);
+            }
+            Event::Data { channel, ext, data } => self.on_data(channel, ext, data),
+            Event::Eof(channel) => self.on_eof(channel),
+            Event::Close(channel) => self.on_close(channel),
+            Event::TcpipForward { reply } => {
+                // Remote forwarding arrives with route relaying.
+                let _ = reply.send(false);
+            }
+        }
+    }
+
+    /// The next timer: the sign-in deadline before authentication, the binding's
+    /// or session's expiry after.
+    fn next_deadline(&self) -> (Instant, Close) {
+        match &self.phase {
+            Phase::Auth(_) => (
+                self.auth_deadline,
+                Close::message("authentication request timeout"),
+            ),
+            Phase::Authed(a) => {
+                // A binding never outlives its session; on a tie the session is the
+                // reason worth telling.
+                let (at, reason) = if a.binding.expires_at < a.session.expires_at {
+                    (a.binding.expires_at, "binding expired")
+                } else {
+                    (a.session.expires_at, "session expired")
+                };
+                (self.instant_at(at), Close::revoked(reason))
+            }
+        }
+    }
+
+    /// The monotonic instant of a wall-clock timestamp.
+    fn instant_at(&self, at: Timestamp) -> Instant {
+        Instant::now() + self.ctx.clock.now().until(at)
+    }
+
+    fn revoker(&self) -> Option<Arc<Revoker>> {
+        match &self.phase {
+            Phase::Authed(a) => Some(a.registration.revoker()),
+            Phase::Auth(_) => None,
+        }
+    }
+
+    /// Starts ending the connection: notices, DISCONNECT, and a forced close for a
+    /// client that ignores it. Runs beside the actor, which keeps answering.
+    fn begin_close(&mut self, close: Close) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        self.ended_by = Some(close.description.clone());
+        let conn = self.conn.clone();
+        self.tasks.spawn(closer(conn, close));
+    }
+
+    /// Ends the connection during authentication: the DISCONNECT is queued now, so
+    /// russh sends it right after the reply to the current request.
+    async fn disconnect_now(&mut self, text: &str) {
+        if self.closing {
+            return;
+        }
+        let queued = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.conn
+                .handle
+                .disconnect(Disconnect::ByApplication, text.to_string(), String::new()),
+        )
+        .await;
+        if matches!(queued, Ok(Ok(()))) {
+            self.closing = true;
+            self.ended_by = Some(text.to_string());
+            let probe = self.conn.probe.clone();
+            self.tasks.spawn(async move {
+                tokio::time::sleep(FORCE_CLOSE_AFTER).await;
+                probe.force_close();
+            });
+        } else {
+            self.begin_close(Close::message(text));
+        }
+    }
+}
+
+async fn revoked(revoker: Option<Arc<Revoker>>) -> String {
+    match revoker {
+        Some(r) => r.revoked().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes the notice to every open session channel, then disconnects.
+async fn closer(conn: Arc<Conn>, close: Close) {
+    let _output = tokio::time::timeout(OUTPUT_WAIT, conn.output.write())
+        .await
+        .ok();
+    if conn.quiet_end.load(Ordering::SeqCst) && conn.open_channels().is_empty() {
+        // `logout` finished and closed its channel: the client is on its way out.
+        tokio::time::sleep(QUIET_WAIT).await;
+    }
+    if let Some(notice) = &close.notice {
+        for id in conn.open_channels() {
+            let _ = conn
+                .handle
+                .extended_data(id, 1, notice.clone().into_bytes())
+                .await;
+        }
+    }
+    let _ = conn
+        .handle
+        .disconnect(Disconnect::ByApplication, close.description, String::new())
+        .await;
+    tokio::time::sleep(FORCE_CLOSE_AFTER).await;
+    conn.probe.force_close();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocation_texts() {
+        let c = Close::revoked("revoked by alice@example.com");
+        assert_eq!(
+            c.notice.as_deref(),
+            Some("tether: access revoked: revoked by alice@example.com\r\n")
+        );
+        assert_eq!(
+            c.description,
+            "access revoked: revoked by alice@example.com"
+        );
+        let c = Close::revoked("bad\x1b[2Jreason\n");
+        assert_eq!(c.description, "access revoked: bad?[2Jreason?");
+    }
+}

@@ -1,0 +1,291 @@
+//! The internal CLI (SPEC §7): what `ssh alice@gateway [command]` runs when the
+//! username names no route.
+//!
+//! Commands are parsed and their text rendered by plain functions; [`execute`] adds
+//! the store calls. Output uses `\n`; the caller converts for a pty. This module
+//! knows nothing about russh channels.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use tether_core::time::human_duration;
+use tether_core::{Clock, Session, Timestamp};
+use tether_store::Store;
+
+use crate::error::internal;
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// `whoami`.
+    Whoami,
+    /// `logout`.
+    Logout,
+    /// `routes`.
+    Routes,
+    /// `portal`.
+    Portal,
+    /// `help`, `--help`, `-h`, or no command at all.
+    Help,
+    /// Anything else (the first word).
+    Unknown(String),
+}
+
+/// Parses an `exec` command line (`None`: a shell request).
+pub(crate) fn parse(command: Option<&str>) -> Command {
+    let mut words = command.unwrap_or_default().split_whitespace();
+    let Some(first) = words.next() else {
+        return Command::Help;
+    };
+    let extra = words.next().is_some();
+    match first {
+        "help" | "--help" | "-h" => Command::Help,
+        _ if extra => Command::Unknown(command.unwrap_or_default().trim().to_string()),
+        "whoami" => Command::Whoami,
+        "logout" => Command::Logout,
+        "routes" => Command::Routes,
+        "portal" => Command::Portal,
+        other => Command::Unknown(other.to_string()),
+    }
+}
+
+/// The usage text.
+pub(crate) fn usage(portal_enabled: bool) -> String {
+    let portal = if portal_enabled {
+        "pick a route interactively (needs a terminal: ssh -t)"
+    } else {
+        "pick a route interactively (not enabled on this gateway)"
+    };
+    format!(
+        "Usage: ssh [-p PORT] USER@GATEWAY COMMAND\n\
+         \n\
+         Commands:\n\
+         \x20 whoami   show who you are signed in as\n\
+         \x20 logout   sign out: end your web session and its key bindings\n\
+         \x20 routes   list the routes you may use\n\
+         \x20 portal   {portal}\n\
+         \x20 help     show this text\n\
+         \n\
+         To reach a route: ssh -p PORT LOGIN@ROUTE@GATEWAY\n"
+    )
+}
+
+/// Renders `whoami`.
+pub(crate) fn whoami(session: &Session, fingerprint: &str, now: Timestamp) -> String {
+    let id = &session.identity;
+    let mut out = String::new();
+    let _ = writeln!(out, "User ID:         {}", id.subject);
+    let _ = writeln!(out, "Email:           {}", id.email);
+    if let Some(name) = &id.name {
+        let _ = writeln!(out, "Name:            {name}");
+    }
+    let _ = writeln!(out, "Session ID:      {}", session.id);
+    let expiry = if session.is_live(now) {
+        format!("in {}", human_duration(now.until(session.expires_at)))
+    } else {
+        "expired".to_string()
+    };
+    let _ = writeln!(
+        out,
+        "Session expires: {expiry} ({})",
+        session.expires_at.rfc3339()
+    );
+    let _ = writeln!(out, "Key fingerprint: {fingerprint}");
+    if !id.claims.is_empty() {
+        let _ = writeln!(out, "Claims:");
+        // BTreeMap: already sorted by name.
+        for (name, value) in &id.claims {
+            let _ = writeln!(out, "  {name}: {}", claim_text(value));
+        }
+    }
+    out
+}
+
+/// A claim value as one line: strings bare, lists of strings comma-separated,
+/// anything else as compact JSON.
+fn claim_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => one_line(s),
+        serde_json::Value::Array(items) if items.iter().all(|v| v.is_string()) => items
+            .iter()
+            .filter_map(|v| v.as_str())
+            .map(one_line)
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => one_line(&other.to_string()),
+    }
+}
+
+/// Control characters from an IdP never reach the terminal.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// What a command printed and how it exited.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) status: u32,
+    /// The web session was ended (the connection's revocation follows).
+    pub(crate) logged_out: bool,
+}
+
+impl Outcome {
+    fn ok(stdout: String) -> Self {
+        Outcome {
+            stdout,
+            ..Outcome::default()
+        }
+    }
+
+    fn err(stderr: String) -> Self {
+        Outcome {
+            stderr,
+            status: 1,
+            ..Outcome::default()
+        }
+    }
+}
+
+/// What a command may use.
+#[derive(Clone)]
+pub(crate) struct CliContext {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) portal_enabled: bool,
+    /// The web session the connection authenticated through (as of then).
+    pub(crate) session: Session,
+    /// The connection's key.
+    pub(crate) fingerprint: String,
+    /// Whether the channel has a terminal.
+    pub(crate) pty: bool,
+}
+
+/// Runs a command line.
+pub(crate) async fn execute(command: Option<&str>, cx: &CliContext) -> Outcome {
+    match parse(command) {
+        Command::Whoami => {
+            // Fresh from the store: the session may have changed since sign-in.
+            let session = match cx.store.get_session(&cx.session.id).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Outcome::err("your session has ended\n".to_string()),
+                Err(e) => return Outcome::err(format!("{}\n", internal("whoami", &e))),
+            };
+            Outcome::ok(whoami(&session, &cx.fingerprint, cx.clock.now()))
+        }
+        Command::Logout => match cx.store.sign_out(&cx.session.id, "logged out").await {
+            Ok(out) => {
+                tracing::info!(
+                    target: "audit",
+                    event = "sign_out",
+                    session = %cx.session.id,
+                    revoked_bindings = out.revoked_bindings.len(),
+                );
+                Outcome {
+                    logged_out: true,
+                    ..Outcome::ok("Logged out successfully\n".to_string())
+                }
+            }
+            Err(e) => Outcome::err(format!("{}\n", internal("logout", &e))),
+        },
+        Command::Routes => Outcome::err("'routes' is not available yet\n".to_string()),
+        Command::Portal if !cx.portal_enabled => {
+            Outcome::err("'portal' is not enabled on this gateway\n".to_string())
+        }
+        Command::Portal if !cx.pty => Outcome::err(
+            "'portal' is an interactive command and requires a TTY (try passing '-t' to ssh)\n"
+                .to_string(),
+        ),
+        Command::Portal => Outcome::err("'portal' is not available yet\n".to_string()),
+        Command::Help => Outcome {
+            status: 1,
+            ..Outcome::ok(usage(cx.portal_enabled))
+        },
+        Command::Unknown(word) => Outcome::err(format!(
+            "unknown command {:?}\n\n{}",
+            one_line(&word),
+            usage(cx.portal_enabled)
+        )),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    use tether_core::Identity;
+
+    fn session() -> Session {
+        let mut claims = BTreeMap::new();
+        claims.insert("groups".to_string(), serde_json::json!(["sre", "dev"]));
+        claims.insert("email".to_string(), serde_json::json!("alice@example.com"));
+        claims.insert("age".to_string(), serde_json::json!(42));
+        Session {
+            id: "sess-1".into(),
+            identity: Identity {
+                subject: "u-alice".into(),
+                email: "alice@example.com".into(),
+                name: None,
+                claims,
+            },
+            issued_at: Timestamp(0),
+            expires_at: Timestamp(0).plus(Duration::from_secs(14 * 3600)),
+        }
+    }
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse(Some("whoami")), Command::Whoami);
+        assert_eq!(parse(Some("  logout \n")), Command::Logout);
+        assert_eq!(parse(Some("routes")), Command::Routes);
+        assert_eq!(parse(Some("portal")), Command::Portal);
+        assert_eq!(parse(None), Command::Help);
+        assert_eq!(parse(Some("")), Command::Help);
+        assert_eq!(parse(Some("--help")), Command::Help);
+        assert_eq!(parse(Some("help me")), Command::Help);
+        assert_eq!(parse(Some("rm -rf /")), Command::Unknown("rm -rf /".into()));
+        assert_eq!(
+            parse(Some("whoami --json")),
+            Command::Unknown("whoami --json".into())
+        );
+        assert_eq!(parse(Some("ls")), Command::Unknown("ls".into()));
+    }
+
+    #[test]
+    fn usage_lists_every_command() {
+        let u = usage(false);
+        for c in ["whoami", "logout", "routes", "portal", "help"] {
+            assert!(u.contains(&format!("  {c} ")), "{c} missing:\n{u}");
+        }
+        assert!(u.contains("not enabled"));
+        assert!(!usage(true).contains("not enabled"));
+    }
+
+    #[test]
+    fn whoami_shows_identity_expiry_key_and_sorted_claims() {
+        let now = Timestamp(0).plus(Duration::from_secs(18 * 60));
+        let text = whoami(&session(), "SHA256:abc", now);
+        assert!(text.contains("User ID:         u-alice\n"), "{text}");
+        assert!(text.contains("Email:           alice@example.com\n"));
+        assert!(text.contains("Session ID:      sess-1\n"));
+        assert!(text.contains("Session expires: in 13h42m ("), "{text}");
+        assert!(text.contains("Key fingerprint: SHA256:abc\n"));
+        let claims = text.split("Claims:\n").nth(1).unwrap();
+        assert_eq!(
+            claims,
+            "  age: 42\n  email: alice@example.com\n  groups: sre, dev\n"
+        );
+    }
+
+    #[test]
+    fn claim_values_stay_on_one_line() {
+        assert_eq!(claim_text(&serde_json::json!("a\nb\x1b")), "a b ");
+        assert_eq!(claim_text(&serde_json::json!({"k": 1})), "{\"k\":1}");
+        assert_eq!(claim_text(&serde_json::json!([1, "x"])), "[1,\"x\"]");
+    }
+}

@@ -1,0 +1,491 @@
+//! The russh `Handler`: deliberately thin (STYLE habit 5).
+//!
+//! Every callback becomes an [`Event`] on the connection actor's queue; callbacks
+//! that need an answer carry a oneshot and wait for it. The handler keeps no state
+//! and makes no decisions, so everything about a connection lives in one place (the
+//! actor). If the actor is gone, every callback fails and russh ends the connection.
+
+use russh::keys::{Certificate, PublicKey};
+use russh::server::{
+    Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
+};
+use russh::{Channel, ChannelId, Pty, Sig};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::HandlerError;
+
+/// An authentication request, as the actor sees it.
+#[derive(Debug)]
+pub(crate) enum AuthRequest {
+    /// `none`.
+    None,
+    /// `password` (never offered; always a failure).
+    Password,
+    /// `publickey` without a signature (a query).
+    Offered(PublicKey),
+    /// `publickey` with a verified signature (a plain key or a certificate's key).
+    Verified(PublicKey),
+    /// `keyboard-interactive`: the request (`responded == false`) or the client's
+    /// answer to our INFO_REQUEST (`responded == true`).
+    Keyboard {
+        /// Whether this is the INFO_RESPONSE.
+        responded: bool,
+    },
+}
+
+/// A channel request on an open channel. Payloads the CLI ignores are kept for
+/// the route relay.
+#[allow(dead_code)]
+#[derive(Debug)]
+pub(crate) enum ChannelRequest {
+    /// `pty-req`.
+    Pty {
+        /// `TERM`.
+        term: String,
+    },
+    /// `env`.
+    Env,
+    /// `shell`.
+    Shell,
+    /// `exec`.
+    Exec(Vec<u8>),
+    /// `subsystem`.
+    Subsystem(String),
+    /// `window-change`.
+    WindowChange,
+    /// `x11-req`.
+    X11,
+    /// `auth-agent-req@openssh.com`.
+    Agent,
+    /// `signal`.
+    Signal(Sig),
+}
+
+/// A channel type other than `session` (kept whole for jump-host mode, §8).
+#[allow(dead_code)]
+#[derive(Debug)]
+pub(crate) enum OtherChannel {
+    /// `direct-tcpip` (`ssh -L`, `ssh -J`).
+    DirectTcpip {
+        /// Requested host.
+        host: String,
+        /// Requested port.
+        port: u32,
+    },
+    /// Anything else (`x11`, `forwarded-tcpip`, streamlocal).
+    Unsupported(&'static str),
+}
+
+/// What the handler tells the actor.
+pub(crate) enum Event {
+    /// An authentication request; the actor answers with russh's verdict.
+    Auth {
+        /// Wire username.
+        user: String,
+        /// Method and payload.
+        request: AuthRequest,
+        /// The verdict.
+        reply: oneshot::Sender<Auth>,
+    },
+    /// The client opened a session channel.
+    OpenSession {
+        /// The channel.
+        channel: Channel<Msg>,
+        /// Accept or reject it through this.
+        reply: ChannelOpenHandle,
+    },
+    /// The client opened another kind of channel.
+    OpenOther {
+        /// Which.
+        kind: OtherChannel,
+        /// The channel.
+        channel: Channel<Msg>,
+        /// Accept or reject it through this.
+        reply: ChannelOpenHandle,
+    },
+    /// A channel request; the actor answers success or failure.
+    Request {
+        /// The channel.
+        channel: ChannelId,
+        /// What was asked.
+        request: ChannelRequest,
+        /// Success?
+        reply: oneshot::Sender<bool>,
+    },
+    /// Channel data from the client (stdin, or stderr when `ext` is set).
+    Data {
+        /// The channel.
+        channel: ChannelId,
+        /// Extended data type, if any.
+        ext: Option<u32>,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The client sent EOF on a channel.
+    Eof(ChannelId),
+    /// The client closed a channel.
+    Close(ChannelId),
+    /// `tcpip-forward` (`ssh -R`); the actor answers whether it is allowed.
+    TcpipForward {
+        /// Success?
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// The per-connection russh handler.
+#[derive(Debug)]
+pub(crate) struct Handler {
+    events: mpsc::Sender<Event>,
+}
+
+impl Handler {
+    /// A handler that feeds `events`.
+    pub(crate) fn new(events: mpsc::Sender<Event>) -> Self {
+        Self { events }
+    }
+
+    async fn send(&self, event: Event) -> Result<(), HandlerError> {
+        self.events
+            .send(event)
+            .await
+            .map_err(|_| HandlerError::ActorGone)
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Event,
+    ) -> Result<T, HandlerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await?;
+        rx.await.map_err(|_| HandlerError::ActorGone)
+    }
+
+    async fn auth(&self, user: &str, request: AuthRequest) -> Result<Auth, HandlerError> {
+        let user = user.to_string();
+        self.ask(|reply| Event::Auth {
+            user,
+            request,
+            reply,
+        })
+        .await
+    }
+
+    async fn request(
+        &self,
+        channel: ChannelId,
+        request: ChannelRequest,
+        session: &mut Session,
+    ) -> Result<(), HandlerError> {
+        let ok = self
+            .ask(|reply| Event::Request {
+                channel,
+                request,
+                reply,
+            })
+            .await?;
+        if ok {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+}
+
+impl russh::server::Handler for Handler {
+    type Error = HandlerError;
+
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        self.auth(user, AuthRequest::None).await
+    }
+
+    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        self.auth(user, AuthRequest::Password).await
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.auth(user, AuthRequest::Offered(offer.public_key.clone()))
+            .await
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.auth(user, AuthRequest::Verified(key.public_key.clone()))
+            .await
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        // Bindings are per key: a certificate authenticates as its certified key.
+        let key = PublicKey::new(certificate.public_key().clone(), "");
+        self.auth(user, AuthRequest::Verified(key)).await
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        let responded = response.is_some();
+        self.auth(user, AuthRequest::Keyboard { responded }).await
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.send(Event::OpenSession { channel, reply }).await
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let kind = OtherChannel::DirectTcpip {
+            host: host_to_connect.to_string(),
+            port: port_to_connect,
+        };
+        self.send(Event::OpenOther {
+            kind,
+            channel,
+            reply,
+        })
+        .await
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let kind = OtherChannel::Unsupported("x11");
+        self.send(Event::OpenOther {
+            kind,
+            channel,
+            reply,
+        })
+        .await
+    }
+
+    async fn channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let kind = OtherChannel::Unsupported("forwarded-tcpip");
+        self.send(Event::OpenOther {
+            kind,
+            channel,
+            reply,
+        })
+        .await
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let kind = OtherChannel::Unsupported("direct-streamlocal");
+        self.send(Event::OpenOther {
+            kind,
+            channel,
+            reply,
+        })
+        .await
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.send(Event::Close(channel)).await
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.send(Event::Eof(channel)).await
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.send(Event::Data {
+            channel,
+            ext: None,
+            data: data.to_vec(),
+        })
+        .await
+    }
+
+    async fn extended_data(
+        &mut self,
+        channel: ChannelId,
+        code: u32,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.send(Event::Data {
+            channel,
+            ext: Some(code),
+            data: data.to_vec(),
+        })
+        .await
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let request = ChannelRequest::Pty {
+            term: term.to_string(),
+        };
+        self.request(channel, request, session).await
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(channel, ChannelRequest::X11, session).await
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(channel, ChannelRequest::Env, session).await
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(channel, ChannelRequest::Shell, session).await
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(channel, ChannelRequest::Exec(data.to_vec()), session)
+            .await
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let request = ChannelRequest::Subsystem(name.to_string());
+        self.request(channel, request, session).await
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(channel, ChannelRequest::WindowChange, session)
+            .await
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // russh sends success/failure itself from the returned bool.
+        self.ask(|reply| Event::Request {
+            channel,
+            request: ChannelRequest::Agent,
+            reply,
+        })
+        .await
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Signals carry no reply; the answer is ignored.
+        let _ = self
+            .ask(|reply| Event::Request {
+                channel,
+                request: ChannelRequest::Signal(signal),
+                reply,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.ask(|reply| Event::TcpipForward { reply }).await
+    }
+}

@@ -1,0 +1,486 @@
+//! The connection registry: which live SSH connections were made with which client
+//! binding and web session, and the revocation path that ends them (SPEC §5).
+//!
+//! A connection registers its binding id *before* it reads the binding from the
+//! store, and activates the entry (adding the session id) once the binding proved
+//! valid. So a revocation that commits after the read is always seen: its event
+//! reaches the registry after the entry exists. [`Registry::watch`] consumes the
+//! store's change feed and cancels the matching connections' [`Revoker`]s; each
+//! connection then writes the reason to the client and disconnects. When the feed
+//! lags or resyncs, every live connection is re-checked against the store. The
+//! store is the source of truth; this index is a cache of what is connected here.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tether_core::{Clock, SystemClock};
+use tether_store::{Store, StoreEvent};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+/// How often live connections are re-checked against the store even when the feed
+/// is quiet (a safety net for lost notifications).
+const RECHECK_EVERY: Duration = Duration::from_secs(60);
+/// How soon a failed re-check (store unavailable) is retried.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Tells one connection that its access ended, and why.
+#[derive(Debug, Default)]
+pub(crate) struct Revoker {
+    token: CancellationToken,
+    reason: OnceLock<String>,
+}
+
+impl Revoker {
+    /// Ends the connection with `reason` (the first reason wins).
+    pub(crate) fn revoke(&self, reason: &str) {
+        let _ = self.reason.set(reason.to_string());
+        self.token.cancel();
+    }
+
+    /// Whether the connection was revoked.
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Waits for a revocation and returns its reason.
+    pub(crate) async fn revoked(&self) -> String {
+        self.token.cancelled().await;
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "access revoked".to_string())
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    binding_id: String,
+    /// `None` until the connection authenticated with the binding.
+    session_id: Option<String>,
+    revoker: Arc<Revoker>,
+}
+
+/// Live connections by binding and session; see the module docs.
+pub struct Registry {
+    entries: Mutex<HashMap<u64, Entry>>,
+    next_key: AtomicU64,
+    watching: AtomicBool,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("connections", &self.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// An empty registry reading the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty registry reading `clock` when it re-checks expiry.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+            watching: AtomicBool::new(false),
+            clock,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
+        // A panic while holding this lock cannot leave the map inconsistent (every
+        // critical section is a single insert, remove or scan), so keep going.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Live, authenticated connections made with `binding_id`.
+    pub fn live_count(&self, binding_id: &str) -> usize {
+        self.lock()
+            .values()
+            .filter(|e| e.session_id.is_some() && e.binding_id == binding_id)
+            .count()
+    }
+
+    /// All live, authenticated connections.
+    pub fn total(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|e| e.session_id.is_some())
+            .count()
+    }
+
+    /// Registers a connection about to authenticate with `binding_id`. The entry
+    /// disappears when the returned [`Registration`] is dropped.
+    pub(crate) fn register(self: &Arc<Self>, binding_id: &str) -> Registration {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let revoker = Arc::new(Revoker::default());
+        self.lock().insert(
+            key,
+            Entry {
+                binding_id: binding_id.to_string(),
+                session_id: None,
+                revoker: revoker.clone(),
+            },
+        );
+        Registration {
+            registry: self.clone(),
+            key,
+            revoker,
+        }
+    }
+
+    /// Ends every connection made with `binding_id`; returns how many (not
+    /// counting connections already ending).
+    pub fn revoke_binding(&self, binding_id: &str, reason: &str) -> usize {
+        self.revoke_where(reason, |e| e.binding_id == binding_id)
+    }
+
+    /// Ends every connection authenticated through web session `session_id`.
+    pub fn end_session(&self, session_id: &str, reason: &str) -> usize {
+        self.revoke_where(reason, |e| e.session_id.as_deref() == Some(session_id))
+    }
+
+    fn revoke_where(&self, reason: &str, matches: impl Fn(&Entry) -> bool) -> usize {
+        let hit: Vec<Arc<Revoker>> = self
+            .lock()
+            .values()
+            .filter(|e| !e.revoker.is_revoked() && matches(e))
+            .map(|e| e.revoker.clone())
+            .collect();
+        for r in &hit {
+            r.revoke(reason);
+        }
+        if !hit.is_empty() {
+            tracing::info!(target: "audit", event = "connections_revoked", count = hit.len(), reason);
+        }
+        hit.len()
+    }
+
+    /// Consumes the store's change feed until `shutdown`, ending connections whose
+    /// binding or session was revoked; re-checks everything after a lag or resync
+    /// and every minute. A second concurrent call returns at once.
+    pub async fn watch(self: Arc<Self>, store: Arc<dyn Store>, shutdown: CancellationToken) {
+        if let Some(watching) = self.start_watch(store, shutdown) {
+            watching.await;
+        }
+    }
+
+    /// Subscribes to the feed now (so nothing published from here on is missed) and
+    /// returns the watch loop to run; `None` when a watch is already running.
+    pub(crate) fn start_watch(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        if self.watching.swap(true, Ordering::SeqCst) {
+            tracing::debug!("registry already watching the store feed");
+            return None;
+        }
+        let feed = store.subscribe();
+        Some(async move {
+            self.watch_feed(feed, store, shutdown).await;
+            self.watching.store(false, Ordering::SeqCst);
+        })
+    }
+
+    async fn watch_feed(
+        &self,
+        mut feed: tokio::sync::broadcast::Receiver<StoreEvent>,
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+    ) {
+        let mut recheck_at = tokio::time::Instant::now() + RECHECK_EVERY;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep_until(recheck_at) => {
+                    recheck_at = tokio::time::Instant::now() + self.recheck_delay(&*store).await;
+                }
+                ev = feed.recv() => match ev {
+                    Ok(StoreEvent::BindingRevoked { binding_id, reason }) => {
+                        self.revoke_binding(&binding_id, &reason);
+                    }
+                    Ok(StoreEvent::SessionEnded { session_id, reason }) => {
+                        self.end_session(&session_id, &reason);
+                    }
+                    Ok(StoreEvent::Resync) | Err(RecvError::Lagged(_)) => {
+                        tracing::info!("store feed resync: re-checking live connections");
+                        recheck_at = tokio::time::Instant::now() + self.recheck_delay(&*store).await;
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Closed) => {
+                        tracing::warn!("store feed closed; re-subscribing");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        feed = store.subscribe();
+                        recheck_at = tokio::time::Instant::now() + self.recheck_delay(&*store).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Re-checks and returns when to re-check next (sooner after a store failure).
+    async fn recheck_delay(&self, store: &dyn Store) -> Duration {
+        match self.recheck(store).await {
+            Ok(ended) => {
+                if ended > 0 {
+                    tracing::info!(ended, "re-check ended connections");
+                }
+                RECHECK_EVERY
+            }
+            Err(e) => {
+                tracing::warn!("re-check of live connections failed, retrying: {e}");
+                RETRY_AFTER
+            }
+        }
+    }
+
+    /// Re-checks every authenticated connection against the store: a binding that
+    /// is gone, replaced, expired or whose session ended ends its connections.
+    /// Returns how many connections were ended.
+    pub(crate) async fn recheck(
+        &self,
+        store: &dyn Store,
+    ) -> Result<usize, tether_store::StoreError> {
+        let live: Vec<(String, String)> = {
+            let entries = self.lock();
+            let mut v: Vec<(String, String)> = entries
+                .values()
+                .filter_map(|e| Some((e.binding_id.clone(), e.session_id.clone()?)))
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let now = self.clock.now();
+        let mut ended = 0;
+        for (binding_id, session_id) in live {
+            let reason = match store.get_binding(&binding_id).await? {
+                None => Some("binding revoked"),
+                Some(b) if b.session_id != session_id => Some("binding revoked"),
+                Some(b) if now >= b.expires_at => Some("binding expired"),
+                Some(b) => match store.get_session(&b.session_id).await? {
+                    None => Some("session ended"),
+                    Some(s) if !s.is_live(now) => Some("session expired"),
+                    Some(_) => None,
+                },
+            };
+            if let Some(reason) = reason {
+                ended += self.revoke_where(reason, |e| {
+                    e.binding_id == binding_id && e.session_id.as_deref() == Some(&session_id)
+                });
+            }
+        }
+        Ok(ended)
+    }
+}
+
+/// A connection's entry in the registry; removes it when dropped.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    registry: Arc<Registry>,
+    key: u64,
+    revoker: Arc<Revoker>,
+}
+
+impl Registration {
+    /// Marks the connection authenticated through `session_id`.
+    pub(crate) fn activate(&self, session_id: &str) {
+        if let Some(e) = self.registry.lock().get_mut(&self.key) {
+            e.session_id = Some(session_id.to_string());
+        }
+    }
+
+    /// This connection's revoker.
+    pub(crate) fn revoker(&self) -> Arc<Revoker> {
+        self.revoker.clone()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use tether_core::{BindingRequest, ClientBinding, Identity, RequestStatus, Session, UserCode};
+    use tether_store::memory::MemoryStore;
+
+    #[test]
+    fn counts_only_activated_entries_and_drops_on_guard_drop() {
+        let reg = Arc::new(Registry::new());
+        let a = reg.register("sshkey-A");
+        let b = reg.register("sshkey-A");
+        let c = reg.register("sshkey-B");
+        assert_eq!(reg.live_count("sshkey-A"), 0);
+        a.activate("s1");
+        b.activate("s1");
+        c.activate("s2");
+        assert_eq!(reg.live_count("sshkey-A"), 2);
+        assert_eq!(reg.total(), 3);
+        drop(b);
+        assert_eq!(reg.live_count("sshkey-A"), 1);
+        drop(a);
+        drop(c);
+        assert_eq!(reg.total(), 0);
+    }
+
+    #[tokio::test]
+    async fn revoking_a_binding_hits_its_connections_only() {
+        let reg = Arc::new(Registry::new());
+        let a = reg.register("sshkey-A");
+        a.activate("s1");
+        let pending = reg.register("sshkey-A");
+        let other = reg.register("sshkey-B");
+        other.activate("s1");
+        assert_eq!(reg.revoke_binding("sshkey-A", "revoked by alice"), 2);
+        assert_eq!(a.revoker().revoked().await, "revoked by alice");
+        assert!(pending.revoker().is_revoked(), "pre-auth entries too");
+        assert!(!other.revoker().is_revoked());
+    }
+
+    #[tokio::test]
+    async fn ending_a_session_hits_activated_entries_of_that_session() {
+        let reg = Arc::new(Registry::new());
+        let a = reg.register("sshkey-A");
+        a.activate("s1");
+        let b = reg.register("sshkey-B");
+        b.activate("s2");
+        let pending = reg.register("sshkey-C");
+        assert_eq!(reg.end_session("s1", "logged out"), 1);
+        assert_eq!(a.revoker().revoked().await, "logged out");
+        assert!(!b.revoker().is_revoked());
+        assert!(!pending.revoker().is_revoked());
+    }
+
+    async fn bound(store: &MemoryStore, fp: &str) -> (ClientBinding, Session) {
+        let now = SystemClock.now();
+        let session = Session {
+            id: format!("sess-{fp}"),
+            identity: Identity {
+                subject: "u-alice".into(),
+                email: "alice@example.com".into(),
+                name: None,
+                claims: Default::default(),
+            },
+            issued_at: now,
+            expires_at: now.plus(Duration::from_secs(3600)),
+        };
+        store.create_session(&session).await.unwrap();
+        let code = UserCode::generate().unwrap();
+        let req = BindingRequest {
+            code: code.clone(),
+            fingerprint: fp.into(),
+            key_type: "ssh-ed25519".into(),
+            public_key: String::new(),
+            details: Default::default(),
+            issued_at: now,
+            expires_at: now.plus(Duration::from_secs(60)),
+            status: RequestStatus::Pending,
+        };
+        store.open_request(req, now).await.unwrap();
+        let approval = store
+            .approve_request(
+                code.as_str(),
+                &session,
+                false,
+                Duration::from_secs(7200),
+                now,
+            )
+            .await
+            .unwrap();
+        (approval.binding, session)
+    }
+
+    #[tokio::test]
+    async fn watch_turns_feed_events_into_revocations() {
+        let store = Arc::new(MemoryStore::new());
+        let reg = Arc::new(Registry::new());
+        let shutdown = CancellationToken::new();
+        let (b1, s1) = bound(&store, "SHA256:one").await;
+        let (b2, _) = bound(&store, "SHA256:two").await;
+        let c1 = reg.register(&b1.id);
+        c1.activate(&s1.id);
+        let c2 = reg.register(&b2.id);
+        c2.activate(&b2.session_id);
+        let watch = tokio::spawn(reg.clone().watch(store.clone(), shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A second watcher is a no-op.
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            reg.clone().watch(store.clone(), shutdown.clone()),
+        )
+        .await
+        .unwrap();
+
+        store
+            .revoke_binding(&b1.id, None, "revoked by alice@example.com")
+            .await
+            .unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(1), c1.revoker().revoked())
+            .await
+            .unwrap();
+        assert_eq!(reason, "revoked by alice@example.com");
+        assert!(!c2.revoker().is_revoked());
+
+        store.sign_out(&b2.session_id, "logged out").await.unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(1), c2.revoker().revoked())
+            .await
+            .unwrap();
+        assert_eq!(reason, "logged out");
+
+        shutdown.cancel();
+        watch.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn recheck_ends_connections_the_store_no_longer_backs() {
+        let store = MemoryStore::new();
+        let reg = Arc::new(Registry::new());
+        let (b1, s1) = bound(&store, "SHA256:one").await;
+        let ok = reg.register(&b1.id);
+        ok.activate(&s1.id);
+        let gone = reg.register("sshkey-SHA256:missing");
+        gone.activate("sess-x");
+        let stale = reg.register(&b1.id);
+        stale.activate("an-older-session");
+        assert_eq!(reg.recheck(&store).await.unwrap(), 2);
+        assert_eq!(gone.revoker().revoked().await, "binding revoked");
+        assert_eq!(stale.revoker().revoked().await, "binding revoked");
+        assert!(!ok.revoker().is_revoked());
+
+        // Its session ends without an event reaching us (lost notification).
+        store.sign_out(&s1.id, "logged out").await.unwrap();
+        assert_eq!(reg.recheck(&store).await.unwrap(), 1);
+        assert_eq!(ok.revoker().revoked().await, "binding revoked");
+    }
+
+    #[test]
+    fn first_reason_wins() {
+        let r = Revoker::default();
+        r.revoke("first");
+        r.revoke("second");
+        assert_eq!(r.reason.get().map(String::as_str), Some("first"));
+    }
+}

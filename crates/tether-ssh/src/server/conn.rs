@@ -1,0 +1,85 @@
+//! One connection's task: wrap the socket, run russh on it, run the actor beside it,
+//! and log how it ended.
+//!
+//! The russh session runs in russh's own task; this task awaits it together with
+//! the actor, so the connection's lifetime is bounded by this tracked task: when
+//! russh ends, the handler (and with it the actor's event queue) is dropped and the
+//! actor returns; when the actor ends, every handler callback fails and russh ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Ctx;
+use crate::actor::{Actor, ActorInit};
+use crate::handler::Handler;
+use crate::stream::ClientStream;
+
+/// Handler → actor queue depth (bounded: a flooding client waits for the actor).
+const EVENT_QUEUE: usize = 32;
+
+/// Serves one accepted connection until it ends.
+pub(crate) async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    shutdown: CancellationToken,
+) {
+    let started = Instant::now();
+    // Nothing may outlive the sign-in timeout without authenticating (§3.5).
+    let auth_deadline = started + ctx.config.ssh_sign_in_timeout;
+    tracing::debug!("connection accepted");
+    let (stream, probe) = ClientStream::new(tcp);
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let handler = Handler::new(events_tx);
+
+    // russh writes its identification, then reads the client's. Garbage, a close or
+    // silence all end here, before any per-connection state exists.
+    let setup = tokio::select! {
+        () = shutdown.cancelled() => return,
+        r = tokio::time::timeout_at(
+            auth_deadline,
+            russh::server::run_stream(ctx.russh.clone(), stream, handler),
+        ) => r,
+    };
+    let session = match setup {
+        Ok(Ok(session)) => session,
+        Ok(Err(e)) => {
+            tracing::debug!("SSH handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("no SSH identification before the deadline");
+            return;
+        }
+    };
+    let client_version = probe.client_version().unwrap_or_default();
+    tracing::info!(target: "audit", event = "connection_opened", client_version = %client_version);
+
+    let actor = Actor::new(ActorInit {
+        ctx,
+        peer,
+        handle: session.handle(),
+        probe: probe.clone(),
+        auth_deadline,
+        shutdown,
+    });
+    let (result, summary) = tokio::join!(session, actor.run(events_rx));
+    if let Err(e) = result {
+        tracing::debug!("SSH session ended with: {e}");
+    }
+    let (bytes_in, bytes_out) = probe.byte_counts();
+    tracing::info!(
+        target: "audit",
+        event = "connection_closed",
+        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        bytes_in,
+        bytes_out,
+        authenticated = summary.authenticated,
+        ended_by = %summary.ended_by,
+    );
+}

@@ -1,0 +1,245 @@
+//! The accept loop and the russh server configuration.
+//!
+//! [`run`] takes its listener and a cancellation token (STYLE habits 2 and 3): every
+//! accepted connection becomes a task on one `TaskTracker`, inside a span carrying
+//! the connection id and peer (user, key fingerprint and route are recorded on it
+//! later). Cancelling the token stops accepting, tells every client the server is
+//! shutting down, and waits a bounded time for the connections to end.
+
+mod conn;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
+use russh::{cipher, kex, mac, MethodKind, MethodSet, Preferred, SshId};
+use tether_core::config::Config;
+use tether_core::Clock;
+use tether_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::{Registry, SshDeps};
+
+/// How long shutdown waits for connections to end after telling them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Constant-time floor for rejections (small: the gateway has no passwords).
+const AUTH_REJECTION_TIME: Duration = Duration::from_millis(50);
+/// A connection with no traffic at all for this long is dropped (keepalives count).
+const INACTIVITY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Keepalive probe interval once nothing was heard from the client.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Unanswered keepalives before the connection is considered dead.
+const KEEPALIVE_MAX: usize = 3;
+
+/// What every connection task shares.
+pub(crate) struct Ctx {
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) registry: Arc<Registry>,
+    /// For the upstream client (§8), used once routes connect.
+    #[allow(dead_code)]
+    pub(crate) user_ca: Arc<PrivateKey>,
+    pub(crate) russh: Arc<russh::server::Config>,
+    /// Sign-in codes connections here are waiting on.
+    pub(crate) waiters: crate::actor::wait::Waiters,
+}
+
+/// Serves SSH on `listener` until `shutdown` is cancelled.
+///
+/// Also starts the registry's store watch (a no-op if the caller already runs
+/// [`Registry::watch`]). Returns after the connections ended or the shutdown grace
+/// period passed.
+pub async fn run(
+    listener: TcpListener,
+    deps: SshDeps,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if deps.host_keys.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no SSH host keys configured",
+        ));
+    }
+    let russh = Arc::new(russh_config(
+        deps.host_keys,
+        deps.config.ssh_sign_in_timeout,
+    ));
+    let ctx = Arc::new(Ctx {
+        config: deps.config,
+        store: deps.store,
+        clock: deps.clock,
+        registry: deps.registry,
+        user_ca: deps.user_ca,
+        russh,
+        waiters: Default::default(),
+    });
+    let tracker = TaskTracker::new();
+    // Subscribe before accepting, so no revocation can slip past a connection.
+    if let Some(watching) = ctx
+        .registry
+        .clone()
+        .start_watch(ctx.store.clone(), shutdown.child_token())
+    {
+        tracker.spawn(watching);
+    }
+    let next_id = AtomicU64::new(1);
+    let mut backoff = Duration::from_millis(50);
+    tracing::info!(address = ?listener.local_addr().ok(), "SSH listening");
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                backoff = Duration::from_millis(50);
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let span = tracing::info_span!(
+                    "ssh_conn",
+                    conn = id,
+                    peer = %peer,
+                    user = tracing::field::Empty,
+                    fingerprint = tracing::field::Empty,
+                    route = tracing::field::Empty,
+                );
+                let ctx = ctx.clone();
+                let token = shutdown.child_token();
+                tracker.spawn(conn::serve(tcp, peer, ctx, token).instrument(span));
+            }
+            Err(e) => {
+                // Per-connection failures (reset before accept) and resource
+                // exhaustion (EMFILE) are both survivable: wait a little and retry.
+                tracing::warn!("accept failed: {e}");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    drop(listener);
+    tracker.close();
+    tracing::info!(connections = tracker.len(), "SSH shutting down");
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tracker.len(),
+            "SSH connections still open after the grace period"
+        );
+    }
+    Ok(())
+}
+
+/// The russh server configuration: identification, algorithms, limits.
+///
+/// The inactivity timeout must outlast the longest sign-in wait: russh does not
+/// poll its timers while an authentication callback waits, and checks the
+/// (by then elapsed) inactivity deadline when it writes the answer.
+pub(crate) fn russh_config(
+    host_keys: Vec<PrivateKey>,
+    sign_in_timeout: Duration,
+) -> russh::server::Config {
+    let inactivity = INACTIVITY_TIMEOUT.max(sign_in_timeout + Duration::from_secs(60));
+    russh::server::Config {
+        server_id: SshId::Standard(format!("SSH-2.0-tether_{}", env!("CARGO_PKG_VERSION")).into()),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: AUTH_REJECTION_TIME,
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: host_keys,
+        preferred: preferred(),
+        // The actor enforces the limits of §3.5 with its own messages; russh's own
+        // cap sits one above as a backstop.
+        max_auth_attempts: crate::actor::MAX_AUTH_FAILURES as usize + 1,
+        inactivity_timeout: Some(inactivity),
+        keepalive_interval: Some(KEEPALIVE_INTERVAL),
+        keepalive_max: KEEPALIVE_MAX,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// Modern algorithms only (§3).
+fn preferred() -> Preferred {
+    Preferred {
+        kex: vec![
+            kex::MLKEM768X25519_SHA256,
+            kex::CURVE25519,
+            kex::CURVE25519_PRE_RFC_8731,
+            kex::EXTENSION_SUPPORT_AS_SERVER,
+            kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+        ]
+        .into(),
+        key: vec![
+            Algorithm::Ed25519,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP521,
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
+        ]
+        .into(),
+        cipher: vec![
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_256_GCM,
+            cipher::AES_128_GCM,
+            cipher::AES_256_CTR,
+            cipher::AES_192_CTR,
+            cipher::AES_128_CTR,
+        ]
+        .into(),
+        mac: vec![mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM].into(),
+        ..Preferred::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identification_and_methods() {
+        let c = russh_config(Vec::new(), Duration::from_secs(900));
+        let SshId::Standard(id) = &c.server_id else {
+            unreachable!("standard id")
+        };
+        assert_eq!(
+            id.as_ref(),
+            format!("SSH-2.0-tether_{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(&*c.methods, &[MethodKind::PublicKey]);
+        assert!(c.auth_rejection_time <= Duration::from_millis(100));
+        assert!(
+            c.inactivity_timeout > Some(Duration::from_secs(900)),
+            "outlasts a sign-in"
+        );
+    }
+
+    #[test]
+    fn no_legacy_algorithms() {
+        let p = preferred();
+        assert!(
+            !p.key.contains(&Algorithm::Rsa { hash: None }),
+            "no ssh-rsa (SHA-1)"
+        );
+        assert!(p.kex.iter().all(|k| !k.as_ref().contains("sha1")));
+        assert!(p.mac.iter().all(|m| m.as_ref().contains("etm")));
+    }
+}

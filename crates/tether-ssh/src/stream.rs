@@ -1,0 +1,270 @@
+//! The client's TCP stream as russh sees it, plus a side door for the connection.
+//!
+//! russh owns the stream it reads from, but the connection needs three things russh
+//! does not give it: the client's identification line (`SSH-2.0-OpenSSH_9.2p1`,
+//! shown on the Verify page) before authentication ends, the byte counts for the
+//! audit log, and a way to notice that the client went away while an authentication
+//! callback is waiting (russh does not read the socket while a handler awaits). So
+//! the socket lives behind an `Arc`: [`ClientStream`] is russh's reader/writer,
+//! [`Probe`] is the connection's view of the same socket. Nothing here parses SSH
+//! beyond the first line.
+
+use std::io;
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Longest identification line RFC 4253 allows (including CR LF).
+const MAX_ID_LINE: usize = 255;
+
+/// State shared by the stream and its probe.
+#[derive(Debug, Default)]
+struct Shared {
+    client_id: OnceLock<String>,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// The stream handed to russh.
+#[derive(Debug)]
+pub(crate) struct ClientStream {
+    tcp: Arc<TcpStream>,
+    shared: Arc<Shared>,
+    /// Bytes of the first line seen so far; `None` once the line is complete.
+    id_line: Option<Vec<u8>>,
+}
+
+/// The connection's side view of the socket.
+#[derive(Clone, Debug)]
+pub(crate) struct Probe {
+    tcp: Arc<TcpStream>,
+    shared: Arc<Shared>,
+}
+
+impl ClientStream {
+    /// Wraps an accepted socket; returns russh's stream and the connection's probe.
+    pub(crate) fn new(tcp: TcpStream) -> (ClientStream, Probe) {
+        let tcp = Arc::new(tcp);
+        let shared = Arc::new(Shared::default());
+        let probe = Probe {
+            tcp: tcp.clone(),
+            shared: shared.clone(),
+        };
+        (
+            ClientStream {
+                tcp,
+                shared,
+                id_line: Some(Vec::new()),
+            },
+            probe,
+        )
+    }
+
+    /// Feeds bytes read from the client into the identification-line capture.
+    fn observe(&mut self, bytes: &[u8]) {
+        let Some(line) = self.id_line.as_mut() else {
+            return;
+        };
+        for &b in bytes {
+            if b == b'\n' || line.len() >= MAX_ID_LINE {
+                let text = String::from_utf8_lossy(line);
+                let text = text.trim_end_matches('\r');
+                if text.starts_with("SSH-") {
+                    let _ = self.shared.client_id.set(sanitize(text));
+                }
+                self.id_line = None;
+                return;
+            }
+            line.push(b);
+        }
+    }
+}
+
+/// Keeps printable ASCII only: the line ends up in HTML and logs.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .collect()
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            ready!(this.tcp.poll_read_ready(cx))?;
+            match this.tcp.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    let before = buf.filled().len();
+                    buf.advance(n);
+                    this.shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    if this.id_line.is_some() {
+                        let fresh = buf.filled().get(before..).unwrap_or_default().to_vec();
+                        this.observe(&fresh);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.tcp.poll_write_ready(cx))?;
+            match this.tcp.try_write(data) {
+                Ok(n) => {
+                    this.shared.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes go straight to the socket; there is no buffer to flush.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(shutdown(&self.tcp, Shutdown::Write))
+    }
+}
+
+/// Shuts a socket down; a peer that already went away is not an error.
+fn shutdown(tcp: &TcpStream, how: Shutdown) -> io::Result<()> {
+    match socket2::SockRef::from(tcp).shutdown(how) {
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+        other => other,
+    }
+}
+
+impl Probe {
+    /// The client's identification line, once russh has read it.
+    pub(crate) fn client_version(&self) -> Option<String> {
+        self.shared.client_id.get().cloned()
+    }
+
+    /// Bytes read from and written to the client so far.
+    pub(crate) fn byte_counts(&self) -> (u64, u64) {
+        (
+            self.shared.bytes_in.load(Ordering::Relaxed),
+            self.shared.bytes_out.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Closes the socket in both directions, so russh's reader ends even when the
+    /// client ignores a DISCONNECT.
+    pub(crate) fn force_close(&self) {
+        if let Err(e) = shutdown(&self.tcp, Shutdown::Both) {
+            tracing::debug!("socket shutdown: {e}");
+        }
+    }
+
+    /// Resolves once the client has closed (or reset) the connection.
+    ///
+    /// Only meaningful while russh is not reading (during an authentication
+    /// callback): it peeks, so it never takes bytes away from russh.
+    pub(crate) async fn peer_closed(&self) {
+        let mut byte = [0u8; 1];
+        loop {
+            match self.tcp.peek(&mut byte).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    // Bytes are waiting for russh; only the FIN/RST flags can tell us
+                    // more now. Look at them, then look again a little later.
+                    match self.tcp.ready(Interest::READABLE).await {
+                        Ok(r) if r.is_read_closed() || r.is_error() => return,
+                        Err(_) => return,
+                        Ok(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn captures_the_identification_line_and_counts_bytes() {
+        let (mut client, server) = pair().await;
+        let (mut stream, probe) = ClientStream::new(server);
+        client
+            .write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\nrest")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while got < 34 {
+            got += stream.read(&mut buf[got..]).await.unwrap();
+        }
+        assert_eq!(
+            probe.client_version().as_deref(),
+            Some("SSH-2.0-OpenSSH_9.2p1 Debian")
+        );
+        stream.write_all(b"hello").await.unwrap();
+        assert_eq!(probe.byte_counts(), (34, 5));
+    }
+
+    #[tokio::test]
+    async fn garbage_first_line_captures_nothing() {
+        let (mut client, server) = pair().await;
+        let (mut stream, probe) = ClientStream::new(server);
+        client.write_all(&[0xff; 300]).await.unwrap();
+        let mut buf = [0u8; 512];
+        let mut got = 0;
+        while got < 300 {
+            got += stream.read(&mut buf[got..]).await.unwrap();
+        }
+        assert_eq!(probe.client_version(), None);
+    }
+
+    #[tokio::test]
+    async fn notices_a_closed_peer_without_consuming_bytes() {
+        let (mut client, server) = pair().await;
+        let (mut stream, probe) = ClientStream::new(server);
+        client.write_all(b"x").await.unwrap();
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), probe.peer_closed())
+            .await
+            .expect("close noticed");
+        let mut buf = [0u8; 4];
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 1, "byte still there");
+    }
+}

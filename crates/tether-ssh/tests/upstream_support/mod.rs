@@ -1,0 +1,254 @@
+//! Test helpers for the upstream tests: a throwaway OpenSSH sshd (run as root, per
+//! /work/shared/TESTING.md) trusting a user CA generated here, keys, free ports.
+//! Deliberately local (no tether-testkit dependency).
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use russh::keys::ssh_key::{certificate, LineEnding, PrivateKey, PublicKey};
+use tether_core::{Clock, SystemClock, Timestamp};
+use tether_ssh::cert::ephemeral_ed25519;
+use tether_ssh::upstream::{HostKeyCheck, UpstreamTarget, UpstreamUser};
+use tether_store::memory::MemoryStore;
+use tether_store::Store;
+
+pub const USER: &str = "tetheruser";
+pub const EMAIL: &str = "alice@example.com";
+
+/// Whether this process may start sshd (root) and sshd exists; tests skip otherwise.
+pub fn can_run_sshd() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let ok = root && Path::new("/usr/sbin/sshd").exists();
+    if !ok {
+        eprintln!("skipping: needs root and /usr/sbin/sshd");
+    }
+    ok
+}
+
+/// Creates the login user once (unlocked: `*` password, so sshd without PAM lets
+/// it in with a certificate).
+pub fn ensure_user() {
+    let exists = Command::new("id")
+        .arg(USER)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        let _ = Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", "-p", "*", USER])
+            .status();
+    } else {
+        let _ = Command::new("usermod").args(["-p", "*", USER]).status();
+    }
+    std::fs::create_dir_all("/run/sshd").unwrap();
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub fn new_key() -> PrivateKey {
+    ephemeral_ed25519().unwrap()
+}
+
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(russh::keys::HashAlg::Sha256).to_string()
+}
+
+pub fn write_private_key(path: &Path, key: &PrivateKey) {
+    std::fs::write(path, key.to_openssh(LineEnding::LF).unwrap().as_bytes()).unwrap();
+    let _ = Command::new("chmod").arg("600").arg(path).status();
+}
+
+/// Signs a host certificate for `host_key` with `host_ca`, valid for `principal`.
+pub fn host_certificate(host_ca: &PrivateKey, host_key: &PublicKey, principal: &str) -> String {
+    let now = SystemClock.now().unix_seconds() as u64;
+    let mut b = certificate::Builder::new(
+        vec![7u8; 32],
+        host_key.key_data().clone(),
+        now - 60,
+        now + 3600,
+    )
+    .unwrap();
+    b.serial(1).unwrap();
+    b.key_id("test host").unwrap();
+    b.cert_type(certificate::CertType::Host).unwrap();
+    b.valid_principal(principal).unwrap();
+    b.sign(host_ca).unwrap().to_openssh().unwrap()
+}
+
+/// A running sshd; killed on drop.
+pub struct Sshd {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub host_key: PrivateKey,
+    child: Child,
+}
+
+impl Sshd {
+    /// Starts sshd on `port` (or a free one) with `host_key`, trusting `ca` for
+    /// users; `extra` is appended to sshd_config.
+    pub fn start(ca: &PublicKey, host_key: &PrivateKey, port: Option<u16>, extra: &str) -> Sshd {
+        ensure_user();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let port = port.unwrap_or_else(free_port);
+        write_private_key(&d.join("hostkey"), host_key);
+        std::fs::write(d.join("ca.pub"), ca.to_openssh().unwrap()).unwrap();
+        let cfg = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n\
+             TrustedUserCAKeys {d}/ca.pub\nAuthorizedKeysFile none\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel VERBOSE\n\
+             Subsystem sftp internal-sftp\nAcceptEnv TETHER_TEST_*\n{extra}\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), cfg).unwrap();
+        let check = Command::new("/usr/sbin/sshd")
+            .arg("-t")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "sshd -t: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let log = std::fs::File::create(d.join("sshd.log")).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let sshd = Sshd {
+            port,
+            dir,
+            host_key: host_key.clone(),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start: {}",
+                sshd.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sshd
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (sshd writes it asynchronously).
+    pub async fn wait_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn target(sshd: &Sshd) -> UpstreamTarget {
+    UpstreamTarget {
+        route: "prod".into(),
+        address: sshd.address(),
+    }
+}
+
+pub fn user(login: &str) -> UpstreamUser {
+    UpstreamUser {
+        login: login.into(),
+        email: EMAIL.into(),
+        binding_expires_at: SystemClock.now().plus(Duration::from_secs(48 * 3600)),
+    }
+}
+
+pub fn expiring_user(login: &str, at: Timestamp) -> UpstreamUser {
+    UpstreamUser {
+        binding_expires_at: at,
+        ..user(login)
+    }
+}
+
+pub fn memory_store() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+pub fn accept_new(store: Arc<dyn Store>) -> HostKeyCheck {
+    HostKeyCheck::new(tether_core::config::HostKeyPolicy::AcceptNew, None, store)
+}
+
+pub fn strict(known_hosts: &Path) -> HostKeyCheck {
+    HostKeyCheck::new(
+        tether_core::config::HostKeyPolicy::Strict,
+        Some(known_hosts.to_path_buf()),
+        memory_store(),
+    )
+}
+
+/// Reads a session channel until close: (stdout, stderr, exit status).
+pub async fn collect(
+    reader: &mut tether_ssh::upstream::UpstreamReader,
+) -> (Vec<u8>, Vec<u8>, Option<u32>) {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let mut status = None;
+    let fut = async {
+        while let Some(msg) = reader.wait().await {
+            match msg {
+                russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                russh::ChannelMsg::ExtendedData { data, ext: 1 } => err.extend_from_slice(&data),
+                russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                russh::ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .expect("channel did not close");
+    (out, err, status)
+}
