@@ -61,7 +61,7 @@ pub(crate) fn usage(portal_enabled: bool) -> String {
          \n\
          Commands:\n\
          \x20 whoami   show who you are signed in as\n\
-         \x20 logout   sign out: end your web session and its key bindings\n\
+         \x20 logout   sign out: end your web session and all your key bindings\n\
          \x20 routes   list the routes you may use\n\
          \x20 portal   {portal}\n\
          \x20 help     show this text\n\

@@ -13,124 +13,7 @@ use russh::{Channel, ChannelId, Pty, Sig};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::HandlerError;
-
-/// An authentication request, as the actor sees it.
-#[derive(Debug)]
-pub(crate) enum AuthRequest {
-    /// `none`.
-    None,
-    /// `password` (never offered; always a failure).
-    Password,
-    /// `publickey` without a signature (a query).
-    Offered(PublicKey),
-    /// `publickey` with a verified signature (a plain key or a certificate's key).
-    Verified(PublicKey),
-    /// `keyboard-interactive`: the request (`responded == false`) or the client's
-    /// answer to our INFO_REQUEST (`responded == true`).
-    Keyboard {
-        /// Whether this is the INFO_RESPONSE.
-        responded: bool,
-    },
-}
-
-/// A channel request on an open channel. Payloads the CLI ignores are kept for
-/// the route relay.
-#[allow(dead_code)]
-#[derive(Debug)]
-pub(crate) enum ChannelRequest {
-    /// `pty-req`.
-    Pty {
-        /// `TERM`.
-        term: String,
-    },
-    /// `env`.
-    Env,
-    /// `shell`.
-    Shell,
-    /// `exec`.
-    Exec(Vec<u8>),
-    /// `subsystem`.
-    Subsystem(String),
-    /// `window-change`.
-    WindowChange,
-    /// `x11-req`.
-    X11,
-    /// `auth-agent-req@openssh.com`.
-    Agent,
-    /// `signal`.
-    Signal(Sig),
-}
-
-/// A channel type other than `session` (kept whole for jump-host mode, §8).
-#[allow(dead_code)]
-#[derive(Debug)]
-pub(crate) enum OtherChannel {
-    /// `direct-tcpip` (`ssh -L`, `ssh -J`).
-    DirectTcpip {
-        /// Requested host.
-        host: String,
-        /// Requested port.
-        port: u32,
-    },
-    /// Anything else (`x11`, `forwarded-tcpip`, streamlocal).
-    Unsupported(&'static str),
-}
-
-/// What the handler tells the actor.
-pub(crate) enum Event {
-    /// An authentication request; the actor answers with russh's verdict.
-    Auth {
-        /// Wire username.
-        user: String,
-        /// Method and payload.
-        request: AuthRequest,
-        /// The verdict.
-        reply: oneshot::Sender<Auth>,
-    },
-    /// The client opened a session channel.
-    OpenSession {
-        /// The channel.
-        channel: Channel<Msg>,
-        /// Accept or reject it through this.
-        reply: ChannelOpenHandle,
-    },
-    /// The client opened another kind of channel.
-    OpenOther {
-        /// Which.
-        kind: OtherChannel,
-        /// The channel.
-        channel: Channel<Msg>,
-        /// Accept or reject it through this.
-        reply: ChannelOpenHandle,
-    },
-    /// A channel request; the actor answers success or failure.
-    Request {
-        /// The channel.
-        channel: ChannelId,
-        /// What was asked.
-        request: ChannelRequest,
-        /// Success?
-        reply: oneshot::Sender<bool>,
-    },
-    /// Channel data from the client (stdin, or stderr when `ext` is set).
-    Data {
-        /// The channel.
-        channel: ChannelId,
-        /// Extended data type, if any.
-        ext: Option<u32>,
-        /// The bytes.
-        data: Vec<u8>,
-    },
-    /// The client sent EOF on a channel.
-    Eof(ChannelId),
-    /// The client closed a channel.
-    Close(ChannelId),
-    /// `tcpip-forward` (`ssh -R`); the actor answers whether it is allowed.
-    TcpipForward {
-        /// Success?
-        reply: oneshot::Sender<bool>,
-    },
-}
+use crate::events::{AuthRequest, ChannelRequest, Event, OtherChannel};
 
 /// The per-connection russh handler.
 #[derive(Debug)]
@@ -255,14 +138,16 @@ impl russh::server::Handler for Handler {
         channel: Channel<Msg>,
         host_to_connect: &str,
         port_to_connect: u32,
-        _originator_address: &str,
-        _originator_port: u32,
+        originator_address: &str,
+        originator_port: u32,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let kind = OtherChannel::DirectTcpip {
             host: host_to_connect.to_string(),
             port: port_to_connect,
+            originator_address: originator_address.to_string(),
+            originator_port,
         };
         self.send(Event::OpenOther {
             kind,
@@ -373,15 +258,20 @@ impl russh::server::Handler for Handler {
         &mut self,
         channel: ChannelId,
         term: &str,
-        _col_width: u32,
-        _row_height: u32,
-        _pix_width: u32,
-        _pix_height: u32,
-        _modes: &[(Pty, u32)],
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let request = ChannelRequest::Pty {
             term: term.to_string(),
+            col_width,
+            row_height,
+            pix_width,
+            pix_height,
+            modes: modes.to_vec(),
         };
         self.request(channel, request, session).await
     }
@@ -389,23 +279,33 @@ impl russh::server::Handler for Handler {
     async fn x11_request(
         &mut self,
         channel: ChannelId,
-        _single_connection: bool,
-        _x11_auth_protocol: &str,
-        _x11_auth_cookie: &str,
-        _x11_screen_number: u32,
+        single_connection: bool,
+        x11_auth_protocol: &str,
+        x11_auth_cookie: &str,
+        x11_screen_number: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.request(channel, ChannelRequest::X11, session).await
+        let request = ChannelRequest::X11 {
+            single_connection,
+            protocol: x11_auth_protocol.to_string(),
+            cookie: x11_auth_cookie.to_string(),
+            screen: x11_screen_number,
+        };
+        self.request(channel, request, session).await
     }
 
     async fn env_request(
         &mut self,
         channel: ChannelId,
-        _variable_name: &str,
-        _variable_value: &str,
+        variable_name: &str,
+        variable_value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.request(channel, ChannelRequest::Env, session).await
+        let request = ChannelRequest::Env {
+            name: variable_name.to_string(),
+            value: variable_value.to_string(),
+        };
+        self.request(channel, request, session).await
     }
 
     async fn shell_request(
@@ -439,14 +339,19 @@ impl russh::server::Handler for Handler {
     async fn window_change_request(
         &mut self,
         channel: ChannelId,
-        _col_width: u32,
-        _row_height: u32,
-        _pix_width: u32,
-        _pix_height: u32,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.request(channel, ChannelRequest::WindowChange, session)
-            .await
+        let request = ChannelRequest::WindowChange {
+            col_width,
+            row_height,
+            pix_width,
+            pix_height,
+        };
+        self.request(channel, request, session).await
     }
 
     async fn agent_request(
@@ -482,10 +387,39 @@ impl russh::server::Handler for Handler {
 
     async fn tcpip_forward(
         &mut self,
-        _address: &str,
-        _port: &mut u32,
+        address: &str,
+        port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.ask(|reply| Event::TcpipForward { reply }).await
+        let (address, asked) = (address.to_string(), *port);
+        let bound = self
+            .ask(|reply| Event::TcpipForward {
+                address,
+                port: asked,
+                reply,
+            })
+            .await?;
+        match bound {
+            Some(p) => {
+                *port = p;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let address = address.to_string();
+        self.ask(|reply| Event::CancelTcpipForward {
+            address,
+            port,
+            reply,
+        })
+        .await
     }
 }

@@ -16,6 +16,7 @@
 mod actor;
 mod cli;
 mod error;
+mod events;
 mod handler;
 mod registry;
 mod route;

@@ -145,12 +145,12 @@ impl Registry {
 
     /// Ends every connection made with `binding_id`; returns how many (not
     /// counting connections already ending).
-    pub fn revoke_binding(&self, binding_id: &str, reason: &str) -> usize {
+    pub(crate) fn revoke_binding(&self, binding_id: &str, reason: &str) -> usize {
         self.revoke_where(reason, |e| e.binding_id == binding_id)
     }
 
     /// Ends every connection authenticated through web session `session_id`.
-    pub fn end_session(&self, session_id: &str, reason: &str) -> usize {
+    pub(crate) fn end_session(&self, session_id: &str, reason: &str) -> usize {
         self.revoke_where(reason, |e| e.session_id.as_deref() == Some(session_id))
     }
 

@@ -13,7 +13,8 @@ use crate::actor::{finish_channel, Conn, Program, Task};
 use crate::server::Ctx;
 
 /// Starts serving `program` on session channel `id` for route `name`; `None`
-/// refuses the request (the client sees a failed channel request).
+/// refuses the request (the client sees a failed channel request). The returned
+/// task runs beside the actor.
 pub(crate) fn start_session(
     conn: Arc<Conn>,
     ctx: &Ctx,

@@ -279,8 +279,16 @@ async fn forty_requests_then_the_connection_is_closed() {
 async fn connections_end_when_the_binding_or_session_expires() {
     let gw = start(Duration::from_secs(60)).await;
     for (session_life, max_ttl, reason) in [
-        (Duration::from_secs(3), Duration::from_secs(3600), "access revoked: session expired"),
-        (Duration::from_secs(3600), Duration::from_secs(3), "access revoked: binding expired"),
+        (
+            Duration::from_secs(3),
+            Duration::from_secs(3600),
+            "access revoked: session expired",
+        ),
+        (
+            Duration::from_secs(3600),
+            Duration::from_secs(3),
+            "access revoked: binding expired",
+        ),
     ] {
         let key = keygen();
         let mut run = ssh(&gw, &key, "alice", &["-N"], None);
@@ -291,6 +299,10 @@ async fn connections_end_when_the_binding_or_session_expires() {
         let done = run.finish(Duration::from_secs(8)).await;
         assert_eq!(done.status.code(), Some(255));
         assert!(done.stderr.contains(reason), "{}", done.stderr);
-        assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -172,3 +172,28 @@ async fn a_client_that_leaves_drops_its_request() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_fails_closed_with_a_reference() {
+    let (flaky, inner) = common::flaky::flaky();
+    let gw = start_with(Duration::from_secs(60), flaky.clone(), inner).await;
+    let key = keygen();
+    sign_in(&gw, &key, "alice@example.com").await;
+    flaky.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Not in batch mode: the message travels as a DISCONNECT that OpenSSH reads on
+    // its way to keyboard-interactive (batch mode stops at "Permission denied").
+    let done = ssh(&gw, &key, "alice", &[], Some("whoami")).finish(T).await;
+    eprintln!("--- store down stderr:\n{}", done.stderr);
+    assert_eq!(done.status.code(), Some(255));
+    assert!(done.stdout.is_empty(), "{}", done.stdout);
+    assert!(
+        done.stderr.contains("internal error (ref "),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        !done.stderr.contains("10.9.9.9"),
+        "no detail leaks: {}",
+        done.stderr
+    );
+}

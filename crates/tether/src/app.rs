@@ -60,7 +60,11 @@ pub fn describe(c: &Config) -> String {
     let redacted = |present: bool| if present { "[redacted]" } else { "(generated)" };
     let _ = writeln!(s, "address: {}", c.address);
     let _ = writeln!(s, "insecure_server: {}", c.insecure_server);
-    let _ = writeln!(s, "authenticate_service_url: {}", c.authenticate_service_url);
+    let _ = writeln!(
+        s,
+        "authenticate_service_url: {}",
+        c.authenticate_service_url
+    );
     let _ = writeln!(s, "idp_provider: {}", c.idp.provider);
     let _ = writeln!(s, "idp_provider_url: {}", c.idp.provider_url);
     let _ = writeln!(s, "idp_client_id: {}", c.idp.client_id);
@@ -100,8 +104,16 @@ pub fn describe(c: &Config) -> String {
     if c.storage_connection_string.is_some() {
         let _ = writeln!(s, "databroker_storage_connection_string: [redacted]");
     }
-    let _ = writeln!(s, "ssh_binding_max_ttl: {}s", c.ssh_binding_max_ttl.as_secs());
-    let _ = writeln!(s, "ssh_sign_in_timeout: {}s", c.ssh_sign_in_timeout.as_secs());
+    let _ = writeln!(
+        s,
+        "ssh_binding_max_ttl: {}s",
+        c.ssh_binding_max_ttl.as_secs()
+    );
+    let _ = writeln!(
+        s,
+        "ssh_sign_in_timeout: {}s",
+        c.ssh_sign_in_timeout.as_secs()
+    );
     let _ = writeln!(
         s,
         "runtime_flags: ssh_routes_portal={} ssh_allow_direct_tcpip={}",
@@ -251,7 +263,9 @@ pub async fn run(config: Config, keys: KeyMaterial, data: PathBuf, demo: bool) -
         crate::demo::print_banner(&config, ssh_addr, web_addr);
     }
 
-    wait_for_signal().await.context("installing signal handlers")?;
+    wait_for_signal()
+        .await
+        .context("installing signal handlers")?;
     tracing::info!("shutting down: no new connections, draining");
     root.cancel();
     tokio::select! {

@@ -43,7 +43,9 @@ dev_idp:
 ",
         data = data_dir.display(),
     );
-    Ok(parse_config(&yaml, "(demo)").map_err(|e| anyhow::anyhow!("{e}"))?.config)
+    Ok(parse_config(&yaml, "(demo)")
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .config)
 }
 
 /// What to do next, printed once everything listens.
@@ -67,9 +69,7 @@ pub fn print_banner(config: &Config, ssh: Option<SocketAddr>, web: Option<Socket
         format!(
             "Open the link it prints, sign in as alice (password {DEMO_PASSWORD}), click Authorize,"
         ),
-        format!(
-            "and whoami answers. Your bindings: http://{web}/.pomerium/session_binding_info"
-        ),
+        format!("and whoami answers. Your bindings: http://{web}/.pomerium/session_binding_info"),
         "Stop with Ctrl-C.".to_string(),
     ];
     println!("{}", lines.join("\n"));

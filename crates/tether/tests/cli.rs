@@ -43,7 +43,10 @@ fn config_errors_exit_2_with_file_and_line_and_bind_nothing() {
     for (extra, expected) in cases {
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, format!("{good}{extra}")).unwrap();
-        let out = tether(&["serve", "-c", path.to_str().unwrap()], &[("TETHER_DATA_DIR", dir.path().to_str().unwrap())]);
+        let out = tether(
+            &["serve", "-c", path.to_str().unwrap()],
+            &[("TETHER_DATA_DIR", dir.path().to_str().unwrap())],
+        );
         assert_eq!(out.status, Some(2), "{extra}: {}", out.stderr);
         let line = out.stderr.lines().next().unwrap_or("");
         assert!(line.starts_with(&format!("{}:", path.display())), "{line}");
@@ -55,7 +58,12 @@ fn config_errors_exit_2_with_file_and_line_and_bind_nothing() {
     std::fs::write(&path, "idp_provider: oidc\n").unwrap();
     let out = tether(&["serve", "-c", path.to_str().unwrap()], &[]);
     assert_eq!(out.status, Some(2));
-    assert!(out.stderr.contains("missing required key authenticate_service_url"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("missing required key authenticate_service_url"),
+        "{}",
+        out.stderr
+    );
     // Unreadable file.
     let out = tether(&["serve", "-c", "/nonexistent/config.yaml"], &[]);
     assert_eq!(out.status, Some(2));
@@ -79,9 +87,16 @@ fn too_open_key_file_is_refused() {
     );
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, cfg).unwrap();
-    let out = tether(&["serve", "-c", path.to_str().unwrap()], &[("TETHER_DATA_DIR", dir.path().join("data").to_str().unwrap())]);
+    let out = tether(
+        &["serve", "-c", path.to_str().unwrap()],
+        &[("TETHER_DATA_DIR", dir.path().join("data").to_str().unwrap())],
+    );
     assert_eq!(out.status, Some(2), "{}", out.stderr);
-    assert!(out.stderr.contains("permissions are too open"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("permissions are too open"),
+        "{}",
+        out.stderr
+    );
     assert!(port_is_free(http) && port_is_free(ssh));
 }
 
@@ -96,8 +111,16 @@ fn check_prints_effective_config_with_secrets_redacted() {
     std::fs::write(&path, cfg).unwrap();
     let out = tether(&["check", "-c", path.to_str().unwrap()], &[]);
     assert_eq!(out.status, Some(0), "{}", out.stderr);
-    assert!(out.stdout.contains("ssh://prod -> 10.0.0.5:22"), "{}", out.stdout);
-    assert!(!out.stdout.contains(CLIENT_SECRET), "secret leaked: {}", out.stdout);
+    assert!(
+        out.stdout.contains("ssh://prod -> 10.0.0.5:22"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains(CLIENT_SECRET),
+        "secret leaked: {}",
+        out.stdout
+    );
     assert!(out.stderr.contains("ignored: autocert"), "{}", out.stderr);
     let example = repo_root().join("config/example.yaml");
     let out = tether(&["check", "-c", example.to_str().unwrap()], &[]);
@@ -117,7 +140,15 @@ fn demo_completes_the_flow_with_its_built_in_idp() {
     let ssh_addr = format!("127.0.0.1:{ssh_port}");
     let data = dir.path().join("data");
     let mut child = Command::new(tether_bin())
-        .args(["demo", "--data-dir", data.to_str().unwrap(), "--address", &http_addr, "--ssh-address", &ssh_addr])
+        .args([
+            "demo",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--address",
+            &http_addr,
+            "--ssh-address",
+            &ssh_addr,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -146,17 +177,33 @@ fn demo_completes_the_flow_with_its_built_in_idp() {
         }
         text
     });
-    assert!(wait_for_port(ssh_port, Duration::from_secs(30)), "demo did not listen");
+    assert!(
+        wait_for_port(ssh_port, Duration::from_secs(30)),
+        "demo did not listen"
+    );
     let banner = banner.join().unwrap();
-    assert!(banner.contains(&format!("ssh -p {ssh_port} alice@localhost whoami")), "{banner}");
-    assert!(banner.contains("tether-demo"), "the banner gives the password: {banner}");
+    assert!(
+        banner.contains(&format!("ssh -p {ssh_port} alice@localhost whoami")),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("tether-demo"),
+        "the banner gives the password: {banner}"
+    );
     assert!(data.join("ssh_user_ca_key").exists() && data.join("tether.db").exists());
 
     let keys = key_dir();
     let key = new_key(keys.path(), "demo_key");
     let port = ssh_port.to_string();
     let mut args: Vec<&str> = SSH_DEFAULT_ARGS.to_vec();
-    args.extend(["-p", &port, "-i", key.to_str().unwrap(), "alice@localhost", "whoami"]);
+    args.extend([
+        "-p",
+        &port,
+        "-i",
+        key.to_str().unwrap(),
+        "alice@localhost",
+        "whoami",
+    ]);
     let mut ssh = SshClient::spawn(&args);
     let url = sign_in_url(&ssh);
     let browser = BrowserProfile::new("demo");
@@ -173,6 +220,15 @@ fn demo_completes_the_flow_with_its_built_in_idp() {
             {"expectText": "Sign in successful"},
         ]))
         .assert_ok();
-    assert_eq!(ssh.wait_exit(Duration::from_secs(30)), Some(0), "{}", ssh.output());
-    assert!(ssh.output().contains("alice@example.com"), "{}", ssh.output());
+    assert_eq!(
+        ssh.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        ssh.output()
+    );
+    assert!(
+        ssh.output().contains("alice@example.com"),
+        "{}",
+        ssh.output()
+    );
 }

@@ -51,7 +51,8 @@ impl Gateway {
             CLIENT_SECRET,
             &format!("http://127.0.0.1:{http_port}/oauth2/callback"),
         );
-        let tether = TetherProcess::start(&config_yaml(http_port, ssh_port, &idp.issuer, extra), &[]);
+        let tether =
+            TetherProcess::start(&config_yaml(http_port, ssh_port, &idp.issuer, extra), &[]);
         Gateway {
             tether,
             idp,
@@ -75,11 +76,24 @@ impl Gateway {
     }
 
     /// The same without a terminal and with `BatchMode=yes`.
-    pub fn ssh_batch(&self, key: &Path, user: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    pub fn ssh_batch(
+        &self,
+        key: &Path,
+        user: &str,
+        args: &[&str],
+    ) -> (Option<i32>, String, String) {
         let port = self.ssh_port.to_string();
         let target = format!("{user}@127.0.0.1");
         let mut all: Vec<&str> = SSH_DEFAULT_ARGS.to_vec();
-        all.extend(["-o", "BatchMode=yes", "-p", &port, "-i", key.to_str().unwrap(), &target]);
+        all.extend([
+            "-o",
+            "BatchMode=yes",
+            "-p",
+            &port,
+            "-i",
+            key.to_str().unwrap(),
+            &target,
+        ]);
         all.extend(args);
         run_ssh(&all, Duration::from_secs(30))
     }

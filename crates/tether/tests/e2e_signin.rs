@@ -23,9 +23,16 @@ fn sign_in_authorize_then_straight_through_then_logout() {
 
     // First connection: the sign-in prompt and URL.
     let mut ssh = gw.ssh(&key, "alice", &["whoami"]);
-    assert!(ssh.wait_for("Please sign in to continue", T), "{}", ssh.output());
+    assert!(
+        ssh.wait_for("Please sign in to continue", T),
+        "{}",
+        ssh.output()
+    );
     let url = sign_in_url(&ssh);
-    assert!(url.starts_with(&format!("{}/.pomerium/sign_in?user_code=", gw.base())), "{url}");
+    assert!(
+        url.starts_with(&format!("{}/.pomerium/sign_in?user_code=", gw.base())),
+        "{url}"
+    );
     let code = url.rsplit('=').next().unwrap();
     assert_eq!(code.len(), 22);
 
@@ -48,12 +55,17 @@ fn sign_in_authorize_then_straight_through_then_logout() {
             {"screenshot": "success-page"},
         ]))
         .assert_ok();
-    let r = browser.run(json!([{"goto": format!("{}/.pomerium/", gw.base())}, {"expectText": "alice@example.com"}]));
+    let r = browser.run(
+        json!([{"goto": format!("{}/.pomerium/", gw.base())}, {"expectText": "alice@example.com"}]),
+    );
     r.assert_ok();
 
     assert_eq!(ssh.wait_exit(T), Some(0), "{}", ssh.output());
     let out = ssh.output();
-    assert!(out.contains("alice@example.com"), "whoami names the IdP user: {out}");
+    assert!(
+        out.contains("alice@example.com"),
+        "whoami names the IdP user: {out}"
+    );
     assert!(out.contains(&fp), "whoami shows the bound key: {out}");
 
     // Second connection with the same key: no sign-in at all.
@@ -67,7 +79,11 @@ fn sign_in_authorize_then_straight_through_then_logout() {
     assert!(stdout.contains("Logged out successfully"), "{stdout}");
     assert_eq!(status, Some(0));
     let mut again = gw.ssh(&key, "alice", &["whoami"]);
-    assert!(again.wait_for("Please sign in to continue", T), "{}", again.output());
+    assert!(
+        again.wait_for("Please sign in to continue", T),
+        "{}",
+        again.output()
+    );
     again.kill();
 }
 
@@ -100,11 +116,23 @@ fn verify_page_shows_request_details() {
     ]));
     r.assert_ok();
     assert_eq!(r.text("fingerprint").trim(), fp);
-    assert!(r.text("key_type").contains("ed25519"), "{}", r.text("key_type"));
+    assert!(
+        r.text("key_type").contains("ed25519"),
+        "{}",
+        r.text("key_type")
+    );
     assert_eq!(r.text("route").trim(), "prod");
     assert_eq!(r.text("login").trim(), "deploy");
-    assert!(r.text("source").starts_with("127.0.0.1:"), "{}", r.text("source"));
-    assert!(r.text("version").contains("OpenSSH"), "{}", r.text("version"));
+    assert!(
+        r.text("source").starts_with("127.0.0.1:"),
+        "{}",
+        r.text("source")
+    );
+    assert!(
+        r.text("version").contains("OpenSSH"),
+        "{}",
+        r.text("version")
+    );
     let countdown = r.text("countdown").to_string();
     assert!(countdown.contains(':'), "countdown MM:SS: {countdown}");
     assert_ne!(countdown, r.text("countdown_later"), "the countdown runs");
@@ -132,10 +160,16 @@ fn deny_closes_the_connection() {
         ]))
         .assert_ok();
     let status = ssh.wait_exit(T);
-    assert!(ssh.output().contains("user has denied this code"), "{}", ssh.output());
+    assert!(
+        ssh.output().contains("user has denied this code"),
+        "{}",
+        ssh.output()
+    );
     assert_ne!(status, Some(0));
     // The code is spent: opening it again says so.
-    let r = browser.run(json!([{"goto": url}, {"expectStatus": 409}, {"expectText": "code already processed"}]));
+    let r = browser.run(
+        json!([{"goto": url}, {"expectStatus": 409}, {"expectText": "code already processed"}]),
+    );
     r.assert_ok();
 }
 
@@ -150,7 +184,11 @@ fn expired_code_times_out() {
     let mut ssh = gw.ssh(&key, "alice", &["whoami"]);
     let url = sign_in_url(&ssh);
     let status = ssh.wait_exit(T);
-    assert!(ssh.output().contains("authentication request timeout"), "{}", ssh.output());
+    assert!(
+        ssh.output().contains("authentication request timeout"),
+        "{}",
+        ssh.output()
+    );
     assert_ne!(status, Some(0));
     let browser = BrowserProfile::new("expired");
     browser
@@ -185,7 +223,9 @@ fn remember_me_and_key_owned_by_another_user() {
     assert_eq!(ssh.wait_exit(T), Some(0), "{}", ssh.output());
 
     // An administrator revokes the client binding; the identity binding stays.
-    let out = gw.tether.cli(&["bindings", "revoke", &format!("sshkey-{fp}")]);
+    let out = gw
+        .tether
+        .cli(&["bindings", "revoke", &format!("sshkey-{fp}")]);
     assert!(out.success(), "{}{}", out.stdout, out.stderr);
 
     // Bob opens the next code for the key: refused, nothing changes.

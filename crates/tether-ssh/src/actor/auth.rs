@@ -23,7 +23,7 @@ use super::limits::{AuthLimits, LimitExceeded};
 use super::wait::{self, Decision};
 use super::{Actor, Phase};
 use crate::error::internal;
-use crate::handler::AuthRequest;
+use crate::events::AuthRequest;
 use crate::registry::Registration;
 
 /// The keyboard-interactive name (§3.4).
@@ -57,6 +57,10 @@ pub(crate) struct AuthState {
     pending: Option<PendingKey>,
     /// The sign-in request whose URL was shown.
     request: Option<BindingRequest>,
+}
+
+fn keyboard_interactive() -> MethodSet {
+    MethodSet::from(&[MethodKind::KeyboardInteractive][..])
 }
 
 fn reject() -> Auth {
@@ -102,16 +106,25 @@ impl Actor {
     async fn fail(&mut self) -> Auth {
         let limit = self.auth_state().map(|s| s.limits.failure());
         if let Some(Err(e @ LimitExceeded::Failures)) = limit {
-            self.disconnect_now(&e.to_string()).await;
+            return self.refuse(&e.to_string()).await;
         }
         reject()
     }
 
     /// Refuses and closes the connection with `text`.
+    ///
+    /// The DISCONNECT carrying `text` goes out right behind the failure. A client
+    /// left without a method it can try gives up on the failure alone ("Permission
+    /// denied") and never reads the DISCONNECT, so the failure names
+    /// `keyboard-interactive`: OpenSSH (unless in batch mode) answers with one more
+    /// request, reads the DISCONNECT, and prints `Received disconnect ...: <text>`.
     async fn refuse(&mut self, text: &str) -> Auth {
         tracing::info!(reason = text, "authentication refused");
         self.disconnect_now(text).await;
-        reject()
+        Auth::Reject {
+            proceed_with_methods: Some(keyboard_interactive()),
+            partial_success: false,
+        }
     }
 
     /// `publickey` with a verified signature.
@@ -158,7 +171,7 @@ impl Actor {
             });
         }
         Auth::Reject {
-            proceed_with_methods: Some(MethodSet::from(&[MethodKind::KeyboardInteractive][..])),
+            proceed_with_methods: Some(keyboard_interactive()),
             partial_success: true,
         }
     }
@@ -183,7 +196,11 @@ impl Actor {
             code,
             fingerprint: pending.fingerprint.clone(),
             key_type: pending.key.algorithm().to_string(),
-            public_key: pending.key.to_openssh().unwrap_or_default(),
+            public_key: pending
+                .key
+                .to_openssh()
+                .map(|s| s.trim_end().to_string())
+                .unwrap_or_default(),
             details: BindingDetails {
                 source_addr: self.peer.to_string(),
                 client_version: self.conn.probe.client_version().unwrap_or_default(),
@@ -251,11 +268,26 @@ impl Actor {
             }
             Decision::PeerGone => {
                 self.drop_request(&code, guard.is_last()).await;
+                if let Some(state) = self.auth_state() {
+                    state.request = None;
+                }
                 self.closing = true;
                 self.ended_by = Some("client left during sign-in".to_string());
                 reject()
             }
         }
+    }
+
+    /// The connection ended before its sign-in was decided: drop the pending
+    /// request (unless another connection here still waits on the same code).
+    pub(super) async fn abandon_sign_in(&mut self) {
+        let code = match self.auth_state().and_then(|s| s.request.take()) {
+            Some(r) => r.code.as_str().to_string(),
+            None => return,
+        };
+        let ctx = self.ctx.clone();
+        let guard = ctx.waiters.enter(&code);
+        self.drop_request(&code, guard.is_last()).await;
     }
 
     async fn drop_request(&self, code: &str, last: bool) {

@@ -15,7 +15,7 @@ use tether_core::{ClientBinding, Session};
 
 use super::{Actor, Conn, Phase};
 use crate::cli::{self, CliContext};
-use crate::handler::{ChannelRequest, OtherChannel};
+use crate::events::{ChannelRequest, OtherChannel};
 use crate::registry::Registration;
 use crate::route;
 
@@ -99,16 +99,19 @@ impl Actor {
         reply: ChannelOpenHandle,
     ) {
         let id = channel.id();
-        // Input reaches the actor as handler events; an unread channel receiver
-        // would only fill up and stall russh, so let it go.
-        drop(channel);
         let Some(authed) = self.authed() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return;
         };
-        authed.channels.insert(id, ChannelState::default());
+        // Input reaches the actor as handler events, so russh's channel object is
+        // not needed: an unread channel receiver would fill up and stall russh.
+        // (The route relay will keep it for its pump in `Mode::Route`, and must read
+        // it from the moment the channel opens.)
+        drop(channel);
+        let state = ChannelState::default();
+        authed.channels.insert(id, state);
         self.conn.add_channel(id);
         reply.accept().await;
     }
@@ -141,8 +144,10 @@ impl Actor {
                 state.pty = true;
                 return true;
             }
-            ChannelRequest::WindowChange | ChannelRequest::Signal(_) => return true,
-            ChannelRequest::Env | ChannelRequest::X11 | ChannelRequest::Agent => return false,
+            ChannelRequest::WindowChange { .. } | ChannelRequest::Signal(_) => return true,
+            ChannelRequest::Env { .. } | ChannelRequest::X11 { .. } | ChannelRequest::Agent => {
+                return false
+            }
             ChannelRequest::Shell => Program::Shell,
             ChannelRequest::Exec(cmd) => Program::Exec(String::from_utf8_lossy(&cmd).into_owned()),
             ChannelRequest::Subsystem(name) => Program::Subsystem(name),

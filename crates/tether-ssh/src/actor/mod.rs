@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::Event;
+use crate::events::Event;
 use crate::registry::Revoker;
 use crate::server::Ctx;
 use crate::stream::Probe;
@@ -210,6 +210,7 @@ impl Actor {
             }
         }
         self.tasks.shutdown().await;
+        self.abandon_sign_in().await;
         Summary {
             authenticated: matches!(self.phase, Phase::Authed(_)),
             ended_by: self.ended_by.unwrap_or_else(|| "client".to_string()),
@@ -243,8 +244,21 @@ impl Actor {
             Event::Data { channel, ext, data } => self.on_data(channel, ext, data),
             Event::Eof(channel) => self.on_eof(channel),
             Event::Close(channel) => self.on_close(channel),
-            Event::TcpipForward { reply } => {
+            Event::TcpipForward {
+                address,
+                port,
+                reply,
+            } => {
                 // Remote forwarding arrives with route relaying.
+                tracing::debug!(%address, port, "remote forwarding refused");
+                let _ = reply.send(None);
+            }
+            Event::CancelTcpipForward {
+                address,
+                port,
+                reply,
+            } => {
+                tracing::debug!(%address, port, "cancel remote forwarding refused");
                 let _ = reply.send(false);
             }
         }

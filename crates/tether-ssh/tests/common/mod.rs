@@ -10,6 +10,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod flaky;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -95,16 +97,25 @@ pub struct Gateway {
 }
 
 pub async fn start(sign_in_timeout: Duration) -> Gateway {
+    let store = Arc::new(MemoryStore::new());
+    start_with(sign_in_timeout, store.clone(), store).await
+}
+
+/// A gateway using `served` as its store; the test drives `store` directly.
+pub async fn start_with(
+    sign_in_timeout: Duration,
+    served: Arc<dyn Store>,
+    store: Arc<MemoryStore>,
+) -> Gateway {
     init_tracing();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let store = Arc::new(MemoryStore::new());
     let registry = Arc::new(Registry::new());
     let host_key = random_key();
     let user_ca = random_key();
     let deps = SshDeps {
         config: Arc::new(config(sign_in_timeout)),
-        store: store.clone(),
+        store: served,
         host_keys: vec![host_key],
         user_ca: Arc::new(user_ca),
         clock: Arc::new(SystemClock),
@@ -331,11 +342,22 @@ fn rand_suffix() -> String {
 
 /// The browser: sign in as `email` and authorize `code`.
 pub async fn approve(store: &MemoryStore, code: &str, email: &str) -> Session {
-    approve_with(store, code, session_for(email), Duration::from_secs(48 * 3600)).await
+    approve_with(
+        store,
+        code,
+        session_for(email),
+        Duration::from_secs(48 * 3600),
+    )
+    .await
 }
 
 /// Authorizes `code` from web session `s`, with binding lifetime `max_ttl`.
-pub async fn approve_with(store: &MemoryStore, code: &str, s: Session, max_ttl: Duration) -> Session {
+pub async fn approve_with(
+    store: &MemoryStore,
+    code: &str,
+    s: Session,
+    max_ttl: Duration,
+) -> Session {
     store.create_session(&s).await.unwrap();
     store
         .approve_request(code, &s, false, max_ttl, SystemClock.now())

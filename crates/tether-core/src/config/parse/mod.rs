@@ -428,21 +428,20 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         ));
     }
 
-    let ssh_upstream_host_key_policy = match opt_string(&ctx, "ssh_upstream_host_key_policy")?
-        .as_deref()
-    {
-        None | Some("accept-new") => HostKeyPolicy::AcceptNew,
-        Some("strict") => HostKeyPolicy::Strict,
-        Some(other) => {
-            let line = get("ssh_upstream_host_key_policy").map_or(1, |n| n.line);
-            return Err(ctx.err(
-                line,
-                format!(
+    let ssh_upstream_host_key_policy =
+        match opt_string(&ctx, "ssh_upstream_host_key_policy")?.as_deref() {
+            None | Some("accept-new") => HostKeyPolicy::AcceptNew,
+            Some("strict") => HostKeyPolicy::Strict,
+            Some(other) => {
+                let line = get("ssh_upstream_host_key_policy").map_or(1, |n| n.line);
+                return Err(ctx.err(
+                    line,
+                    format!(
                     "ssh_upstream_host_key_policy: expected accept-new or strict, found {other:?}"
                 ),
-            ));
-        }
-    };
+                ));
+            }
+        };
     let ssh_upstream_known_hosts_file = opt_string(&ctx, "ssh_upstream_known_hosts_file")?;
     if ssh_upstream_host_key_policy == HostKeyPolicy::Strict
         && ssh_upstream_known_hosts_file.is_none()

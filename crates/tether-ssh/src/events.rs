@@ -1,0 +1,178 @@
+//! The vocabulary between the russh handler and the connection actor: one
+//! [`Event`] per russh callback, carrying everything the client sent (the internal
+//! CLI ignores most of it; the route relay forwards it upstream) and, where russh
+//! needs an answer, a oneshot for it. Plain data, no logic.
+
+use russh::keys::PublicKey;
+use russh::server::{Auth, ChannelOpenHandle, Msg};
+use russh::{Channel, ChannelId, Pty, Sig};
+use tokio::sync::oneshot;
+
+/// An authentication request, as the actor sees it.
+#[derive(Debug)]
+pub(crate) enum AuthRequest {
+    /// `none`.
+    None,
+    /// `password` (never offered; always a failure).
+    Password,
+    /// `publickey` without a signature (a query).
+    Offered(PublicKey),
+    /// `publickey` with a verified signature (a plain key or a certificate's key).
+    Verified(PublicKey),
+    /// `keyboard-interactive`: the request (`responded == false`) or the client's
+    /// answer to our INFO_REQUEST (`responded == true`).
+    Keyboard {
+        /// Whether this is the INFO_RESPONSE.
+        responded: bool,
+    },
+}
+
+/// A channel request on an open channel, with everything the client sent (the CLI
+/// ignores most of it; the route relay forwards it upstream).
+#[allow(dead_code)]
+#[derive(Debug)]
+pub(crate) enum ChannelRequest {
+    /// `pty-req`.
+    Pty {
+        /// `TERM`.
+        term: String,
+        /// Width in characters.
+        col_width: u32,
+        /// Height in rows.
+        row_height: u32,
+        /// Width in pixels.
+        pix_width: u32,
+        /// Height in pixels.
+        pix_height: u32,
+        /// Terminal modes.
+        modes: Vec<(Pty, u32)>,
+    },
+    /// `env`.
+    Env {
+        /// Variable name.
+        name: String,
+        /// Value.
+        value: String,
+    },
+    /// `shell`.
+    Shell,
+    /// `exec`.
+    Exec(Vec<u8>),
+    /// `subsystem`.
+    Subsystem(String),
+    /// `window-change`.
+    WindowChange {
+        /// Width in characters.
+        col_width: u32,
+        /// Height in rows.
+        row_height: u32,
+        /// Width in pixels.
+        pix_width: u32,
+        /// Height in pixels.
+        pix_height: u32,
+    },
+    /// `x11-req`.
+    X11 {
+        /// Single connection only.
+        single_connection: bool,
+        /// Auth protocol.
+        protocol: String,
+        /// Auth cookie.
+        cookie: String,
+        /// Screen number.
+        screen: u32,
+    },
+    /// `auth-agent-req@openssh.com`.
+    Agent,
+    /// `signal`.
+    Signal(Sig),
+}
+
+/// A channel type other than `session` (kept whole for jump-host mode, §8).
+#[allow(dead_code)]
+#[derive(Debug)]
+pub(crate) enum OtherChannel {
+    /// `direct-tcpip` (`ssh -L`, `ssh -J`).
+    DirectTcpip {
+        /// Requested host.
+        host: String,
+        /// Requested port.
+        port: u32,
+        /// Originator address.
+        originator_address: String,
+        /// Originator port.
+        originator_port: u32,
+    },
+    /// Anything else (`x11`, `forwarded-tcpip`, streamlocal).
+    Unsupported(&'static str),
+}
+
+/// What the handler tells the actor.
+pub(crate) enum Event {
+    /// An authentication request; the actor answers with russh's verdict.
+    Auth {
+        /// Wire username.
+        user: String,
+        /// Method and payload.
+        request: AuthRequest,
+        /// The verdict.
+        reply: oneshot::Sender<Auth>,
+    },
+    /// The client opened a session channel.
+    OpenSession {
+        /// The channel.
+        channel: Channel<Msg>,
+        /// Accept or reject it through this.
+        reply: ChannelOpenHandle,
+    },
+    /// The client opened another kind of channel.
+    OpenOther {
+        /// Which.
+        kind: OtherChannel,
+        /// The channel.
+        channel: Channel<Msg>,
+        /// Accept or reject it through this.
+        reply: ChannelOpenHandle,
+    },
+    /// A channel request; the actor answers success or failure.
+    Request {
+        /// The channel.
+        channel: ChannelId,
+        /// What was asked.
+        request: ChannelRequest,
+        /// Success?
+        reply: oneshot::Sender<bool>,
+    },
+    /// Channel data from the client (stdin, or stderr when `ext` is set).
+    Data {
+        /// The channel.
+        channel: ChannelId,
+        /// Extended data type, if any.
+        ext: Option<u32>,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The client sent EOF on a channel.
+    Eof(ChannelId),
+    /// The client closed a channel.
+    Close(ChannelId),
+    /// `tcpip-forward` (`ssh -R`); the actor answers with the bound port, or
+    /// `None` to refuse.
+    TcpipForward {
+        /// Address to bind.
+        address: String,
+        /// Port to bind (0: any).
+        port: u32,
+        /// The port bound.
+        reply: oneshot::Sender<Option<u32>>,
+    },
+    /// `cancel-tcpip-forward`; the actor answers success or failure.
+    CancelTcpipForward {
+        /// Address.
+        address: String,
+        /// Port.
+        port: u32,
+        /// Success?
+        reply: oneshot::Sender<bool>,
+    },
+}
