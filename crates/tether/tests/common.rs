@@ -1,4 +1,10 @@
 //! Shared set-up for tether's end-to-end tests: the real binary, the real IdP
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 //! (npm oidc-provider), real OpenSSH and headless Chromium.
 #![allow(dead_code)]
 

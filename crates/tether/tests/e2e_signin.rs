@@ -1,5 +1,11 @@
 //! Issue "client bindings, end to end": the real OpenSSH client, the real tether
 //! binary, the npm oidc-provider IdP and headless Chromium clicking the real pages.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
