@@ -1,9 +1,11 @@
 //! The vocabulary between the russh handler and the connection actor: one
-//! [`Event`] per russh callback, carrying everything the client sent (the internal
-//! CLI ignores most of it; the route relay forwards it upstream) and, where russh
-//! needs an answer, a oneshot for it. Plain data, no logic.
+//! [`Event`] per russh callback that matters, carrying everything the client sent
+//! (the internal CLI ignores most of it; the route relay forwards it upstream) and,
+//! where russh needs an answer, a oneshot for it. Plain data, no logic. Channel data
+//! and EOF are not events: they reach whoever serves the channel through russh's
+//! per-channel queue (`Channel<Msg>`).
 
-use russh::keys::PublicKey;
+use russh::keys::{Certificate, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg};
 use russh::{Channel, ChannelId, Pty, Sig};
 use tokio::sync::oneshot;
@@ -17,8 +19,14 @@ pub(crate) enum AuthRequest {
     Password,
     /// `publickey` without a signature (a query).
     Offered(PublicKey),
-    /// `publickey` with a verified signature (a plain key or a certificate's key).
-    Verified(PublicKey),
+    /// `publickey` with a verified signature: a plain key, or a user certificate
+    /// (signature and validity window verified by russh) and its key.
+    Verified {
+        /// The key (a certificate's certified key).
+        key: PublicKey,
+        /// The certificate, when the client authenticated with one.
+        cert: Option<Box<Certificate>>,
+    },
     /// `keyboard-interactive`: the request (`responded == false`) or the client's
     /// answer to our INFO_REQUEST (`responded == true`).
     Keyboard {
@@ -29,7 +37,6 @@ pub(crate) enum AuthRequest {
 
 /// A channel request on an open channel, with everything the client sent (the CLI
 /// ignores most of it; the route relay forwards it upstream).
-#[allow(dead_code)]
 #[derive(Debug)]
 pub(crate) enum ChannelRequest {
     /// `pty-req`.
@@ -89,7 +96,7 @@ pub(crate) enum ChannelRequest {
 }
 
 /// A channel type other than `session` (kept whole for jump-host mode, §8).
-#[allow(dead_code)]
+#[allow(dead_code)] // `Unsupported` names the type for the log only.
 #[derive(Debug)]
 pub(crate) enum OtherChannel {
     /// `direct-tcpip` (`ssh -L`, `ssh -J`).
@@ -143,17 +150,6 @@ pub(crate) enum Event {
         /// Success?
         reply: oneshot::Sender<bool>,
     },
-    /// Channel data from the client (stdin, or stderr when `ext` is set).
-    Data {
-        /// The channel.
-        channel: ChannelId,
-        /// Extended data type, if any.
-        ext: Option<u32>,
-        /// The bytes.
-        data: Vec<u8>,
-    },
-    /// The client sent EOF on a channel.
-    Eof(ChannelId),
     /// The client closed a channel.
     Close(ChannelId),
     /// `tcpip-forward` (`ssh -R`); the actor answers with the bound port, or

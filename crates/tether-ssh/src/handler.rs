@@ -1,7 +1,9 @@
 //! The russh `Handler`: deliberately thin (STYLE habit 5).
 //!
-//! Every callback becomes an [`Event`] on the connection actor's queue; callbacks
-//! that need an answer carry a oneshot and wait for it. The handler keeps no state
+//! Every callback that matters becomes an [`Event`] on the connection actor's
+//! queue; callbacks that need an answer carry a oneshot and wait for it. Channel
+//! data and EOF are left to russh's per-channel queues (read by whoever serves the
+//! channel), so bulk transfers never pass through the actor. The handler keeps no state
 //! and makes no decisions, so everything about a connection lives in one place (the
 //! actor). If the actor is gone, every callback fails and russh ends the connection.
 
@@ -100,8 +102,11 @@ impl russh::server::Handler for Handler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.auth(user, AuthRequest::Verified(key.public_key.clone()))
-            .await
+        let request = AuthRequest::Verified {
+            key: key.public_key.clone(),
+            cert: None,
+        };
+        self.auth(user, request).await
     }
 
     async fn auth_openssh_certificate(
@@ -109,9 +114,13 @@ impl russh::server::Handler for Handler {
         user: &str,
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
-        // Bindings are per key: a certificate authenticates as its certified key.
-        let key = PublicKey::new(certificate.public_key().clone(), "");
-        self.auth(user, AuthRequest::Verified(key)).await
+        // Bindings are per key: a certificate authenticates as its certified key;
+        // the certificate itself is kept for the policy's `ssh_ca` criterion.
+        let request = AuthRequest::Verified {
+            key: PublicKey::new(certificate.public_key().clone(), ""),
+            cert: Some(Box::new(certificate.clone())),
+        };
+        self.auth(user, request).await
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -215,43 +224,6 @@ impl russh::server::Handler for Handler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.send(Event::Close(channel)).await
-    }
-
-    async fn channel_eof(
-        &mut self,
-        channel: ChannelId,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.send(Event::Eof(channel)).await
-    }
-
-    async fn data(
-        &mut self,
-        channel: ChannelId,
-        data: &[u8],
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.send(Event::Data {
-            channel,
-            ext: None,
-            data: data.to_vec(),
-        })
-        .await
-    }
-
-    async fn extended_data(
-        &mut self,
-        channel: ChannelId,
-        code: u32,
-        data: &[u8],
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.send(Event::Data {
-            channel,
-            ext: Some(code),
-            data: data.to_vec(),
-        })
-        .await
     }
 
     async fn pty_request(

@@ -4,10 +4,12 @@
 //! connection is one tracked task with a `tracing` span; its russh `Handler` is thin
 //! and turns callbacks into events for one per-connection actor (`actor`), which owns
 //! the authentication flow of SPEC §3 (binding lookup, sign-in code, waiting for the
-//! browser's decision), the channels after authentication (internal CLI of §7, or a
-//! route) and the connection's end (revocation, expiry, shutdown). The [`Registry`]
-//! indexes live connections by binding and web session and ends them when the store's
-//! change feed reports a revocation (§5).
+//! browser's decision), the route's policy decision ([`access`], §6), the channels
+//! after authentication (internal CLI of §7 and jump-host pipes, or the relay to the
+//! route's upstream, §8) and the connection's end (revocation, expiry, policy change,
+//! shutdown). The [`Registry`] indexes live connections by binding and web session
+//! and ends them when the store's change feed reports a revocation (§5) or a policy
+//! re-check denies them ([`Registry::recheck_policies`]).
 //!
 //! This crate talks to the rest of tether only through `tether-core` (domain rules,
 //! config model) and the `tether_store::Store` trait; it must not depend on the web
@@ -18,11 +20,13 @@ mod cli;
 mod error;
 mod events;
 mod handler;
+mod jump;
 mod registry;
-mod route;
+mod relay;
 mod server;
 mod stream;
 
+pub mod access;
 pub mod cert;
 pub mod upstream;
 
@@ -50,4 +54,48 @@ pub struct SshDeps {
     pub clock: Arc<dyn Clock>,
     /// The live-connection registry (shared with the web side for its counts).
     pub registry: Arc<Registry>,
+}
+
+/// A minimal valid configuration for unit tests.
+#[cfg(test)]
+pub(crate) fn test_config() -> Config {
+    use std::time::Duration;
+    use tether_core::config::{HostKeyPolicy, IdpConfig, LogFormat, RuntimeFlags, StorageType};
+    Config {
+        address: "127.0.0.1:0".into(),
+        insecure_server: true,
+        certificate_file: None,
+        certificate_key_file: None,
+        authenticate_service_url: "https://auth.example.com".into(),
+        idp: IdpConfig {
+            provider: "oidc".into(),
+            provider_url: "https://idp.example.com".into(),
+            client_id: "tether".into(),
+            client_secret: None,
+            client_secret_file: None,
+            scopes: vec!["openid".into()],
+        },
+        cookie_secret: None,
+        cookie_secret_file: None,
+        cookie_name: "_pomerium".into(),
+        cookie_expire: Duration::from_secs(14 * 3600),
+        ssh_address: Some("127.0.0.1:0".into()),
+        ssh_host_key_files: vec![],
+        ssh_host_keys: vec![],
+        ssh_user_ca_key_file: None,
+        ssh_user_ca_key: None,
+        storage_type: StorageType::Memory,
+        storage_connection_string: None,
+        runtime_flags: RuntimeFlags::default(),
+        metrics_address: None,
+        routes: vec![],
+        data_dir: None,
+        ssh_binding_max_ttl: Duration::from_secs(48 * 3600),
+        ssh_sign_in_timeout: Duration::from_secs(900),
+        ssh_upstream_known_hosts_file: None,
+        ssh_upstream_host_key_policy: HostKeyPolicy::AcceptNew,
+        log_format: LogFormat::Text,
+        audit_log: None,
+        dev_idp_users: vec![],
+    }
 }

@@ -72,7 +72,8 @@ async fn whoami_on_a_terminal_uses_crlf() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn route_username_is_not_available_yet() {
+async fn route_username_signs_in_then_reports_the_route_one_line() {
+    // The test config's route "prod" points at 127.0.0.1:1, where nothing listens.
     let gw = start(Duration::from_secs(60)).await;
     let key = keygen();
     let mut run = ssh(&gw, &key, "alice@prod", &[], Some("uptime"));
@@ -82,17 +83,18 @@ async fn route_username_is_not_available_yet() {
     assert_eq!(req.details.login, "alice");
     approve(&gw.store, &code, "alice@example.com").await;
     let done = run.finish(T).await;
-    assert_eq!(done.status.code(), Some(1), "{}", done.stderr);
+    assert_eq!(done.status.code(), Some(255), "{}", done.stderr);
     assert!(
-        done.stderr.contains("route \"prod\" is not available yet"),
+        done.stderr
+            .contains("route \"prod\": upstream 127.0.0.1:1 unreachable"),
         "{}",
         done.stderr
     );
 
     let done = ssh(&gw, &key, "alice@nope", batch(), None).finish(T).await;
-    assert_eq!(done.status.code(), Some(1));
+    assert_eq!(done.status.code(), Some(255));
     assert!(
-        done.stderr.contains("unknown route \"nope\""),
+        done.stderr.contains("route \"nope\" not found"),
         "{}",
         done.stderr
     );

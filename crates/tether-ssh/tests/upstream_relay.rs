@@ -46,7 +46,7 @@ impl Front {
         }
         let (tx, rx) = mpsc::channel(16);
         std::mem::forget(rx); // events unused here
-        let up = connect(&self.target, &user(USER), &self.ca, &self.check, tx)
+        let up = connect(&grant(&self.target, &user(USER)), &self.ca, &self.check, tx)
             .await
             .map_err(|e| {
                 eprintln!("upstream: {e}");

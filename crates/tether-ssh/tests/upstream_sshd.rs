@@ -26,8 +26,7 @@ async fn cert_login_exec_and_audit_log() {
     let sshd = Sshd::start(ca.public_key(), &new_key(), None, "");
     let (tx, _rx) = mpsc::channel(8);
     let up = connect(
-        &target(&sshd),
-        &user(USER),
+        &grant(&target(&sshd), &user(USER)),
         &ca,
         &accept_new(memory_store()),
         tx,
@@ -70,8 +69,7 @@ async fn banner_exit_status_and_separate_stderr() {
     );
     let (tx, _rx) = mpsc::channel(8);
     let up = connect(
-        &target(&sshd),
-        &user(USER),
+        &grant(&target(&sshd), &user(USER)),
         &ca,
         &accept_new(memory_store()),
         tx,
@@ -112,7 +110,9 @@ async fn accept_new_pins_then_refuses_a_changed_key() {
     let tgt = target(&sshd);
     {
         let (tx, _rx) = mpsc::channel(8);
-        let up = connect(&tgt, &user(USER), &ca, &check, tx).await.unwrap();
+        let up = connect(&grant(&tgt, &user(USER)), &ca, &check, tx)
+            .await
+            .unwrap();
         drop(up);
     }
     let pinned = store.pinned_host_key(&tgt.address).await.unwrap().unwrap();
@@ -122,14 +122,16 @@ async fn accept_new_pins_then_refuses_a_changed_key() {
     // same key again: accepted
     {
         let (tx, _rx) = mpsc::channel(8);
-        connect(&tgt, &user(USER), &ca, &check, tx).await.unwrap();
+        connect(&grant(&tgt, &user(USER)), &ca, &check, tx)
+            .await
+            .unwrap();
     }
 
     drop(sshd);
     let second_key = new_key();
     let sshd = Sshd::start(ca.public_key(), &second_key, Some(port), "");
     let (tx, _rx) = mpsc::channel(8);
-    let err = connect(&tgt, &user(USER), &ca, &check, tx)
+    let err = connect(&grant(&tgt, &user(USER)), &ca, &check, tx)
         .await
         .unwrap_err();
     let msg = err.to_string();
@@ -175,7 +177,7 @@ async fn strict_uses_the_known_hosts_file() {
         async move {
             std::fs::write(&kh, contents).unwrap();
             let (tx, _rx) = mpsc::channel(8);
-            connect(&tgt, &user(USER), &ca, &strict(&kh), tx).await
+            connect(&grant(&tgt, &user(USER)), &ca, &strict(&kh), tx).await
         }
     };
 
@@ -246,9 +248,14 @@ async fn strict_uses_the_known_hosts_file() {
 
     // no file at all: fails closed
     let (tx, _rx) = mpsc::channel(8);
-    let err = connect(&tgt, &user(USER), &ca, &strict(&sshd.path("missing")), tx)
-        .await
-        .unwrap_err();
+    let err = connect(
+        &grant(&tgt, &user(USER)),
+        &ca,
+        &strict(&sshd.path("missing")),
+        tx,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, UpstreamError::HostKeyUnverifiable { .. }),
         "{err:?}"
@@ -282,13 +289,13 @@ async fn strict_accepts_a_host_certificate_from_a_listed_ca() {
 
     std::fs::write(&kh, format!("@cert-authority [127.0.0.1]:* {ca_line}\n")).unwrap();
     let (tx, _rx) = mpsc::channel(8);
-    let up = connect(&tgt, &user(USER), &ca, &strict(&kh), tx).await;
+    let up = connect(&grant(&tgt, &user(USER)), &ca, &strict(&kh), tx).await;
     assert!(up.is_ok(), "{:?}", up.err());
 
     // a CA listed for other hosts only: the certificate does not count
     std::fs::write(&kh, format!("@cert-authority *.example.com {ca_line}\n")).unwrap();
     let (tx, _rx) = mpsc::channel(8);
-    let err = connect(&tgt, &user(USER), &ca, &strict(&kh), tx)
+    let err = connect(&grant(&tgt, &user(USER)), &ca, &strict(&kh), tx)
         .await
         .unwrap_err();
     assert!(
@@ -311,7 +318,7 @@ async fn strict_accepts_a_host_certificate_from_a_listed_ca() {
     );
     std::fs::write(&kh, format!("@cert-authority [127.0.0.1]:* {ca_line}\n")).unwrap();
     let (tx, _rx) = mpsc::channel(8);
-    let err = connect(&target(&sshd), &user(USER), &ca, &strict(&kh), tx)
+    let err = connect(&grant(&target(&sshd), &user(USER)), &ca, &strict(&kh), tx)
         .await
         .unwrap_err();
     assert!(
@@ -329,9 +336,14 @@ async fn unreachable_is_reported_quickly() {
     };
     let (tx, _rx) = mpsc::channel(8);
     let started = Instant::now();
-    let err = connect(&tgt, &user(USER), &ca, &accept_new(memory_store()), tx)
-        .await
-        .unwrap_err();
+    let err = connect(
+        &grant(&tgt, &user(USER)),
+        &ca,
+        &accept_new(memory_store()),
+        tx,
+    )
+    .await
+    .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(matches!(err, UpstreamError::Unreachable { .. }), "{err:?}");
     assert_eq!(
@@ -349,7 +361,7 @@ async fn refused_login_and_expired_binding() {
     let sshd = Sshd::start(ca.public_key(), &new_key(), None, "");
     let check = accept_new(memory_store());
     let (tx, _rx) = mpsc::channel(8);
-    let err = connect(&target(&sshd), &user("nosuchuser"), &ca, &check, tx)
+    let err = connect(&grant(&target(&sshd), &user("nosuchuser")), &ca, &check, tx)
         .await
         .unwrap_err();
     assert!(matches!(err, UpstreamError::AuthRefused { .. }), "{err:?}");
@@ -360,14 +372,14 @@ async fn refused_login_and_expired_binding() {
 
     // a certificate from a CA sshd does not trust
     let (tx, _rx) = mpsc::channel(8);
-    let err = connect(&target(&sshd), &user(USER), &new_key(), &check, tx)
+    let err = connect(&grant(&target(&sshd), &user(USER)), &new_key(), &check, tx)
         .await
         .unwrap_err();
     assert!(matches!(err, UpstreamError::AuthRefused { .. }), "{err:?}");
 
     let (tx, _rx) = mpsc::channel(8);
     let expired = expiring_user(USER, tether_core::Timestamp(1_000));
-    let err = connect(&target(&sshd), &expired, &ca, &check, tx)
+    let err = connect(&grant(&target(&sshd), &expired), &ca, &check, tx)
         .await
         .unwrap_err();
     assert!(matches!(err, UpstreamError::Certificate(_)), "{err:?}");
@@ -382,8 +394,7 @@ async fn remote_forward_and_agent_channels_arrive_as_events() {
     let sshd = Sshd::start(ca.public_key(), &new_key(), None, "");
     let (tx, mut rx) = mpsc::channel(8);
     let up = connect(
-        &target(&sshd),
-        &user(USER),
+        &grant(&target(&sshd), &user(USER)),
         &ca,
         &accept_new(memory_store()),
         tx,

@@ -6,25 +6,40 @@
 //! zero prompts) and then holds the connection until the browser decides (`wait`).
 //! Store failures fail closed: the client is refused with `internal error (ref
 //! <id>)`. The limits of §3.5 are counted here.
+//!
+//! For a route connection, success also needs the route's policy (§3.3, §6),
+//! evaluated whenever a key would be accepted (valid binding, or right after the
+//! browser authorized): allow → the upstream is connected ([`crate::relay`]) and
+//! the client accepted; a denial on a key-specific criterion → failure with
+//! `publickey` still offered (the client tries its next key); any other denial, an
+//! unknown route or a failed upstream connection → the one-line reason as the
+//! DISCONNECT message (OpenSSH prints `Received disconnect from ...: <reason>`,
+//! also in BatchMode; see `deny`).
+//! Route names are looked up only for authenticated identities, so they do not
+//! leak.
 
 use std::borrow::Cow;
 
-use russh::keys::{HashAlg, PublicKey};
+use std::sync::Arc;
+
+use russh::keys::{Certificate, HashAlg, PublicKey};
 use russh::server::Auth;
 use russh::{MethodKind, MethodSet};
 use tether_core::binding::binding_id;
+use tether_core::policy::KeyInput;
 use tether_core::username::{parse_wire_user, WireUser};
-use tether_core::{
-    BindingDetails, BindingRequest, ClientBinding, RequestStatus, Session, UserCode,
-};
+use tether_core::{BindingDetails, BindingRequest, RequestStatus, UserCode};
 
-use super::channels::{Authed, Mode};
+use super::channels::{Authed, AuthedInit};
 use super::limits::{AuthLimits, LimitExceeded};
 use super::wait::{self, Decision};
 use super::{Actor, Phase};
+use crate::access::{authorize, key_input, AccessGranted, AccessRequest};
 use crate::error::internal;
 use crate::events::AuthRequest;
-use crate::registry::Registration;
+use crate::registry::{LiveAccess, Revoker};
+use crate::relay::{self, Relay};
+use crate::upstream::HostKeyCheck;
 
 /// The keyboard-interactive name (§3.4).
 const SIGN_IN_NAME: &str = "Please sign in to continue";
@@ -47,6 +62,8 @@ struct PendingKey {
     wire_user: String,
     user: WireUser,
     key: PublicKey,
+    /// The policy's view of the key (and certificate).
+    key_input: KeyInput,
     fingerprint: String,
 }
 
@@ -61,6 +78,18 @@ pub(crate) struct AuthState {
 
 fn keyboard_interactive() -> MethodSet {
     MethodSet::from(&[MethodKind::KeyboardInteractive][..])
+}
+
+fn publickey() -> MethodSet {
+    MethodSet::from(&[MethodKind::PublicKey][..])
+}
+
+/// How connecting the upstream during authentication ended badly.
+enum NotConnected {
+    /// Refuse the client with this line.
+    Refuse(String),
+    /// The client left; nothing to tell.
+    PeerGone,
 }
 
 fn reject() -> Auth {
@@ -96,7 +125,7 @@ impl Actor {
                 tracing::debug!(algorithm = %key.algorithm(), "key offered");
                 Auth::Accept
             }
-            AuthRequest::Verified(key) => self.auth_key(user, key).await,
+            AuthRequest::Verified { key, cert } => self.auth_key(user, key, cert.as_deref()).await,
             AuthRequest::Keyboard { responded: false } => self.start_sign_in(user).await,
             AuthRequest::Keyboard { responded: true } => self.finish_sign_in(user).await,
         }
@@ -127,13 +156,35 @@ impl Actor {
         }
     }
 
+    /// Ends an authenticated client's connection with `text` (unknown route, policy
+    /// denial, upstream failure): the DISCONNECT carrying it is queued, then the
+    /// request is *accepted*, so it reaches the client right behind
+    /// USERAUTH_SUCCESS. A failure would do for interactive OpenSSH (see
+    /// [`Actor::refuse`]), but in BatchMode (scp, rsync, git, scripts) OpenSSH gives
+    /// up on the failure with `Permission denied (keyboard-interactive)` and never
+    /// reads the reason; after a success every client reads the DISCONNECT and
+    /// prints `Received disconnect from ...: <text>`. Nothing is granted: the
+    /// connection stays in the authentication phase (every channel is refused)
+    /// and closes.
+    async fn deny(&mut self, text: &str) -> Auth {
+        tracing::info!(reason = text, "access refused after authentication");
+        self.disconnect_now(text).await;
+        Auth::Accept
+    }
+
     /// `publickey` with a verified signature.
-    async fn auth_key(&mut self, wire_user: &str, key: PublicKey) -> Auth {
+    async fn auth_key(
+        &mut self,
+        wire_user: &str,
+        key: PublicKey,
+        cert: Option<&Certificate>,
+    ) -> Auth {
         let user = match parse_wire_user(wire_user) {
             Ok(u) => u,
             Err(e) => return self.refuse(&e.to_string()).await,
         };
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let key_input = key_input(&key, cert);
         self.span.record("user", wire_user);
         self.span.record("fingerprint", fingerprint.as_str());
         if let Some(route) = &user.route {
@@ -148,9 +199,16 @@ impl Actor {
                 return self.refuse(&text).await;
             }
             Ok(Some((binding, Some(session)))) if binding.is_valid(now, Some(&session)) => {
-                return self
-                    .accept(user, fingerprint, binding, session, registration, "binding")
-                    .await;
+                let init = AuthedInit {
+                    user,
+                    fingerprint,
+                    key: key_input,
+                    binding,
+                    session,
+                    registration,
+                    relay: None,
+                };
+                return self.accept(init, "binding").await;
             }
             Ok(_) => {}
         }
@@ -167,6 +225,7 @@ impl Actor {
                 wire_user: wire_user.to_string(),
                 user,
                 key,
+                key_input,
                 fingerprint,
             });
         }
@@ -320,66 +379,198 @@ impl Actor {
                     .await
             }
         };
-        self.accept(
-            pending.user,
-            pending.fingerprint,
+        let init = AuthedInit {
+            user: pending.user,
+            fingerprint: pending.fingerprint,
+            key: pending.key_input,
             binding,
             session,
             registration,
-            "sign_in",
-        )
-        .await
+            relay: None,
+        };
+        self.accept(init, "sign_in").await
     }
 
-    /// Success: activate the registry entry and switch to the authenticated phase.
-    async fn accept(
-        &mut self,
-        user: WireUser,
-        fingerprint: String,
-        binding: ClientBinding,
-        session: Session,
-        registration: Registration,
-        via: &'static str,
-    ) -> Auth {
-        registration.activate(&session.id);
-        if registration.revoker().is_revoked() {
+    /// A valid binding for the key: decide the route's policy, activate the registry
+    /// entry, connect the upstream, and switch to the authenticated phase.
+    async fn accept(&mut self, mut init: AuthedInit, via: &'static str) -> Auth {
+        let grant = match self.decide(&init) {
+            Ok(grant) => grant,
+            Err(auth) => return auth.await_verdict(self).await,
+        };
+        let registration = &init.registration;
+        registration.activate(&init.session.id);
+        registration.set_access(LiveAccess {
+            identity: init.session.identity.clone(),
+            key: init.key.clone(),
+            binding_expires_at: init.binding.expires_at,
+            routes: init
+                .user
+                .route
+                .iter()
+                .map(|r| (r.clone(), Some(init.user.login.clone())))
+                .collect(),
+        });
+        let revoker = registration.revoker();
+        if revoker.is_revoked() {
             return self.refuse("access revoked").await;
+        }
+        if let Some(grant) = &grant {
+            match self.connect_upstream(grant, revoker).await {
+                Ok((relay, events)) => {
+                    init.relay = Some(relay);
+                    self.upstream_events = Some(events);
+                }
+                Err(NotConnected::Refuse(text)) => return self.deny(&text).await,
+                Err(NotConnected::PeerGone) => {
+                    self.closing = true;
+                    self.ended_by = Some("client left while connecting upstream".to_string());
+                    return reject();
+                }
+            }
         }
         if let Err(e) = self
             .ctx
             .store
-            .touch_binding(&binding.id, self.ctx.clock.now())
+            .touch_binding(&init.binding.id, self.ctx.clock.now())
             .await
         {
             tracing::warn!("recording the binding's use failed: {e}");
         }
-        self.span.record("user", session.identity.email.as_str());
-        let mode = match &user.route {
-            Some(route) => Mode::Route {
-                name: route.clone(),
-                login: user.login.clone(),
-            },
-            None => Mode::Cli,
-        };
+        self.span
+            .record("user", init.session.identity.email.as_str());
         tracing::info!(
             target: "audit",
             event = "ssh_authenticated",
             via,
-            user_id = %binding.user_id,
-            email = %session.identity.email,
-            binding = %binding.id,
-            login = %user.login,
-            route = user.route.as_deref().unwrap_or("-"),
+            user_id = %init.binding.user_id,
+            email = %init.session.identity.email,
+            binding = %init.binding.id,
+            login = %init.user.login,
+            route = init.user.route.as_deref().unwrap_or("-"),
+            policy = ?grant.as_ref().map(AccessGranted::reasons),
         );
-        self.phase = Phase::Authed(Box::new(Authed::new(
-            user,
-            mode,
-            fingerprint,
-            binding,
-            session,
-            registration,
-        )));
+        self.phase = Phase::Authed(Box::new(Authed::new(init)));
         Auth::Accept
+    }
+
+    /// The route's policy for a connection about to be accepted: `Ok(None)` for a
+    /// route-less connection (any signed-in user), `Ok(Some)` when allowed.
+    fn decide(&self, init: &AuthedInit) -> Result<Option<AccessGranted>, Verdict> {
+        let Some(route) = &init.user.route else {
+            return Ok(None);
+        };
+        let config = self.ctx.current_config();
+        let request = AccessRequest {
+            identity: &init.session.identity,
+            login: Some(&init.user.login),
+            key: &init.key,
+            binding_expires_at: init.binding.expires_at,
+            now: self.ctx.clock.now(),
+        };
+        match authorize(config.route(route), route, &request) {
+            Ok(grant) => Ok(Some(grant)),
+            Err(denied) => {
+                tracing::info!(
+                    target: "audit",
+                    event = "policy_denied",
+                    route = %route,
+                    login = %init.user.login,
+                    email = %init.session.identity.email,
+                    fingerprint = %init.fingerprint,
+                    reason = %denied,
+                    key_specific = denied.key_specific(),
+                );
+                if denied.key_specific() {
+                    Err(Verdict::NextKey)
+                } else {
+                    Err(Verdict::Refuse(denied.to_string()))
+                }
+            }
+        }
+    }
+
+    /// Connects the route's upstream while the client waits in authentication; a
+    /// revocation, shutdown or the client leaving cuts the wait short.
+    async fn connect_upstream(
+        &mut self,
+        grant: &AccessGranted,
+        revoker: Arc<Revoker>,
+    ) -> Result<
+        (
+            Relay,
+            tokio::sync::mpsc::Receiver<crate::upstream::UpstreamEvent>,
+        ),
+        NotConnected,
+    > {
+        let config = self.ctx.current_config();
+        let host_keys = HostKeyCheck::from_config(&config, self.ctx.store.clone());
+        let ca = self.ctx.user_ca.clone();
+        let probe = self.conn.probe.clone();
+        let started = tokio::time::Instant::now();
+        let result = tokio::select! {
+            r = relay::connect(grant, &ca, &host_keys) => r,
+            reason = revoker.revoked() => {
+                return Err(NotConnected::Refuse(format!("access revoked: {reason}")))
+            }
+            () = self.shutdown.cancelled() => {
+                return Err(NotConnected::Refuse("server shutting down".to_string()))
+            }
+            () = probe.peer_closed() => return Err(NotConnected::PeerGone),
+        };
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match result {
+            Ok(connected) => {
+                tracing::info!(
+                    target: "audit",
+                    event = "upstream_connected",
+                    route = %grant.target().route,
+                    address = %grant.target().address,
+                    elapsed_ms,
+                );
+                Ok(connected)
+            }
+            Err(e) => {
+                let detail = std::error::Error::source(&e)
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
+                tracing::warn!(
+                    target: "audit",
+                    event = "upstream_failed",
+                    route = %grant.target().route,
+                    address = %grant.target().address,
+                    elapsed_ms,
+                    "{e}{detail}"
+                );
+                Err(NotConnected::Refuse(e.to_string()))
+            }
+        }
+    }
+}
+
+/// A verdict other than success, decided before the upstream is connected.
+enum Verdict {
+    /// Failure with `publickey` still offered: the client may try its next key.
+    NextKey,
+    /// Refuse and disconnect with this line.
+    Refuse(String),
+}
+
+impl Verdict {
+    async fn await_verdict(self, actor: &mut Actor) -> Auth {
+        match self {
+            Verdict::Refuse(text) => actor.deny(&text).await,
+            Verdict::NextKey => {
+                let limit = actor.auth_state().map(|s| s.limits.failure());
+                if let Some(Err(e @ LimitExceeded::Failures)) = limit {
+                    return actor.refuse(&e.to_string()).await;
+                }
+                Auth::Reject {
+                    proceed_with_methods: Some(publickey()),
+                    partial_success: false,
+                }
+            }
+        }
     }
 }
 

@@ -1,23 +1,28 @@
 //! Channels after authentication: what the connection is for ([`Mode`]) decides
 //! what a session channel runs.
 //!
-//! A route-less username gets the internal CLI (§7); a username with a route goes
-//! to [`crate::route`], the single entry point where the upstream relay plugs in.
-//! Channel output is written by spawned tasks (see the actor's deadlock rule).
+//! A route-less username gets the internal CLI (§7), and in jump-host mode its
+//! `direct-tcpip` channels to a route name become raw pipes ([`crate::jump`], §8);
+//! a username with a route has every channel, request and forwarding relayed to the
+//! route's upstream ([`crate::relay`]). Channel output is written by spawned tasks
+//! (see the actor's deadlock rule).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use russh::server::{ChannelOpenHandle, Msg};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
+use tether_core::policy::KeyInput;
 use tether_core::username::WireUser;
 use tether_core::{ClientBinding, Session};
+use tokio::sync::oneshot;
 
 use super::{Actor, Conn, Phase};
+use crate::access::{authorize, AccessRequest};
 use crate::cli::{self, CliContext};
 use crate::events::{ChannelRequest, OtherChannel};
 use crate::registry::Registration;
-use crate::route;
+use crate::relay::Relay;
 
 /// What an authenticated connection is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,32 +48,46 @@ struct ChannelState {
 /// An authenticated connection's state.
 #[derive(Debug)]
 pub(crate) struct Authed {
-    #[allow(dead_code)]
-    pub(crate) user: WireUser,
     pub(crate) mode: Mode,
     pub(crate) fingerprint: String,
+    /// The policy's view of the client's key (jump-host decisions).
+    pub(crate) key: KeyInput,
     pub(crate) binding: ClientBinding,
     pub(crate) session: Session,
     pub(crate) registration: Registration,
+    /// The upstream side, for a route connection.
+    pub(crate) relay: Option<Relay>,
     channels: HashMap<ChannelId, ChannelState>,
 }
 
+/// Everything an authenticated connection starts with.
+pub(crate) struct AuthedInit {
+    pub(crate) user: WireUser,
+    pub(crate) fingerprint: String,
+    pub(crate) key: KeyInput,
+    pub(crate) binding: ClientBinding,
+    pub(crate) session: Session,
+    pub(crate) registration: Registration,
+    pub(crate) relay: Option<Relay>,
+}
+
 impl Authed {
-    pub(crate) fn new(
-        user: WireUser,
-        mode: Mode,
-        fingerprint: String,
-        binding: ClientBinding,
-        session: Session,
-        registration: Registration,
-    ) -> Self {
+    pub(crate) fn new(init: AuthedInit) -> Self {
+        let mode = match &init.user.route {
+            Some(route) => Mode::Route {
+                name: route.clone(),
+                login: init.user.login.clone(),
+            },
+            None => Mode::Cli,
+        };
         Authed {
-            user,
             mode,
-            fingerprint,
-            binding,
-            session,
-            registration,
+            fingerprint: init.fingerprint,
+            key: init.key,
+            binding: init.binding,
+            session: init.session,
+            registration: init.registration,
+            relay: init.relay,
             channels: HashMap::new(),
         }
     }
@@ -99,19 +118,35 @@ impl Actor {
         reply: ChannelOpenHandle,
     ) {
         let id = channel.id();
-        let Some(authed) = self.authed() else {
+        let closing = self.closing;
+        let Phase::Authed(authed) = &mut self.phase else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return;
         };
-        // Input reaches the actor as handler events, so russh's channel object is
-        // not needed: an unread channel receiver would fill up and stall russh.
-        // (The route relay will keep it for its pump in `Mode::Route`, and must read
-        // it from the moment the channel opens.)
+        if closing {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        }
+        if let Some(relay) = authed.relay.as_mut() {
+            // Registered first: a revocation notice may race the accept.
+            self.conn.add_channel(id);
+            let handle = self.conn.handle.clone();
+            if !relay
+                .open_session(channel, reply, &handle, &mut self.tasks)
+                .await
+            {
+                self.conn.remove_channel(id);
+            }
+            return;
+        }
+        // The CLI reads no input, so russh's channel object is not needed (an
+        // unread channel receiver would fill up and stall russh).
         drop(channel);
-        let state = ChannelState::default();
-        authed.channels.insert(id, state);
+        authed.channels.insert(id, ChannelState::default());
         self.conn.add_channel(id);
         reply.accept().await;
     }
@@ -122,15 +157,109 @@ impl Actor {
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
     ) {
-        drop(channel);
-        tracing::debug!(?kind, "channel type refused");
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        let closing = self.closing;
+        let ctx = self.ctx.clone();
+        let handle = self.conn.handle.clone();
+        let authed = match &mut self.phase {
+            Phase::Authed(a) if !closing => a,
+            _ => {
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return;
+            }
+        };
+        let OtherChannel::DirectTcpip {
+            host,
+            port,
+            originator_address,
+            originator_port,
+        } = kind
+        else {
+            tracing::debug!(?kind, "channel type refused");
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        };
+        if let Some(relay) = authed.relay.as_mut() {
+            relay
+                .open_direct_tcpip(
+                    &host,
+                    port,
+                    &originator_address,
+                    originator_port,
+                    channel,
+                    reply,
+                    &handle,
+                    &mut self.tasks,
+                )
+                .await;
+            return;
+        }
+        // Jump-host mode (§8): a route-less connection, host = a route name.
+        let config = ctx.current_config();
+        if !config.runtime_flags.ssh_allow_direct_tcpip {
+            tracing::info!(host = %host, port, "direct-tcpip refused: jump-host mode is off");
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        }
+        let request = AccessRequest {
+            identity: &authed.session.identity,
+            login: None,
+            key: &authed.key,
+            binding_expires_at: authed.binding.expires_at,
+            now: ctx.clock.now(),
+        };
+        match authorize(config.route(&host), &host, &request) {
+            Ok(grant) => {
+                tracing::info!(
+                    target: "audit",
+                    event = "jump_authorized",
+                    route = %host,
+                    email = %authed.session.identity.email,
+                );
+                authed.registration.add_jump_route(&host);
+                self.tasks.spawn(crate::jump::pipe(grant, channel, reply));
+            }
+            Err(denied) => {
+                tracing::info!(
+                    target: "audit",
+                    event = "policy_denied",
+                    route = %host,
+                    email = %authed.session.identity.email,
+                    reason = %denied,
+                    "jump-host channel refused"
+                );
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 1,
+                        reason: denied.to_string(),
+                    })
+                    .await;
+            }
+        }
     }
 
-    /// Answers a channel request (success or failure).
-    pub(super) fn on_request(&mut self, id: ChannelId, request: ChannelRequest) -> bool {
+    /// Answers a channel request (success or failure) through `reply`.
+    pub(super) fn on_request(
+        &mut self,
+        id: ChannelId,
+        request: ChannelRequest,
+        reply: oneshot::Sender<bool>,
+    ) {
+        if let Some((relay, tasks)) = self.relay() {
+            relay.request(id, request, reply, tasks);
+            return;
+        }
+        let ok = self.cli_request(id, request);
+        let _ = reply.send(ok);
+    }
+
+    /// A request on a CLI channel.
+    fn cli_request(&mut self, id: ChannelId, request: ChannelRequest) -> bool {
         let conn = self.conn.clone();
         let ctx = self.ctx.clone();
         let Some(authed) = self.authed() else {
@@ -177,28 +306,21 @@ impl Actor {
                 );
                 cli_task(conn, id, command, cli)
             }
-            Mode::Route { name, login } => {
-                match route::start_session(conn, &ctx, id, name, login, program, pty) {
-                    Some(task) => task,
-                    None => return false,
-                }
-            }
+            // Route channels are the relay's (above); none reach here.
+            Mode::Route { .. } => return false,
         };
         state.started = true;
         self.tasks.spawn(task);
         true
     }
 
-    pub(super) fn on_data(&mut self, _id: ChannelId, _ext: Option<u32>, _data: Vec<u8>) {
-        // The CLI reads no input; route relaying will forward it.
-    }
-
-    pub(super) fn on_eof(&mut self, _id: ChannelId) {}
-
     pub(super) fn on_close(&mut self, id: ChannelId) {
         self.conn.remove_channel(id);
         if let Phase::Authed(a) = &mut self.phase {
             a.channels.remove(&id);
+            if let Some(relay) = a.relay.as_mut() {
+                relay.forget(id);
+            }
         }
     }
 }

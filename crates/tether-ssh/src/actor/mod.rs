@@ -33,10 +33,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::Event;
 use crate::registry::Revoker;
+use crate::relay::Relay;
 use crate::server::Ctx;
 use crate::stream::Probe;
+use crate::upstream::UpstreamEvent;
 
-pub(crate) use channels::{finish_channel, Program, Task};
 pub(crate) use limits::MAX_AUTH_FAILURES;
 
 /// How long a closing connection waits for a running CLI command's output.
@@ -44,6 +45,8 @@ const OUTPUT_WAIT: Duration = Duration::from_secs(2);
 /// After `logout`, how long the client gets to leave on its own before the
 /// revocation DISCONNECT (so it sees the command's result and exit status).
 const QUIET_WAIT: Duration = Duration::from_secs(2);
+/// How long the stderr notice travels ahead of the DISCONNECT (see `closer`).
+const NOTICE_LEAD: Duration = Duration::from_millis(50);
 /// How long a client may ignore our DISCONNECT before its socket is closed.
 const FORCE_CLOSE_AFTER: Duration = Duration::from_secs(2);
 
@@ -121,6 +124,15 @@ impl Close {
         }
     }
 
+    /// The route's upstream went away.
+    fn upstream(route: &str, reason: &str) -> Self {
+        let text = plain_ascii(&format!("route {route:?}: {reason}"));
+        Close {
+            notice: Some(format!("tether: {text}\r\n")),
+            description: text,
+        }
+    }
+
     fn message(text: &str) -> Self {
         Close {
             notice: None,
@@ -157,6 +169,9 @@ pub(crate) struct Actor {
     auth_deadline: Instant,
     shutdown: CancellationToken,
     phase: Phase,
+    /// What the route's upstream starts (channels, its disconnect); `None` for
+    /// route-less connections and once the upstream is gone.
+    upstream_events: Option<mpsc::Receiver<UpstreamEvent>>,
     closing: bool,
     ended_by: Option<String>,
     tasks: JoinSet<()>,
@@ -179,6 +194,7 @@ impl Actor {
             auth_deadline: init.auth_deadline,
             shutdown: init.shutdown,
             phase: Phase::Auth(Box::default()),
+            upstream_events: None,
             closing: false,
             ended_by: None,
             tasks: JoinSet::new(),
@@ -206,10 +222,17 @@ impl Actor {
                 () = self.shutdown.cancelled(), if !self.closing => {
                     self.begin_close(Close::shutdown());
                 }
+                ev = upstream_event(&mut self.upstream_events) => self.on_upstream_event(ev),
                 Some(_) = self.tasks.join_next() => {}
             }
         }
         self.tasks.shutdown().await;
+        if let Phase::Authed(a) = &self.phase {
+            if let Some(relay) = &a.relay {
+                let why = self.ended_by.as_deref().unwrap_or("client disconnected");
+                relay.disconnect(why).await;
+            }
+        }
         self.abandon_sign_in().await;
         Summary {
             authenticated: matches!(self.phase, Phase::Authed(_)),
@@ -237,30 +260,66 @@ impl Actor {
                 channel,
                 request,
                 reply,
-            } => {
-                let ok = self.on_request(channel, request);
-                let _ = reply.send(ok);
-            }
-            Event::Data { channel, ext, data } => self.on_data(channel, ext, data),
-            Event::Eof(channel) => self.on_eof(channel),
+            } => self.on_request(channel, request, reply),
             Event::Close(channel) => self.on_close(channel),
             Event::TcpipForward {
                 address,
                 port,
                 reply,
-            } => {
-                // Remote forwarding arrives with route relaying.
-                tracing::debug!(%address, port, "remote forwarding refused");
-                let _ = reply.send(None);
-            }
+            } => match self.relay() {
+                Some((relay, tasks)) => relay.tcpip_forward(address, port, reply, tasks),
+                None => {
+                    tracing::debug!(%address, port, "remote forwarding refused (no route)");
+                    let _ = reply.send(None);
+                }
+            },
             Event::CancelTcpipForward {
                 address,
                 port,
                 reply,
-            } => {
-                tracing::debug!(%address, port, "cancel remote forwarding refused");
-                let _ = reply.send(false);
-            }
+            } => match self.relay() {
+                Some((relay, tasks)) => relay.cancel_tcpip_forward(address, port, reply, tasks),
+                None => {
+                    let _ = reply.send(false);
+                }
+            },
+        }
+    }
+
+    /// The route relay and the task set, while the connection is live.
+    fn relay(&mut self) -> Option<(&mut Relay, &mut JoinSet<()>)> {
+        match &mut self.phase {
+            Phase::Authed(a) if !self.closing => Some((a.relay.as_mut()?, &mut self.tasks)),
+            _ => None,
+        }
+    }
+
+    /// Something the upstream started, or its end.
+    fn on_upstream_event(&mut self, event: Option<UpstreamEvent>) {
+        if event.is_none() {
+            // The upstream session ended: stop polling its (closed) queue.
+            self.upstream_events = None;
+        }
+        let handle = self.conn.handle.clone();
+        let gone = match (event, &mut self.phase) {
+            (Some(ev), Phase::Authed(a)) => match a.relay.as_mut() {
+                Some(relay) => relay
+                    .upstream_event(ev, &handle, &mut self.tasks)
+                    .map(|reason| (relay.route().to_string(), reason)),
+                None => None,
+            },
+            (None, Phase::Authed(a)) => a.relay.as_ref().map(|r| {
+                (
+                    r.route().to_string(),
+                    "upstream connection closed".to_string(),
+                )
+            }),
+            _ => None,
+        };
+        if let Some((route, reason)) = gone {
+            self.upstream_events = None;
+            tracing::info!(route = %route, reason = %reason, "upstream gone");
+            self.begin_close(Close::upstream(&route, &reason));
         }
     }
 
@@ -336,6 +395,16 @@ impl Actor {
     }
 }
 
+/// The next upstream event; never resolves without an upstream.
+async fn upstream_event(
+    events: &mut Option<mpsc::Receiver<UpstreamEvent>>,
+) -> Option<UpstreamEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn revoked(revoker: Option<Arc<Revoker>>) -> String {
     match revoker {
         Some(r) => r.revoked().await,
@@ -353,11 +422,17 @@ async fn closer(conn: Arc<Conn>, close: Close) {
         tokio::time::sleep(QUIET_WAIT).await;
     }
     if let Some(notice) = &close.notice {
-        for id in conn.open_channels() {
+        let channels = conn.open_channels();
+        for id in &channels {
             let _ = conn
                 .handle
-                .extended_data(id, 1, notice.clone().into_bytes())
+                .extended_data(*id, 1, notice.clone().into_bytes())
                 .await;
+        }
+        if !channels.is_empty() {
+            // OpenSSH drops channel output still buffered when it reads a
+            // DISCONNECT in the same batch of packets: let the notice arrive alone.
+            tokio::time::sleep(NOTICE_LEAD).await;
         }
     }
     let _ = conn

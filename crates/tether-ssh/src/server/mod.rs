@@ -41,18 +41,28 @@ pub(crate) struct Ctx {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) registry: Arc<Registry>,
-    /// For the upstream client (§8), used once routes connect.
-    #[allow(dead_code)]
+    /// The user CA that signs upstream certificates (§8).
     pub(crate) user_ca: Arc<PrivateKey>,
     pub(crate) russh: Arc<russh::server::Config>,
     /// Sign-in codes connections here are waiting on.
     pub(crate) waiters: crate::actor::wait::Waiters,
 }
 
+impl Ctx {
+    /// The configuration in force for routes, policies and runtime flags: the last
+    /// one given to [`Registry::recheck_policies`] (config reload), else the one the
+    /// server started with.
+    pub(crate) fn current_config(&self) -> Arc<Config> {
+        self.registry
+            .config()
+            .unwrap_or_else(|| self.config.clone())
+    }
+}
+
 /// Serves SSH on `listener` until `shutdown` is cancelled.
 ///
 /// Also starts the registry's store watch (a no-op if the caller already runs
-/// [`Registry::watch`]). Returns after the connections ended or the shutdown grace
+/// [`Registry::watch`]) and its minutely policy re-check of live connections. Returns after the connections ended or the shutdown grace
 /// period passed.
 pub async fn run(
     listener: TcpListener,
@@ -78,7 +88,13 @@ pub async fn run(
         russh,
         waiters: Default::default(),
     });
+    ctx.registry.adopt_config(ctx.config.clone());
     let tracker = TaskTracker::new();
+    tracker.spawn(
+        ctx.registry
+            .clone()
+            .recheck_policies_periodically(shutdown.child_token()),
+    );
     // Subscribe before accepting, so no revocation can slip past a connection.
     if let Some(watching) = ctx
         .registry

@@ -78,6 +78,12 @@ pub enum UpstreamError {
         #[source]
         source: StoreError,
     },
+    /// The grant has no login name (jump-host mode): there is nobody to log in as.
+    #[error("route \"{route}\": no login name for the upstream")]
+    NoLogin {
+        /// Route name.
+        route: String,
+    },
     /// The upstream rejected the certificate login.
     #[error("upstream refused the certificate for login \"{login}\"")]
     AuthRefused {

@@ -167,12 +167,15 @@ pub(crate) struct UpstreamHandler {
 
 impl UpstreamHandler {
     fn emit(&self, event: UpstreamEvent) {
-        if let Err(e) = self.events.try_send(event) {
-            let what = match &e {
-                mpsc::error::TrySendError::Full(_) => "event queue full",
-                mpsc::error::TrySendError::Closed(_) => "front end gone",
-            };
-            tracing::warn!(route = %self.route, "dropping upstream event ({what}): {:?}", e.into_inner());
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(e)) => {
+                tracing::warn!(route = %self.route, "dropping upstream event (event queue full): {e:?}");
+            }
+            // The client connection is ending; nobody is listening any more.
+            Err(mpsc::error::TrySendError::Closed(e)) => {
+                tracing::debug!(route = %self.route, "dropping upstream event (front end gone): {e:?}");
+            }
         }
     }
 }
@@ -352,10 +355,13 @@ impl client::Handler for UpstreamHandler {
             DisconnectReason::ReceivedDisconnect(info) => {
                 (format!("upstream disconnected: {}", info.message), Ok(()))
             }
-            DisconnectReason::Error(HandlerError::Ssh(e)) => (
-                format!("upstream connection lost: {e}"),
-                Err(HandlerError::Ssh(e)),
-            ),
+            DisconnectReason::Error(HandlerError::Ssh(e)) => {
+                tracing::info!(route = %self.route, "upstream connection lost: {e}");
+                (
+                    "upstream connection lost".to_string(),
+                    Err(HandlerError::Ssh(e)),
+                )
+            }
             DisconnectReason::Error(HandlerError::Refused(e)) => {
                 (e.to_string(), Err(HandlerError::Refused(e)))
             }

@@ -68,6 +68,8 @@ use tether_core::{Clock, SystemClock, Timestamp};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::access::AccessGranted;
+
 pub use channel::{UpstreamChannel, UpstreamReader, REQUEST_REPLY_TIMEOUT};
 pub use error::UpstreamError;
 pub use handler::UpstreamEvent;
@@ -128,18 +130,26 @@ fn unix_secs(t: Timestamp) -> u64 {
     u64::try_from(t.unix_seconds()).unwrap_or(0)
 }
 
-/// Connects to `target`, verifies its host key and logs in as `user.login` with a
-/// fresh ed25519 key certified by `ca` (key id = `user.email`).
+/// Connects to the granted route's upstream, verifies its host key and logs in as
+/// the granted login with a fresh ed25519 key certified by `ca` (key id = the
+/// user's email). Only a policy decision makes an [`AccessGranted`] (STYLE habit 6);
+/// a grant without a login (jump-host mode) is refused with
+/// [`UpstreamError::NoLogin`].
 ///
 /// Server-initiated channels and the disconnect are sent to `events` (bounded; an
 /// event that does not fit is dropped and its channel refused — see the module docs).
 pub async fn connect(
-    target: &UpstreamTarget,
-    user: &UpstreamUser,
+    grant: &AccessGranted,
     ca: &PrivateKey,
     host_keys: &HostKeyCheck,
     events: mpsc::Sender<UpstreamEvent>,
 ) -> Result<Upstream, UpstreamError> {
+    let target = grant.target();
+    let user = &grant
+        .upstream_user()
+        .ok_or_else(|| UpstreamError::NoLogin {
+            route: target.route.clone(),
+        })?;
     let route = target.route.clone();
     let address = target.address.clone();
     let anchors = host_keys.load(&route, &address).await?;

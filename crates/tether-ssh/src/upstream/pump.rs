@@ -30,7 +30,8 @@ pub enum PumpEnd {
     UpstreamClosed,
     /// The client connection went away (a write to it failed).
     ClientLost,
-    /// The upstream connection went away; the client channel was closed.
+    /// The upstream connection went away; the client channel is left open for the
+    /// caller to explain and close (the connection actor disconnects the client).
     UpstreamLost,
 }
 
@@ -144,10 +145,9 @@ pub async fn pump(
                     let _ = client_write.close().await;
                     return PumpEnd::UpstreamClosed;
                 }
-                None => {
-                    let _ = client_write.close().await;
-                    return PumpEnd::UpstreamLost;
-                }
+                // The upstream connection is gone: the client channel stays open so
+                // the caller can tell the client why before closing it.
+                None => return PumpEnd::UpstreamLost,
                 // Success/Failure go to the waiting UpstreamChannel request via the
                 // client handler; window adjustments are russh's business.
                 Some(_) => true,

@@ -90,6 +90,8 @@ pub fn config(sign_in_timeout: Duration) -> Config {
 
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The user CA's public key (upstream sshds trust it).
+    pub user_ca: russh::keys::PublicKey,
     pub store: Arc<MemoryStore>,
     pub registry: Arc<Registry>,
     pub shutdown: CancellationToken,
@@ -107,14 +109,25 @@ pub async fn start_with(
     served: Arc<dyn Store>,
     store: Arc<MemoryStore>,
 ) -> Gateway {
+    start_full(config(sign_in_timeout), served, store).await
+}
+
+/// A gateway with `config` and a fresh memory store.
+pub async fn start_config(config: Config) -> Gateway {
+    let store = Arc::new(MemoryStore::new());
+    start_full(config, store.clone(), store).await
+}
+
+async fn start_full(config: Config, served: Arc<dyn Store>, store: Arc<MemoryStore>) -> Gateway {
     init_tracing();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let registry = Arc::new(Registry::new());
     let host_key = random_key();
     let user_ca = random_key();
+    let user_ca_public = user_ca.public_key().clone();
     let deps = SshDeps {
-        config: Arc::new(config(sign_in_timeout)),
+        config: Arc::new(config),
         store: served,
         host_keys: vec![host_key],
         user_ca: Arc::new(user_ca),
@@ -125,6 +138,7 @@ pub async fn start_with(
     let task = tokio::spawn(tether_ssh::run(listener, deps, shutdown.clone()));
     Gateway {
         addr,
+        user_ca: user_ca_public,
         store,
         registry,
         shutdown,

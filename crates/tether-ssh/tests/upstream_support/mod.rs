@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use russh::keys::ssh_key::{certificate, LineEnding, PrivateKey, PublicKey};
 use tether_core::{Clock, SystemClock, Timestamp};
+use tether_ssh::access::{authorize, AccessGranted, AccessRequest};
 use tether_ssh::cert::ephemeral_ed25519;
 use tether_ssh::upstream::{HostKeyCheck, UpstreamTarget, UpstreamUser};
 use tether_store::memory::MemoryStore;
@@ -103,7 +104,7 @@ pub struct Sshd {
 
 impl Sshd {
     /// Starts sshd on `port` (or a free one) with `host_key`, trusting `ca` for
-    /// users; `extra` is appended to sshd_config.
+    /// users; `extra` goes first in sshd_config (so it can override the defaults).
     pub fn start(ca: &PublicKey, host_key: &PrivateKey, port: Option<u16>, extra: &str) -> Sshd {
         ensure_user();
         let dir = tempfile::tempdir().unwrap();
@@ -111,11 +112,12 @@ impl Sshd {
         let port = port.unwrap_or_else(free_port);
         write_private_key(&d.join("hostkey"), host_key);
         std::fs::write(d.join("ca.pub"), ca.to_openssh().unwrap()).unwrap();
+        // `extra` first: for most keywords sshd keeps the first value it reads.
         let cfg = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n\
+            "{extra}\nPort {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n\
              TrustedUserCAKeys {d}/ca.pub\nAuthorizedKeysFile none\nStrictModes no\nUsePAM no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel VERBOSE\n\
-             Subsystem sftp internal-sftp\nAcceptEnv TETHER_TEST_*\n{extra}\n",
+             Subsystem sftp internal-sftp\nAcceptEnv TETHER_TEST_*\n",
             d = d.display()
         );
         std::fs::write(d.join("sshd_config"), cfg).unwrap();
@@ -204,6 +206,33 @@ pub fn user(login: &str) -> UpstreamUser {
         email: EMAIL.into(),
         binding_expires_at: SystemClock.now().plus(Duration::from_secs(48 * 3600)),
     }
+}
+
+/// The authorization proof the upstream connector needs: `target`'s route with
+/// `allow_any_authenticated_user`, evaluated for `user`.
+pub fn grant(target: &UpstreamTarget, user: &UpstreamUser) -> AccessGranted {
+    let route = tether_core::config::Route {
+        name: target.route.clone(),
+        to: target.address.clone(),
+        allow_any_authenticated_user: true,
+        policy: None,
+        line: 1,
+    };
+    let identity = tether_core::Identity {
+        subject: "u-test".into(),
+        email: user.email.clone(),
+        name: None,
+        claims: Default::default(),
+    };
+    let key = tether_core::policy::KeyInput::default();
+    let request = AccessRequest {
+        identity: &identity,
+        login: Some(&user.login),
+        key: &key,
+        binding_expires_at: user.binding_expires_at,
+        now: SystemClock.now(),
+    };
+    authorize(Some(&route), &route.name, &request).unwrap()
 }
 
 pub fn expiring_user(login: &str, at: Timestamp) -> UpstreamUser {

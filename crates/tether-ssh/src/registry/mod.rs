@@ -9,16 +9,25 @@
 //! connection then writes the reason to the client and disconnects. When the feed
 //! lags or resyncs, every live connection is re-checked against the store. The
 //! store is the source of truth; this index is a cache of what is connected here.
+//!
+//! Each authenticated entry also remembers what it was authorized for (identity,
+//! key, routes and logins), so a policy change ends the connections it now denies
+//! through the same revocation path ([`Registry::recheck_policies`], `policy`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
+use tether_core::config::Config;
 use tether_core::{Clock, SystemClock};
 use tether_store::{Store, StoreEvent};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
+
+pub(crate) use policy::LiveAccess;
+
+mod policy;
 
 /// How often live connections are re-checked against the store even when the feed
 /// is quiet (a safety net for lost notifications).
@@ -60,6 +69,9 @@ struct Entry {
     binding_id: String,
     /// `None` until the connection authenticated with the binding.
     session_id: Option<String>,
+    /// What the connection was authorized for, re-checked by
+    /// [`Registry::recheck_policies`]; `None` until authenticated.
+    access: Option<LiveAccess>,
     revoker: Arc<Revoker>,
 }
 
@@ -69,6 +81,9 @@ pub struct Registry {
     next_key: AtomicU64,
     watching: AtomicBool,
     clock: Arc<dyn Clock>,
+    /// The configuration in force (routes and policies): set by the SSH server at
+    /// start and replaced by [`Registry::recheck_policies`] on reload.
+    config: RwLock<Option<Arc<Config>>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -98,6 +113,7 @@ impl Registry {
             next_key: AtomicU64::new(1),
             watching: AtomicBool::new(false),
             clock,
+            config: RwLock::new(None),
         }
     }
 
@@ -133,6 +149,7 @@ impl Registry {
             Entry {
                 binding_id: binding_id.to_string(),
                 session_id: None,
+                access: None,
                 revoker: revoker.clone(),
             },
         );
@@ -311,6 +328,25 @@ impl Registration {
     /// This connection's revoker.
     pub(crate) fn revoker(&self) -> Arc<Revoker> {
         self.revoker.clone()
+    }
+
+    /// Records what the connection was authorized for (policy re-checks).
+    pub(crate) fn set_access(&self, access: LiveAccess) {
+        if let Some(e) = self.registry.lock().get_mut(&self.key) {
+            e.access = Some(access);
+        }
+    }
+
+    /// Adds a route the connection now uses in jump-host mode (login `None`).
+    pub(crate) fn add_jump_route(&self, route: &str) {
+        if let Some(a) = self
+            .registry
+            .lock()
+            .get_mut(&self.key)
+            .and_then(|e| e.access.as_mut())
+        {
+            a.add_route(route, None);
+        }
     }
 }
 

@@ -1,0 +1,313 @@
+//! The authorization proof (STYLE habit 6): [`authorize`] evaluates a route's policy
+//! in force (`Route::effective_policy`, SPEC §6) for one signed-in identity, login
+//! name and client key, and only an allow yields an [`AccessGranted`]. Its fields are
+//! private and it has no other constructor, so the upstream connector
+//! ([`crate::upstream::connect`]) and the jump-host pipe, which take one, cannot be
+//! reached without a policy decision.
+//!
+//! Pure: no I/O, no russh session state. The client's key arrives as a
+//! [`KeyInput`] built by [`key_input`] from what russh verified.
+
+use russh::keys::ssh_key::public::KeyData;
+use russh::keys::{Certificate, PublicKey};
+use tether_core::config::Route;
+use tether_core::policy::{evaluate, normalize_key_line, CertInput, Decision, Input, KeyInput};
+use tether_core::{Identity, Timestamp};
+
+use crate::upstream::{UpstreamTarget, UpstreamUser};
+
+/// What a policy decision is asked about.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessRequest<'a> {
+    /// The signed-in identity (from the binding's web session).
+    pub identity: &'a Identity,
+    /// The requested upstream login; `None` in jump-host mode (§8), where the
+    /// `ssh_username*` criteria are skipped.
+    pub login: Option<&'a str>,
+    /// The client's key (and certificate, if it authenticated with one).
+    pub key: &'a KeyInput,
+    /// The client binding's expiry (upstream certificates never outlive it).
+    pub binding_expires_at: Timestamp,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// Proof that a route's policy allowed this identity, login and key. Only
+/// [`authorize`] makes one.
+#[derive(Clone, Debug)]
+pub struct AccessGranted {
+    target: UpstreamTarget,
+    email: String,
+    login: Option<String>,
+    binding_expires_at: Timestamp,
+    reasons: Vec<String>,
+}
+
+impl AccessGranted {
+    /// The route and its upstream address.
+    pub fn target(&self) -> &UpstreamTarget {
+        &self.target
+    }
+
+    /// The login the decision was made for (`None`: jump-host mode).
+    pub fn login(&self) -> Option<&str> {
+        self.login.as_deref()
+    }
+
+    /// Who logs in upstream: `None` in jump-host mode (no upstream login).
+    pub fn upstream_user(&self) -> Option<UpstreamUser> {
+        Some(UpstreamUser {
+            login: self.login.clone()?,
+            email: self.email.clone(),
+            binding_expires_at: self.binding_expires_at,
+        })
+    }
+
+    /// The reason codes that allowed access (for the audit log).
+    pub fn reasons(&self) -> &[String] {
+        &self.reasons
+    }
+}
+
+/// Why access to a route was refused. `Display` is the one line the client sees.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AccessDenied {
+    /// No route has that name.
+    #[error("route {0:?} not found")]
+    NoRoute(String),
+    /// The policy denied.
+    #[error("access denied: route {route:?}: {message}")]
+    Policy {
+        /// Route name.
+        route: String,
+        /// The decision's one plain sentence (`not in group sre`).
+        message: String,
+        /// Denied only on key-specific criteria: the client may try another key.
+        key_specific: bool,
+        /// The reason codes (for the audit log).
+        codes: Vec<&'static str>,
+    },
+}
+
+impl AccessDenied {
+    /// Whether another key might be allowed (`ssh_publickey`, `ssh_ca`).
+    pub fn key_specific(&self) -> bool {
+        matches!(
+            self,
+            AccessDenied::Policy {
+                key_specific: true,
+                ..
+            }
+        )
+    }
+}
+
+/// Evaluates `route`'s policy in force for `request`; see the module docs.
+pub fn authorize(
+    route: Option<&Route>,
+    name: &str,
+    request: &AccessRequest<'_>,
+) -> Result<AccessGranted, AccessDenied> {
+    let route = route.ok_or_else(|| AccessDenied::NoRoute(name.to_string()))?;
+    let decision: Decision = evaluate(
+        &route.effective_policy(),
+        &Input {
+            identity: Some(request.identity),
+            login: request.login,
+            key: request.key,
+            now: request.now,
+        },
+    );
+    if !decision.allow {
+        return Err(AccessDenied::Policy {
+            route: route.name.clone(),
+            message: decision.message(),
+            key_specific: decision.key_specific,
+            codes: decision.reasons.iter().map(|r| r.code).collect(),
+        });
+    }
+    Ok(AccessGranted {
+        target: UpstreamTarget {
+            route: route.name.clone(),
+            address: route.to.clone(),
+        },
+        email: request.identity.email.clone(),
+        login: request.login.map(str::to_string),
+        binding_expires_at: request.binding_expires_at,
+        reasons: decision
+            .reasons
+            .iter()
+            .map(|r| r.code.to_string())
+            .collect(),
+    })
+}
+
+/// `type base64` of a public key (no comment).
+fn key_line(key: &KeyData) -> String {
+    PublicKey::new(key.clone(), "")
+        .to_openssh()
+        .ok()
+        .and_then(|s| normalize_key_line(&s))
+        .unwrap_or_default()
+}
+
+/// The policy's view of the client's key: the verified public key, plus the
+/// certificate's CA and principals when the client authenticated with a user
+/// certificate whose signature and validity window russh verified.
+pub fn key_input(key: &PublicKey, cert: Option<&Certificate>) -> KeyInput {
+    KeyInput {
+        public_key: key_line(key.key_data()),
+        cert: cert.map(|c| CertInput {
+            ca_key: key_line(c.signature_key()),
+            principals: c.valid_principals().to_vec(),
+            valid: c.cert_type().is_user(),
+        }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    use russh::keys::ssh_key::certificate::{Builder, CertType};
+    use tether_core::policy::{Block, Criterion, Op, Policy, Rule};
+
+    fn identity(groups: &[&str]) -> Identity {
+        let mut claims = BTreeMap::new();
+        claims.insert("groups".to_string(), serde_json::json!(groups));
+        Identity {
+            subject: "u-alice".into(),
+            email: "alice@example.com".into(),
+            name: None,
+            claims,
+        }
+    }
+
+    fn route(policy: Option<Vec<Criterion>>, any: bool) -> Route {
+        Route {
+            name: "prod".into(),
+            to: "10.0.0.5:22".into(),
+            allow_any_authenticated_user: any,
+            policy: policy.map(|criteria| Policy {
+                rules: vec![Rule {
+                    allow: Some(Block {
+                        op: Op::And,
+                        criteria,
+                    }),
+                    deny: None,
+                }],
+            }),
+            line: 1,
+        }
+    }
+
+    fn ask<'a>(id: &'a Identity, login: Option<&'a str>, key: &'a KeyInput) -> AccessRequest<'a> {
+        AccessRequest {
+            identity: id,
+            login,
+            key,
+            binding_expires_at: Timestamp(10_000_000),
+            now: Timestamp(1_000),
+        }
+    }
+
+    #[test]
+    fn grants_carry_the_target_and_login() {
+        let id = identity(&[]);
+        let key = KeyInput::default();
+        let r = route(None, true);
+        let g = authorize(Some(&r), "prod", &ask(&id, Some("alice"), &key)).unwrap();
+        assert_eq!(g.target().address, "10.0.0.5:22");
+        assert_eq!(g.target().route, "prod");
+        let u = g.upstream_user().unwrap();
+        assert_eq!(
+            (u.login.as_str(), u.email.as_str()),
+            ("alice", "alice@example.com")
+        );
+        let jump = authorize(Some(&r), "prod", &ask(&id, None, &key)).unwrap();
+        assert!(jump.upstream_user().is_none());
+    }
+
+    #[test]
+    fn denials_are_one_line() {
+        let id = identity(&["dev"]);
+        let key = KeyInput::default();
+        let err = authorize(None, "nope", &ask(&id, Some("a"), &key)).unwrap_err();
+        assert_eq!(err.to_string(), "route \"nope\" not found");
+        let r = route(None, false);
+        let err = authorize(Some(&r), "prod", &ask(&id, Some("a"), &key)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "access denied: route \"prod\": no policy allows access"
+        );
+        let r = route(Some(vec![Criterion::Groups(vec!["sre".into()])]), false);
+        let err = authorize(Some(&r), "prod", &ask(&id, Some("a"), &key)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "access denied: route \"prod\": not in group sre"
+        );
+        assert!(!err.key_specific());
+    }
+
+    #[test]
+    fn key_specific_denial_and_username_skip() {
+        let id = identity(&[]);
+        let key = KeyInput {
+            public_key: "ssh-ed25519 AAAAother".into(),
+            cert: None,
+        };
+        let r = route(
+            Some(vec![Criterion::SshPublickey(vec![
+                "ssh-ed25519 AAAAlisted".into(),
+            ])]),
+            false,
+        );
+        let err = authorize(Some(&r), "prod", &ask(&id, Some("a"), &key)).unwrap_err();
+        assert!(err.key_specific(), "{err:?}");
+        let r = route(Some(vec![Criterion::SshUsernameMatchesEmail]), false);
+        assert!(authorize(Some(&r), "prod", &ask(&id, Some("root"), &key)).is_err());
+        assert!(authorize(Some(&r), "prod", &ask(&id, Some("alice"), &key)).is_ok());
+        assert!(
+            authorize(Some(&r), "prod", &ask(&id, None, &key)).is_ok(),
+            "jump mode"
+        );
+    }
+
+    #[test]
+    fn key_input_of_plain_keys_and_certificates() {
+        let ca = crate::cert::ephemeral_ed25519().unwrap();
+        let user = crate::cert::ephemeral_ed25519().unwrap();
+        let plain = key_input(user.public_key(), None);
+        let expected = user.public_key().to_openssh().unwrap();
+        assert_eq!(
+            plain.public_key,
+            normalize_key_line(&expected).unwrap(),
+            "no comment"
+        );
+        assert!(plain.public_key.starts_with("ssh-ed25519 AAAA"));
+        assert!(plain.cert.is_none());
+
+        let mut b = Builder::new(
+            vec![1u8; 32],
+            user.public_key().key_data().clone(),
+            0,
+            u64::MAX,
+        )
+        .unwrap();
+        b.serial(1).unwrap();
+        b.key_id("k").unwrap();
+        b.cert_type(CertType::User).unwrap();
+        b.valid_principal("alice").unwrap();
+        let cert = b.sign(&ca).unwrap();
+        let with_cert = key_input(user.public_key(), Some(&cert));
+        let c = with_cert.cert.unwrap();
+        assert_eq!(
+            c.ca_key,
+            normalize_key_line(&ca.public_key().to_openssh().unwrap()).unwrap()
+        );
+        assert_eq!(c.principals, vec!["alice".to_string()]);
+        assert!(c.valid);
+    }
+}

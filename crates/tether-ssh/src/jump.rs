@@ -1,0 +1,109 @@
+//! Jump-host mode (SPEC §8, `runtime_flags.ssh_allow_direct_tcpip`): on a route-less
+//! connection, a `direct-tcpip` channel whose host is a route name becomes a raw TCP
+//! pipe to that route's upstream address, so `ssh -J alice@gateway bob@prod`
+//! authenticates end to end with the upstream. The pipe needs an [`AccessGranted`]
+//! (the route's policy, evaluated without a login: the `ssh_username*` criteria are
+//! skipped); the port the client asked for is ignored, the route decides.
+//!
+//! Flow control: a TCP read is written to the channel only once the client's window
+//! has room, and a channel message is read only after the previous one was written
+//! to the socket, so nothing buffers without bound.
+
+use russh::server::{ChannelOpenHandle, Msg};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::access::AccessGranted;
+use crate::upstream::CONNECT_TIMEOUT;
+
+/// Bytes read from the upstream socket per channel write.
+const CHUNK: usize = 32 * 1024;
+
+/// Connects to the granted route's upstream and pipes the channel to it; the
+/// channel open is accepted only once the TCP connection stands.
+pub(crate) async fn pipe(grant: AccessGranted, channel: Channel<Msg>, reply: ChannelOpenHandle) {
+    let target = grant.target();
+    let connected =
+        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.address)).await;
+    let tcp = match connected {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            tracing::info!(route = %target.route, address = %target.address, "jump: upstream unreachable: {e}");
+            reply.reject(unreachable(&target.route)).await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(route = %target.route, address = %target.address, "jump: upstream connect timed out");
+            reply.reject(unreachable(&target.route)).await;
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    reply.accept().await;
+    tracing::info!(target: "audit", event = "jump_opened", route = %target.route);
+    let (to_client, to_upstream) = relay(channel, tcp).await;
+    tracing::info!(
+        target: "audit",
+        event = "jump_closed",
+        route = %target.route,
+        bytes_to_upstream = to_upstream,
+        bytes_to_client = to_client,
+    );
+}
+
+fn unreachable(route: &str) -> ChannelOpenFailure {
+    ChannelOpenFailure::Other {
+        code: 2,
+        reason: format!("route {route:?}: upstream unreachable"),
+    }
+}
+
+/// Pipes until either side ends; returns (bytes to the client, bytes upstream).
+async fn relay(channel: Channel<Msg>, tcp: TcpStream) -> (u64, u64) {
+    let (mut client_read, client_write) = channel.split();
+    let (mut tcp_read, mut tcp_write) = tcp.into_split();
+    let mut to_client = 0u64;
+    let mut to_upstream = 0u64;
+
+    let client_to_tcp = async {
+        loop {
+            match client_read.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    to_upstream += data.len() as u64;
+                    if tcp_write.write_all(&data).await.is_err() {
+                        return;
+                    }
+                }
+                Some(ChannelMsg::Eof) => {
+                    let _ = tcp_write.shutdown().await;
+                }
+                Some(ChannelMsg::Close) | None => return,
+                Some(_) => {}
+            }
+        }
+    };
+    let tcp_to_client = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match tcp_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            to_client += n as u64;
+            let Some(chunk) = buf.get(..n) else { return };
+            if client_write.data(chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    let upstream_ended = tokio::select! {
+        () = client_to_tcp => false,
+        () = tcp_to_client => true,
+    };
+    if upstream_ended {
+        let _ = client_write.eof().await;
+    }
+    let _ = client_write.close().await;
+    (to_client, to_upstream)
+}

@@ -1,0 +1,260 @@
+//! Live policy re-checks (SPEC §6): every authenticated connection remembers what it
+//! was authorized for ([`LiveAccess`]: identity, key, binding expiry, and each route
+//! with its login — `None` for a jump-host pipe). [`Registry::recheck_policies`]
+//! evaluates all of them against a configuration and ends the ones it now denies
+//! through the revocation path, with the reason `access denied: route "x": <why>`.
+//! The SSH server runs it every minute with the configuration in force; the process
+//! calls it on config reload, which also makes that configuration the one new
+//! connections resolve routes in.
+
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use tether_core::config::Config;
+use tether_core::policy::KeyInput;
+use tether_core::{Identity, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+use super::{Registry, Revoker};
+use crate::access::{authorize, AccessDenied, AccessRequest};
+
+/// How often the SSH server re-evaluates live connections' policies.
+pub(crate) const POLICY_RECHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// What one live connection was authorized for.
+#[derive(Clone, Debug)]
+pub(crate) struct LiveAccess {
+    pub(crate) identity: Identity,
+    pub(crate) key: KeyInput,
+    pub(crate) binding_expires_at: Timestamp,
+    /// Routes in use, with the login (`None`: jump-host pipe).
+    pub(crate) routes: Vec<(String, Option<String>)>,
+}
+
+impl LiveAccess {
+    pub(crate) fn add_route(&mut self, route: &str, login: Option<&str>) {
+        let entry = (route.to_string(), login.map(str::to_string));
+        if !self.routes.contains(&entry) {
+            self.routes.push(entry);
+        }
+    }
+
+    /// The first denial under `config`, as the revocation reason.
+    fn denial(&self, config: &Config, now: Timestamp) -> Option<String> {
+        self.routes.iter().find_map(|(name, login)| {
+            let request = AccessRequest {
+                identity: &self.identity,
+                login: login.as_deref(),
+                key: &self.key,
+                binding_expires_at: self.binding_expires_at,
+                now,
+            };
+            match authorize(config.route(name), name, &request) {
+                Ok(_) => None,
+                Err(AccessDenied::NoRoute(_)) => Some(format!(
+                    "access denied: route {name:?}: the route was removed"
+                )),
+                Err(denied) => Some(denied.to_string()),
+            }
+        })
+    }
+}
+
+impl Registry {
+    /// The configuration in force, if the SSH server or a reload set one.
+    pub fn config(&self) -> Option<Arc<Config>> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes `config` the one in force unless one already is (server start).
+    pub(crate) fn adopt_config(&self, config: Arc<Config>) {
+        let mut slot = self.config.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(config);
+        }
+    }
+
+    /// Re-evaluates every live connection against `config`'s route policies and ends
+    /// the ones now denied (`tether: access revoked: access denied: route "x": ...`).
+    /// `config` becomes the configuration in force: new connections resolve routes
+    /// in it, and the minutely re-check uses it. Returns how many connections were
+    /// ended. Call it on config reload.
+    pub fn recheck_policies(&self, config: &Config) -> usize {
+        let config = Arc::new(config.clone());
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Some(config.clone());
+        self.recheck_with(&config)
+    }
+
+    /// Re-evaluates against the configuration in force (the minutely re-check).
+    pub(crate) fn recheck_current(&self) -> usize {
+        match self.config() {
+            Some(config) => self.recheck_with(&config),
+            None => 0,
+        }
+    }
+
+    fn recheck_with(&self, config: &Config) -> usize {
+        let live: Vec<(Arc<Revoker>, LiveAccess)> = self
+            .lock()
+            .values()
+            .filter(|e| e.session_id.is_some() && !e.revoker.is_revoked())
+            .filter_map(|e| Some((e.revoker.clone(), e.access.clone()?)))
+            .collect();
+        let now = self.clock.now();
+        let mut ended = 0;
+        for (revoker, access) in live {
+            if let Some(reason) = access.denial(config, now) {
+                tracing::info!(
+                    target: "audit",
+                    event = "policy_denied",
+                    email = %access.identity.email,
+                    reason = %reason,
+                    "live connection no longer allowed"
+                );
+                revoker.revoke(&reason);
+                ended += 1;
+            }
+        }
+        ended
+    }
+
+    /// Runs [`Registry::recheck_current`] every minute until `shutdown`.
+    pub(crate) async fn recheck_policies_periodically(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) {
+        let start = tokio::time::Instant::now() + POLICY_RECHECK_EVERY;
+        let mut tick = tokio::time::interval_at(start, POLICY_RECHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let ended = self.recheck_current();
+                    if ended > 0 {
+                        tracing::info!(ended, "policy re-check ended connections");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use tether_core::config::Route;
+    use tether_core::policy::{Block, Criterion, Op, Policy, Rule};
+
+    fn config(policy: Option<Criterion>, any: bool) -> Config {
+        let mut c = crate::test_config();
+        c.routes = vec![Route {
+            name: "prod".into(),
+            to: "127.0.0.1:22".into(),
+            allow_any_authenticated_user: any,
+            policy: policy.map(|c| Policy {
+                rules: vec![Rule {
+                    allow: Some(Block {
+                        op: Op::And,
+                        criteria: vec![c],
+                    }),
+                    deny: None,
+                }],
+            }),
+            line: 1,
+        }];
+        c
+    }
+
+    fn access(login: Option<&str>) -> LiveAccess {
+        let mut claims = BTreeMap::new();
+        claims.insert("groups".to_string(), serde_json::json!(["dev"]));
+        LiveAccess {
+            identity: Identity {
+                subject: "u".into(),
+                email: "alice@example.com".into(),
+                name: None,
+                claims,
+            },
+            key: KeyInput::default(),
+            binding_expires_at: Timestamp(i64::MAX / 2),
+            routes: vec![("prod".into(), login.map(str::to_string))],
+        }
+    }
+
+    #[tokio::test]
+    async fn denied_connections_are_revoked_with_the_reason() {
+        let reg = Arc::new(Registry::new());
+        let a = reg.register("sshkey-A");
+        a.activate("s1");
+        a.set_access(access(Some("alice")));
+        let root = reg.register("sshkey-B");
+        root.activate("s2");
+        root.set_access(access(Some("root")));
+        let jump = reg.register("sshkey-C");
+        jump.activate("s3");
+        jump.set_access(access(None));
+        let cli = reg.register("sshkey-D");
+        cli.activate("s4");
+        cli.set_access(LiveAccess {
+            routes: vec![],
+            ..access(None)
+        });
+
+        assert_eq!(reg.recheck_policies(&config(None, true)), 0);
+        assert!(reg.config().is_some());
+        let ended = reg.recheck_policies(&config(Some(Criterion::SshUsernameMatchesEmail), false));
+        assert_eq!(ended, 1);
+        assert_eq!(
+            root.revoker().revoked().await,
+            format!("access denied: route \"prod\": {}", root_reason())
+        );
+        assert!(!a.revoker().is_revoked());
+        assert!(
+            !jump.revoker().is_revoked(),
+            "jump mode skips login criteria"
+        );
+
+        let ended =
+            reg.recheck_policies(&config(Some(Criterion::Groups(vec!["sre".into()])), false));
+        assert_eq!(ended, 2, "alice and the jump pipe; root is already ending");
+        assert_eq!(
+            a.revoker().revoked().await,
+            "access denied: route \"prod\": not in group sre"
+        );
+        assert!(!cli.revoker().is_revoked(), "route-less connections stay");
+
+        let mut gone = config(None, true);
+        gone.routes.clear();
+        let other = reg.register("sshkey-E");
+        other.activate("s5");
+        other.set_access(access(Some("alice")));
+        assert_eq!(reg.recheck_policies(&gone), 1);
+        assert_eq!(
+            other.revoker().revoked().await,
+            "access denied: route \"prod\": the route was removed"
+        );
+    }
+
+    fn root_reason() -> String {
+        let id = access(None).identity;
+        let key = KeyInput::default();
+        let c = config(Some(Criterion::SshUsernameMatchesEmail), false);
+        let req = AccessRequest {
+            identity: &id,
+            login: Some("root"),
+            key: &key,
+            binding_expires_at: Timestamp(i64::MAX / 2),
+            now: Timestamp(0),
+        };
+        match authorize(c.route("prod"), "prod", &req) {
+            Err(AccessDenied::Policy { message, .. }) => message,
+            other => panic!("{other:?}"),
+        }
+    }
+}

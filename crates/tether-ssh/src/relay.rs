@@ -1,0 +1,434 @@
+//! The relay of one route connection (`login@route`) to its upstream, wired as the
+//! table in [`crate::upstream`] describes.
+//!
+//! The upstream connection is made during authentication, right after the policy
+//! allowed it (so an unreachable upstream, a refused certificate or a changed host
+//! key reach the client as the disconnect message, before the session starts) and
+//! lives exactly as long as the client connection: one upstream per client
+//! connection. The actor owns the [`Relay`] and calls it per event:
+//!
+//! - session and `direct-tcpip` channels are opened upstream first (bounded wait),
+//!   then accepted towards the client and [`pump`]ed by a task;
+//! - channel requests are forwarded by a task that answers the handler with the
+//!   upstream's reply (the handler waits for it inside the russh callback, so the
+//!   reply always answers the right request);
+//! - upstream-initiated channels (`forwarded-tcpip` for `ssh -R`, agent channels for
+//!   `ssh -A`, X11) are opened towards the client by a task, then pumped;
+//! - the upstream's authentication banner is written to the stderr of the first
+//!   session channel that starts a program, before anything else on it (russh's
+//!   server sends `SSH_MSG_USERAUTH_BANNER` only before the username is known).
+//!
+//! Nothing here waits on the client's russh session from the actor itself (see the
+//! actor's deadlock rule): everything that writes to the client runs in a task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use russh::server::{ChannelOpenHandle, Handle, Msg};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::access::AccessGranted;
+use crate::events::ChannelRequest;
+use crate::upstream::{
+    self, pump, HostKeyCheck, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent,
+    UpstreamReader, REQUEST_REPLY_TIMEOUT,
+};
+
+/// Depth of the upstream → actor event queue.
+const UPSTREAM_EVENTS: usize = 16;
+
+/// Told to a session channel's relay task when the channel starts a program.
+#[derive(Debug)]
+struct Start {
+    /// The upstream's banner, for the first program started on the connection.
+    banner: Option<String>,
+    /// Whether the channel has a terminal (line ends become CR LF).
+    pty: bool,
+}
+
+/// One relayed channel.
+#[derive(Debug)]
+struct Slot {
+    up: UpstreamChannel,
+    pty: bool,
+    /// Held until the program starts (session channels only).
+    start: Option<oneshot::Sender<Start>>,
+}
+
+/// A route connection's upstream side; see the module docs.
+pub(crate) struct Relay {
+    route: String,
+    upstream: Arc<Upstream>,
+    channels: HashMap<ChannelId, Slot>,
+    banner: Option<String>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("route", &self.route)
+            .field("channels", &self.channels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects the upstream for `grant`; the receiver carries its events.
+pub(crate) async fn connect(
+    grant: &AccessGranted,
+    ca: &russh::keys::PrivateKey,
+    host_keys: &HostKeyCheck,
+) -> Result<(Relay, mpsc::Receiver<UpstreamEvent>), UpstreamError> {
+    let (tx, rx) = mpsc::channel(UPSTREAM_EVENTS);
+    let upstream = upstream::connect(grant, ca, host_keys, tx).await?;
+    let relay = Relay {
+        route: grant.target().route.clone(),
+        banner: upstream.banner().map(str::to_string),
+        upstream: Arc::new(upstream),
+        channels: HashMap::new(),
+    };
+    Ok((relay, rx))
+}
+
+/// Waits for `f` at most [`REQUEST_REPLY_TIMEOUT`].
+async fn bounded<T>(
+    f: impl std::future::Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, UpstreamError> {
+    tokio::time::timeout(REQUEST_REPLY_TIMEOUT, f)
+        .await
+        .unwrap_or(Err(UpstreamError::RequestTimedOut))
+}
+
+fn refusal(e: &UpstreamError) -> ChannelOpenFailure {
+    match e {
+        UpstreamError::ChannelOpenRefused { .. } => ChannelOpenFailure::AdministrativelyProhibited,
+        _ => ChannelOpenFailure::ConnectFailed,
+    }
+}
+
+impl Relay {
+    /// The route name.
+    pub(crate) fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// A client session channel: opens its upstream twin, then accepts. `true` if
+    /// the channel was accepted.
+    pub(crate) async fn open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        handle: &Handle,
+        tasks: &mut JoinSet<()>,
+    ) -> bool {
+        let (up, reader) = match bounded(self.upstream.open_session()).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::info!(route = %self.route, "upstream session channel refused: {e}");
+                reply.reject(refusal(&e)).await;
+                return false;
+            }
+        };
+        let (start_tx, start_rx) = oneshot::channel();
+        self.channels.insert(
+            channel.id(),
+            Slot {
+                up: up.clone(),
+                pty: false,
+                start: Some(start_tx),
+            },
+        );
+        reply.accept().await;
+        tasks.spawn(serve_session(channel, handle.clone(), up, reader, start_rx));
+        true
+    }
+
+    /// A client `direct-tcpip` channel (`ssh -L`, `ssh -W`): opened through the
+    /// upstream, which makes the TCP connection.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn open_direct_tcpip(
+        &mut self,
+        host: &str,
+        port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        handle: &Handle,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let opening =
+            self.upstream
+                .open_direct_tcpip(host, port, originator_address, originator_port);
+        match bounded(opening).await {
+            Ok((up, reader)) => {
+                self.channels.insert(
+                    channel.id(),
+                    Slot {
+                        up: up.clone(),
+                        pty: false,
+                        start: None,
+                    },
+                );
+                reply.accept().await;
+                tasks.spawn(relay_channel(channel, handle.clone(), up, reader));
+            }
+            Err(e) => {
+                tracing::info!(route = %self.route, host, port, "direct-tcpip refused upstream: {e}");
+                reply.reject(refusal(&e)).await;
+            }
+        }
+    }
+
+    /// Forwards a channel request; `reply` gets the upstream's answer.
+    pub(crate) fn request(
+        &mut self,
+        id: ChannelId,
+        request: ChannelRequest,
+        reply: oneshot::Sender<bool>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let Some(slot) = self.channels.get_mut(&id) else {
+            let _ = reply.send(false);
+            return;
+        };
+        match &request {
+            ChannelRequest::Pty { .. } => slot.pty = true,
+            ChannelRequest::Shell | ChannelRequest::Exec(_) | ChannelRequest::Subsystem(_) => {
+                if let Some(start) = slot.start.take() {
+                    let _ = start.send(Start {
+                        banner: self.banner.take(),
+                        pty: slot.pty,
+                    });
+                }
+            }
+            _ => {}
+        }
+        let up = slot.up.clone();
+        tasks.spawn(async move {
+            let ok = forward(&up, request).await;
+            let _ = reply.send(ok);
+        });
+    }
+
+    /// `tcpip-forward` (`ssh -R`): asks the upstream to listen; `reply` gets the port.
+    pub(crate) fn tcpip_forward(
+        &self,
+        address: String,
+        port: u32,
+        reply: oneshot::Sender<Option<u32>>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let upstream = self.upstream.clone();
+        tasks.spawn(async move {
+            let bound = match bounded(upstream.tcpip_forward(&address, port)).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::info!(%address, port, "remote forwarding refused upstream: {e}");
+                    None
+                }
+            };
+            let _ = reply.send(bound);
+        });
+    }
+
+    /// `cancel-tcpip-forward`.
+    pub(crate) fn cancel_tcpip_forward(
+        &self,
+        address: String,
+        port: u32,
+        reply: oneshot::Sender<bool>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let upstream = self.upstream.clone();
+        tasks.spawn(async move {
+            let ok = bounded(upstream.cancel_tcpip_forward(&address, port))
+                .await
+                .is_ok();
+            let _ = reply.send(ok);
+        });
+    }
+
+    /// Handles what the upstream started; `Some(reason)` when the upstream is gone.
+    pub(crate) fn upstream_event(
+        &self,
+        event: UpstreamEvent,
+        handle: &Handle,
+        tasks: &mut JoinSet<()>,
+    ) -> Option<String> {
+        let upstream = self.upstream.clone();
+        let handle = handle.clone();
+        match event {
+            UpstreamEvent::ForwardedTcpip {
+                channel,
+                reply,
+                connected_address,
+                connected_port,
+                originator_address,
+                originator_port,
+            } => {
+                tasks.spawn(async move {
+                    let opening = handle.channel_open_forwarded_tcpip(
+                        connected_address,
+                        connected_port,
+                        originator_address,
+                        originator_port,
+                    );
+                    if let Ok(client) = opening.await {
+                        reply.accept().await;
+                        let (up, reader) = upstream.adopt(channel);
+                        relay_channel(client, handle, up, reader).await;
+                    }
+                });
+                None
+            }
+            UpstreamEvent::AgentChannel { channel, reply } => {
+                tasks.spawn(async move {
+                    if let Ok(client) = handle.channel_open_agent().await {
+                        reply.accept().await;
+                        let (up, reader) = upstream.adopt(channel);
+                        relay_channel(client, handle, up, reader).await;
+                    }
+                });
+                None
+            }
+            UpstreamEvent::X11Channel {
+                channel,
+                reply,
+                originator_address,
+                originator_port,
+            } => {
+                tasks.spawn(async move {
+                    let opening = handle.channel_open_x11(originator_address, originator_port);
+                    if let Ok(client) = opening.await {
+                        reply.accept().await;
+                        let (up, reader) = upstream.adopt(channel);
+                        relay_channel(client, handle, up, reader).await;
+                    }
+                });
+                None
+            }
+            UpstreamEvent::Disconnected { reason } => Some(reason),
+        }
+    }
+
+    /// The client closed a channel (its relay task closes the upstream twin).
+    pub(crate) fn forget(&mut self, id: ChannelId) {
+        self.channels.remove(&id);
+    }
+
+    /// Ends the upstream connection.
+    pub(crate) async fn disconnect(&self, reason: &str) {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.upstream.disconnect(reason),
+        )
+        .await;
+    }
+}
+
+/// Forwards one request; `true` when the upstream said yes.
+async fn forward(up: &UpstreamChannel, request: ChannelRequest) -> bool {
+    let result = match request {
+        ChannelRequest::Pty {
+            term,
+            col_width,
+            row_height,
+            pix_width,
+            pix_height,
+            modes,
+        } => {
+            up.request_pty(&term, col_width, row_height, pix_width, pix_height, &modes)
+                .await
+        }
+        ChannelRequest::Env { name, value } => up.set_env(&name, &value).await,
+        ChannelRequest::Shell => up.request_shell().await,
+        ChannelRequest::Exec(command) => up.exec(&command).await,
+        ChannelRequest::Subsystem(name) => up.request_subsystem(&name).await,
+        ChannelRequest::WindowChange {
+            col_width,
+            row_height,
+            pix_width,
+            pix_height,
+        } => up
+            .window_change(col_width, row_height, pix_width, pix_height)
+            .await
+            .map(|()| true),
+        ChannelRequest::X11 {
+            single_connection,
+            protocol,
+            cookie,
+            screen,
+        } => {
+            up.request_x11(single_connection, &protocol, &cookie, screen)
+                .await
+        }
+        ChannelRequest::Agent => up.agent_forward().await,
+        ChannelRequest::Signal(sig) => up.signal(sig).await.map(|()| true),
+    };
+    match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::debug!("channel request failed upstream: {e}");
+            false
+        }
+    }
+}
+
+/// CR LF line ends for a terminal in raw mode.
+fn crlf(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
+/// Relays a session channel: waits until it starts a program (so the banner goes
+/// first and knows whether there is a terminal), then pumps.
+async fn serve_session(
+    channel: Channel<Msg>,
+    handle: Handle,
+    up: UpstreamChannel,
+    reader: UpstreamReader,
+    start: oneshot::Receiver<Start>,
+) {
+    // A channel closed before any program drops the sender: pump at once, which
+    // sees the close and closes the upstream twin.
+    if let Ok(Start {
+        banner: Some(banner),
+        pty,
+    }) = start.await
+    {
+        let text = if pty { crlf(&banner) } else { banner };
+        let _ = handle
+            .extended_data(channel.id(), 1, text.into_bytes())
+            .await;
+    }
+    relay_channel(channel, handle, up, reader).await;
+}
+
+async fn relay_channel(
+    channel: Channel<Msg>,
+    handle: Handle,
+    up: UpstreamChannel,
+    reader: UpstreamReader,
+) {
+    let id = channel.id();
+    let report = pump(channel, handle, up, reader).await;
+    tracing::debug!(
+        channel = %id,
+        end = ?report.end,
+        to_upstream = report.bytes_to_upstream,
+        to_client = report.bytes_to_client,
+        exit_status = ?report.exit_status,
+        "channel relay ended"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banner_line_ends_for_a_terminal() {
+        assert_eq!(crlf("a\nb\r\nc\n"), "a\r\nb\r\nc\r\n");
+    }
+}
