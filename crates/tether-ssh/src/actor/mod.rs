@@ -12,6 +12,7 @@
 //! spawns into its own `JoinSet`, which dies with the actor. The one exception is a
 //! DISCONNECT during authentication, when the queue is known to be empty.
 
+mod admit;
 mod auth;
 mod channels;
 mod limits;
