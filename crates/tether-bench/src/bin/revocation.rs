@@ -1,0 +1,362 @@
+//! Revocation latency (SPEC §5, "Revocation"): with `--idle` other authenticated
+//! connections open, revoke `--revocations` bindings one after another through the
+//! bindings page's Revoke POST, and time each from the POST's response to the moment
+//! the revoked client sees its TCP connection close. Prints p50, p99, max and mean.
+//!
+//! `cargo run --release -p tether-bench --bin revocation [-- --quick]`
+
+// A dev tool: stop with a message on any surprise.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Parser;
+use futures::stream::{self, StreamExt};
+use reqwest::StatusCode;
+use tether_bench::gateway::{self, Gateway};
+use tether_bench::sshc::{Conn, Dialer};
+use tether_bench::stats::{ms, summarize, Summary};
+use tether_bench::web::{binding_rows, Web};
+
+/// SPEC §5: p99 under 100 ms on one node.
+const TARGET_P99: Duration = Duration::from_millis(100);
+/// The whole run, set-up included.
+const RUN_TIMEOUT: Duration = Duration::from_secs(170);
+/// One connection's sign-in, start to authenticated.
+const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A revoked connection must be closed within this.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Parser, Debug)]
+#[command(about = "tether revocation latency: revoke response -> client TCP close")]
+struct Args {
+    /// Smoke run: 10 revocations, 10 idle connections.
+    #[arg(long)]
+    quick: bool,
+    /// Bindings revoked, one at a time.
+    #[arg(long, default_value_t = 100)]
+    revocations: usize,
+    /// Other authenticated connections kept open and idle throughout.
+    #[arg(long, default_value_t = 100)]
+    idle: usize,
+    /// Sign-ins in flight at once during set-up.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+/// What a run measured.
+struct Report {
+    setup: Duration,
+    connections: usize,
+    close: Summary,
+    close_from_sent: Summary,
+    disconnect_msg: Option<Summary>,
+    post_rtt: Summary,
+    closed_before_response: usize,
+    revoked_with_reason: usize,
+    idle_alive: usize,
+    idle_listed_live: usize,
+    reason_sample: String,
+}
+
+fn main() -> ExitCode {
+    let mut args = Args::parse();
+    if args.quick {
+        args.revocations = 10;
+        args.idle = 10;
+    }
+    match main_inner(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("revocation benchmark failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner(args: &Args) -> Result<()> {
+    ensure!(args.revocations > 0, "--revocations must be at least 1");
+    ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    let bin = gateway::tether_binary()?;
+    let version = gateway::version(&bin);
+    print_header(args, &bin, &version);
+
+    // The gateway is stopped when `gw` drops: on return, on error and on panic.
+    let gw = Gateway::start(&bin)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            r = tokio::time::timeout(RUN_TIMEOUT, run(args, &gw)) => {
+                r.unwrap_or_else(|_| bail!("run did not finish within {RUN_TIMEOUT:?}"))
+            }
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
+    });
+    // Close the clients before stopping the gateway.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    match outcome {
+        Ok(report) => {
+            print_report(args, &report);
+            Ok(())
+        }
+        Err(e) => {
+            let logs = gw.process.logs();
+            let tail: String = logs
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            eprintln!("--- last tether log lines ---\n{tail}");
+            Err(e)
+        }
+    }
+}
+
+async fn run(args: &Args, gw: &Gateway) -> Result<Report> {
+    let web = Web::new(&gw.base_url())?;
+    web.sign_in(gateway::USER, gateway::PASSWORD)
+        .await
+        .context("web sign-in")?;
+
+    let total = args.revocations + args.idle;
+    let addr = SocketAddr::from(([127, 0, 0, 1], gw.ssh_port));
+    let dialer = Dialer::new(addr, gateway::USER);
+    let started = Instant::now();
+    let results: Vec<Result<Conn>> = stream::iter(0..total)
+        .map(|i| {
+            let (dialer, web) = (&dialer, &web);
+            async move {
+                tokio::time::timeout(SIGN_IN_TIMEOUT, dialer.sign_in(web))
+                    .await
+                    .unwrap_or_else(|_| bail!("timed out"))
+                    .with_context(|| format!("connection {i}"))
+            }
+        })
+        .buffered(args.concurrency)
+        .collect()
+        .await;
+    let mut conns = results.into_iter().collect::<Result<Vec<Conn>>>()?;
+    let setup = started.elapsed();
+    println!(
+        "set-up: {total} connections signed in through the real flow in {:.1} s",
+        setup.as_secs_f64()
+    );
+
+    // The CSRF token from the bindings page (one per web session), and a check that
+    // every binding is listed with its one live connection.
+    let page = web.bindings_page().await?;
+    let csrf = tether_bench::html::input_value(&page, "csrf_token")
+        .context("no csrf_token on the bindings page")?;
+    if let Some(seen) = web.csrf_seen() {
+        ensure!(
+            seen == csrf,
+            "the bindings page and Verify page CSRF tokens differ"
+        );
+    }
+    let rows = binding_rows(&page);
+    for c in &conns {
+        ensure!(
+            rows.iter()
+                .any(|(id, live)| id == &c.binding_id && *live == 1),
+            "binding {} not listed with 1 live connection",
+            c.binding_id
+        );
+    }
+    ensure!(
+        conns.iter().all(|c| !c.is_closed()),
+        "a connection closed before the revocations began"
+    );
+
+    let mut close = Vec::with_capacity(args.revocations);
+    let mut close_from_sent = Vec::with_capacity(args.revocations);
+    let mut disconnect_msg = Vec::with_capacity(args.revocations);
+    let mut post_rtt = Vec::with_capacity(args.revocations);
+    let mut closed_before_response = 0;
+    let mut revoked_with_reason = 0;
+    let mut reason_sample = String::new();
+    for (i, conn) in conns.iter_mut().take(args.revocations).enumerate() {
+        let revoked = web
+            .revoke(&conn.binding_id, &csrf)
+            .await
+            .with_context(|| format!("revoke #{i}"))?;
+        ensure!(
+            revoked.status == StatusCode::SEE_OTHER,
+            "revoke #{i} of {}: HTTP {}",
+            conn.binding_id,
+            revoked.status
+        );
+        let closed_at = tokio::time::timeout(CLOSE_TIMEOUT, conn.closed.wait_for(Option::is_some))
+            .await
+            .with_context(|| {
+                format!(
+                    "revoke #{i}: connection of {} still open after {CLOSE_TIMEOUT:?}",
+                    conn.binding_id
+                )
+            })?
+            .context("close watch dropped")?
+            .expect("waited for Some");
+        if closed_at < revoked.response {
+            closed_before_response += 1;
+        }
+        close.push(closed_at.saturating_duration_since(revoked.response));
+        close_from_sent.push(closed_at.saturating_duration_since(revoked.sent));
+        post_rtt.push(revoked.response - revoked.sent);
+        if let Some((at, text)) = conn.goodbye.lock().unwrap().at.clone() {
+            disconnect_msg.push(at.saturating_duration_since(revoked.response));
+            if text.contains("access revoked") {
+                revoked_with_reason += 1;
+            }
+            if reason_sample.is_empty() {
+                reason_sample = text;
+            }
+        }
+    }
+
+    // The others: still open, and answering.
+    let idle = &conns[args.revocations..];
+    let mut idle_alive = 0;
+    for conn in idle {
+        let ping = tokio::time::timeout(Duration::from_secs(5), conn.handle.send_ping()).await;
+        if matches!(ping, Ok(Ok(()))) && !conn.is_closed() && !conn.handle.is_closed() {
+            idle_alive += 1;
+        }
+    }
+    let rows = binding_rows(&web.bindings_page().await?);
+    let idle_listed_live = idle
+        .iter()
+        .filter(|c| {
+            rows.iter()
+                .any(|(id, live)| id == &c.binding_id && *live == 1)
+        })
+        .count();
+    let revoked_listed = conns[..args.revocations]
+        .iter()
+        .filter(|c| rows.iter().any(|(id, _)| id == &c.binding_id))
+        .count();
+    ensure!(
+        revoked_listed == 0,
+        "{revoked_listed} revoked bindings are still listed"
+    );
+
+    let report = Report {
+        setup,
+        connections: total,
+        close: summarize(&close).context("no samples")?,
+        close_from_sent: summarize(&close_from_sent).context("no samples")?,
+        disconnect_msg: summarize(&disconnect_msg),
+        post_rtt: summarize(&post_rtt).context("no samples")?,
+        closed_before_response,
+        revoked_with_reason,
+        idle_alive,
+        idle_listed_live,
+        reason_sample,
+    };
+    ensure!(
+        idle_alive == idle.len() && idle_listed_live == idle.len(),
+        "idle connections lost: {idle_alive}/{} answering, {idle_listed_live}/{} listed live",
+        idle.len(),
+        idle.len()
+    );
+    Ok(report)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn print_header(args: &Args, bin: &std::path::Path, version: &str) {
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    println!("tether revocation latency: revoke POST's response -> revoked client sees TCP close");
+    println!("machine: nproc {nproc}, {}, Linux {kernel}", cpu_model());
+    println!(
+        "gateway: {version} ({}), one node, SQLite (databroker_storage_type: file), dev IdP",
+        bin.display()
+    );
+    println!(
+        "plan: {} revocations one at a time, {} other idle authenticated connections open",
+        args.revocations, args.idle
+    );
+}
+
+fn row(label: &str, s: &Summary) {
+    println!(
+        "{label:<42} {:>4} {:>9} {:>9} {:>9} {:>9}",
+        s.n,
+        ms(s.p50),
+        ms(s.p99),
+        ms(s.max),
+        ms(s.mean)
+    );
+}
+
+fn print_report(args: &Args, r: &Report) {
+    println!();
+    println!(
+        "{:<42} {:>4} {:>9} {:>9} {:>9} {:>9}",
+        "measure (ms)", "n", "p50", "p99", "max", "mean"
+    );
+    row("revoke response -> client TCP close", &r.close);
+    if let Some(d) = &r.disconnect_msg {
+        row("revoke response -> SSH disconnect handled", d);
+    }
+    row("revoke POST sent -> client TCP close", &r.close_from_sent);
+    row("revoke POST round trip (context)", &r.post_rtt);
+    println!();
+    println!(
+        "idle connections still up: {}/{} (ping answered, binding listed with 1 live connection: {}/{})",
+        r.idle_alive, args.idle, r.idle_listed_live, args.idle
+    );
+    println!(
+        "revoked connections closed: {}/{}; with an \"access revoked\" disconnect message: {}/{} (e.g. {:?})",
+        r.close.n, args.revocations, r.revoked_with_reason, args.revocations, r.reason_sample
+    );
+    if r.closed_before_response > 0 {
+        println!(
+            "closed before the POST's response arrived (counted as 0 ms): {}",
+            r.closed_before_response
+        );
+    }
+    println!(
+        "set-up: {} connections in {:.1} s",
+        r.connections,
+        r.setup.as_secs_f64()
+    );
+    let ratio = r.close.p99.as_secs_f64() / TARGET_P99.as_secs_f64();
+    println!(
+        "target (SPEC §5): p99 < {} ms -> p99/target = {ratio:.3} ({})",
+        TARGET_P99.as_millis(),
+        if r.close.p99 < TARGET_P99 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    println!(
+        "plain OpenSSH baseline: not applicable (OpenSSH has no revocation of live connections)"
+    );
+}

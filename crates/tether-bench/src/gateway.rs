@@ -1,0 +1,119 @@
+//! The gateway under test: the built `tether` binary (`$TETHER_BIN`, else
+//! `target/release/tether`, built with `cargo build --release -p tether` when
+//! missing), started by `tether-testkit` with a development-IdP config on free
+//! loopback ports and stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use tether_testkit::{free_port, repo_root, TetherProcess};
+
+/// The dev IdP user every benchmark signs in as.
+pub const USER: &str = "alice";
+/// Its password (development IdP, loopback only).
+pub const PASSWORD: &str = "pw";
+
+/// The tether binary to benchmark; builds the release binary if it is missing.
+pub fn tether_binary() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("TETHER_BIN") {
+        let bin = PathBuf::from(bin);
+        if !bin.is_file() {
+            bail!("TETHER_BIN={} is not a file", bin.display());
+        }
+        // Absolute: the gateway runs in its own temporary directory.
+        return bin
+            .canonicalize()
+            .with_context(|| format!("TETHER_BIN={}", bin.display()));
+    }
+    let root = repo_root();
+    let bin = root.join("target/release/tether");
+    if !bin.is_file() {
+        eprintln!(
+            "{} is missing; running cargo build --release -p tether",
+            bin.display()
+        );
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "-p", "tether"])
+            .current_dir(&root)
+            .status()
+            .context("running cargo build")?;
+        if !status.success() || !bin.is_file() {
+            bail!("cargo build --release -p tether failed ({status})");
+        }
+    }
+    Ok(bin)
+}
+
+/// `tether --version`, e.g. `tether 0.1.0`.
+pub fn version(bin: &Path) -> String {
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown version".into())
+}
+
+/// A running gateway and the directory holding its data.
+pub struct Gateway {
+    /// Declared first so it stops before `_data` is removed.
+    pub process: TetherProcess,
+    pub http_port: u16,
+    pub ssh_port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts `bin serve` with SQLite storage, the dev IdP (user `alice`, password
+    /// `pw`) and `ssh_sign_in_timeout: 5m`; blocks until it answers (60 s at most,
+    /// else panics with its logs).
+    pub fn start(bin: &Path) -> Result<Gateway> {
+        let data = tempfile::Builder::new()
+            .prefix("tether-bench-")
+            .tempdir()
+            .context("temporary data dir")?;
+        let (http_port, ssh_port) = (free_port(), free_port());
+        let yaml = config_yaml(http_port, ssh_port, data.path());
+        let process = TetherProcess::start_bin(bin, &yaml, &[("RUST_LOG", "info")]);
+        Ok(Gateway {
+            process,
+            http_port,
+            ssh_port,
+            _data: data,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+}
+
+/// The benchmark's config.
+pub fn config_yaml(http_port: u16, ssh_port: u16, data_dir: &Path) -> String {
+    let base = format!("http://127.0.0.1:{http_port}");
+    format!(
+        "address: 127.0.0.1:{http_port}
+insecure_server: true
+authenticate_service_url: {base}
+idp_provider: oidc
+idp_provider_url: {base}/dev-idp
+idp_client_id: tether-bench
+idp_client_secret: tether-bench-secret
+ssh_address: 127.0.0.1:{ssh_port}
+ssh_sign_in_timeout: 5m
+databroker_storage_type: file
+data_dir: {data}
+dev_idp:
+  users:
+    - username: {USER}
+      password: {PASSWORD}
+      email: alice@example.com
+      name: Alice
+      groups: [sre]
+",
+        data = data_dir.display(),
+    )
+}

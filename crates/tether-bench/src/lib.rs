@@ -1,0 +1,23 @@
+//! Benchmarks for tether that drive the real, built `tether` binary from the outside,
+//! exactly as users do: the web sign-in through the development IdP, SSH clients
+//! (russh, in process) that authenticate through publickey + keyboard-interactive and
+//! the Verify page, and the revoke button's POST.
+//!
+//! A development tool: nothing in the product may depend on this crate, and it talks
+//! to tether only over its public surfaces (HTTP, SSH, the command line). Benchmarks
+//! print figures; they never assert on timings (STYLE.md habit 14).
+
+// A dev tool that stops with a message on any surprise: unwrap/expect/panic and
+// indexing are allowed here, unlike in the product crates.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+pub mod gateway;
+pub mod html;
+pub mod sshc;
+pub mod stats;
+pub mod web;
