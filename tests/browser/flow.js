@@ -27,6 +27,7 @@
 //   {"screenshot": name}                            <screenshotDir>/<name>.png, full page
 //   {"text": {"name": n, "selector": s}}            prints TEXT n <json string>
 //   {"wait": ms}
+//   {"value": {"name": n, "selector": s}}          prints TEXT n <input value>
 //   {"post": {"url": u, "form": {...}, "expect": n}} fetch() POST from the page with
 //                                                   credentials 'include'; prints
 //                                                   STATUS <code> (0 when the browser
@@ -212,6 +213,11 @@ const handlers = {
 
   async text({ name, selector }) {
     const value = await page.innerText(selector, { timeout: STEP_TIMEOUT_MS });
+    out(`TEXT ${name} ${JSON.stringify(value)}`);
+  },
+
+  async value({ name, selector }) {
+    const value = await page.inputValue(selector, { timeout: STEP_TIMEOUT_MS });
     out(`TEXT ${name} ${JSON.stringify(value)}`);
   },
 

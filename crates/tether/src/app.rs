@@ -32,17 +32,51 @@ pub enum Outcome {
 /// Grace period for draining connections on shutdown.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Sets up `tracing` per `log_format`; `RUST_LOG` overrides the level.
-pub fn init_logging(config: &Config) {
+/// Sets up `tracing` per `log_format` (`RUST_LOG` overrides the level), plus the
+/// audit JSON-lines file when `audit_log` is set: every event of the `audit` target
+/// (sign-in, code issued/decided, binding created/revoked, connection opened/closed).
+pub fn init_logging(config: &Config) -> Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let console = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
     };
+    let audit = match &config.audit_log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("audit_log: cannot open {path}"))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(
+                        tracing_subscriber::filter::Targets::new()
+                            .with_target("audit", tracing::Level::INFO),
+                    ),
+            )
+        }
+        None => None,
+    };
+    let _ = tracing_subscriber::registry()
+        .with(console)
+        .with(audit)
+        .try_init();
+    Ok(())
 }
 
 /// `:443` → `0.0.0.0:443`.

@@ -167,7 +167,10 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 fn run_app(config: Config, demo: bool) -> ExitCode {
-    app::init_logging(&config);
+    if let Err(e) = app::init_logging(&config) {
+        eprintln!("tether: {e:#}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let data = keys::data_dir(&config);
     let material = match keys::load(&config, &data) {
         Ok(k) => k,
@@ -205,6 +208,10 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 fn admin(config: Config, action: BindingsAction) -> ExitCode {
+    if let Err(e) = app::init_logging(&config) {
+        eprintln!("tether: {e:#}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -239,6 +246,14 @@ fn admin(config: Config, action: BindingsAction) -> ExitCode {
                     .await
                 {
                     Ok(b) => {
+                        tracing::info!(
+                            target: "audit",
+                            event = "binding_revoked",
+                            binding_id = %b.id,
+                            user = %b.email,
+                            by = "administrator (tether bindings revoke)",
+                            reason = "revoked by administrator"
+                        );
                         println!("revoked {} ({})", b.id, b.email);
                         Ok(ExitCode::SUCCESS)
                     }

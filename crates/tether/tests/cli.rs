@@ -42,7 +42,7 @@ fn config_errors_exit_2_with_file_and_line_and_bind_nothing() {
     let good = config_yaml(http, ssh, "http://127.0.0.1:9/", "");
     let cases = [
         ("ssh_adress: x\n", "unknown key ssh_adress"),
-        ("insecure_server: perhaps\n", "expected true or false"),
+        ("runtime_flags:\n  ssh_routes_portal: perhaps\n", "expected true or false"),
         ("cookie_expire: 3 days\n", "invalid duration"),
         ("routes:\n  - from: ssh://a\n    to: ssh://b\n    policy:\n      - allow:\n          and:\n            - emial: x\n", "unknown criterion"),
     ];

@@ -241,7 +241,7 @@ fn remember_me_and_key_owned_by_another_user() {
         {"goto": url},
         {"login": {"user": "bob", "password": "bob-password"}},
         {"click": "#authorize"},
-        {"expectText": "this key is bound to another user"},
+        {"expectText": "key is bound to another user; that user must revoke it first"},
         {"screenshot": "bound-to-another-user"},
     ]))
     .assert_ok();

@@ -1,0 +1,254 @@
+//! Issue "binding management and revocation": the bindings page in a real browser,
+//! revocation cutting live OpenSSH connections, sign-out, ownership, and expiry of
+//! the web session and of the binding ending live connections.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use tether_testkit::*;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Signs `key` in as `user` through the browser profile; returns once bound.
+fn bind(gw: &Gateway, key: &Path, user: &str, browser: &BrowserProfile, remember: bool) {
+    let mut ssh = gw.ssh(key, user, &["whoami"]);
+    let url = sign_in_url(&ssh);
+    let mut steps = vec![
+        json!({"goto": url}),
+        json!({"login": {"user": user, "password": format!("{user}-password")}}),
+    ];
+    if remember {
+        steps.push(json!({"check": "#remember"}));
+    }
+    steps.push(json!({"click": "#authorize"}));
+    steps.push(json!({"expectText": "Sign in successful"}));
+    browser.run(json!(steps)).assert_ok();
+    assert_eq!(ssh.wait_exit(T), Some(0), "{}", ssh.output());
+}
+
+/// A long-lived connection (`ssh -N`) with a bound key.
+fn hold(gw: &Gateway, key: &Path, user: &str) -> SshClient {
+    let port = gw.ssh_port.to_string();
+    let target = format!("{user}@127.0.0.1");
+    let mut args: Vec<&str> = SSH_DEFAULT_ARGS.to_vec();
+    args.extend([
+        "-o",
+        "BatchMode=yes",
+        "-N",
+        "-p",
+        &port,
+        "-i",
+        key.to_str().unwrap(),
+        &target,
+    ]);
+    let c = SshClient::spawn_piped(&args);
+    std::thread::sleep(Duration::from_millis(1500));
+    c
+}
+
+fn row(fp: &str) -> String {
+    format!("tr[data-binding-id=\"sshkey-{fp}\"]")
+}
+
+#[test]
+fn bindings_page_revoke_and_sign_out_cut_live_connections() {
+    if !components_present() {
+        return;
+    }
+    let gw = Gateway::start("ssh_sign_in_timeout: 2m\n");
+    let keys = key_dir();
+    let k1 = new_key(keys.path(), "k1");
+    let k2 = new_key(keys.path(), "k2");
+    let (fp1, fp2) = (fingerprint(&k1), fingerprint(&k2));
+    let alice = BrowserProfile::new("bindings_alice");
+    bind(&gw, &k1, "alice", &alice, false);
+    bind(&gw, &k2, "alice", &alice, true);
+
+    let mut c1 = hold(&gw, &k1, "alice");
+    let mut c2 = hold(&gw, &k2, "alice");
+    assert!(
+        c1.is_running() && c2.is_running(),
+        "{}\n{}",
+        c1.output(),
+        c2.output()
+    );
+
+    let page = format!("{}/.pomerium/session_binding_info", gw.base());
+    let r = alice.run(json!([
+        {"goto": page},
+        {"expectText": fp1},
+        {"expectText": fp2},
+        {"text": {"name": "live1", "selector": format!("{} td.live", row(&fp1))}},
+        {"text": {"name": "live2", "selector": format!("{} td.live", row(&fp2))}},
+        {"expectText": "until revoked"},
+        {"screenshot": "bindings-page"},
+    ]));
+    r.assert_ok();
+    assert_eq!(r.text("live1").trim(), "1");
+    assert_eq!(r.text("live2").trim(), "1");
+
+    // Revoke k1: its connection ends with the reason, k2's survives.
+    alice
+        .run(json!([
+            {"goto": page},
+            {"click": format!("{} form[action=\"/.pomerium/session_binding/revoke\"] button", row(&fp1))},
+            {"expectNoText": fp1},
+            {"screenshot": "after-revoke"},
+        ]))
+        .assert_ok();
+    assert_eq!(
+        c1.wait_exit(Duration::from_secs(5)),
+        Some(255),
+        "{}",
+        c1.output()
+    );
+    assert!(c1.output().contains("access revoked"), "{}", c1.output());
+    assert!(c2.is_running(), "the other key's connection survives");
+
+    // "Remember me: revoke" on k2: the next code for k2 is no longer auto-approved.
+    alice
+        .run(json!([
+            {"goto": page},
+            {"click": format!("{} form[action=\"/.pomerium/identity_binding/revoke\"] button", row(&fp2))},
+            {"expectNoText": "until revoked"},
+        ]))
+        .assert_ok();
+
+    // Sign out: every live connection of alice ends; the page then shows none.
+    alice
+        .run(json!([
+            {"goto": format!("{}/.pomerium/sign_out", gw.base())},
+            {"click": "#sign-out"},
+            {"expectText": "Signed out"},
+        ]))
+        .assert_ok();
+    assert_eq!(
+        c2.wait_exit(Duration::from_secs(5)),
+        Some(255),
+        "{}",
+        c2.output()
+    );
+    assert!(c2.output().contains("access revoked"), "{}", c2.output());
+
+    // k2 now needs a sign-in again, and alice's page (after signing back in) shows no
+    // client binding for it; no auto-approval since Remember me was revoked.
+    let mut ssh = gw.ssh(&k2, "alice", &["whoami"]);
+    let url = sign_in_url(&ssh);
+    alice
+        .run(json!([
+            {"goto": url},
+            {"login": {"user": "alice", "password": "alice-password"}},
+            {"expectText": "Authorize"},
+        ]))
+        .assert_ok();
+    ssh.kill();
+    alice
+        .run(json!([{"goto": page}, {"expectNoText": fp1}, {"expectNoText": fp2}]))
+        .assert_ok();
+}
+
+#[test]
+fn another_user_cannot_revoke_and_gets_403() {
+    if !components_present() {
+        return;
+    }
+    let gw = Gateway::start("ssh_sign_in_timeout: 2m\n");
+    let keys = key_dir();
+    let k = new_key(keys.path(), "k");
+    let fp = fingerprint(&k);
+    let alice = BrowserProfile::new("owner_alice");
+    let bob = BrowserProfile::new("owner_bob");
+    bind(&gw, &k, "alice", &alice, true);
+    let mut c = hold(&gw, &k, "alice");
+
+    // Bob signs in (his own page), then forges a POST of alice's binding id with his
+    // own valid CSRF token taken from his page.
+    let bk = new_key(keys.path(), "bob_key");
+    bind(&gw, &bk, "bob", &bob, false);
+    let page = format!("{}/.pomerium/session_binding_info", gw.base());
+    let r = bob.run(json!([
+        {"goto": page},
+        {"value": {"name": "csrf", "selector": "input[name=csrf_token] >> nth=0"}},
+    ]));
+    r.assert_ok();
+    let token = r.text("csrf").to_string();
+    assert!(!token.is_empty());
+    for action in [
+        "/.pomerium/session_binding/revoke",
+        "/.pomerium/identity_binding/revoke",
+    ] {
+        let r = bob.run(json!([
+            {"goto": page},
+            {"post": {"url": format!("{}{action}", gw.base()), "form": {"sessionBindingID": format!("sshkey-{fp}"), "csrf_token": token}}},
+        ]));
+        r.assert_ok();
+        assert_eq!(r.statuses, vec![403], "{action}: {}", r.stdout);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        c.is_running(),
+        "alice's connection survives: {}",
+        c.output()
+    );
+    alice
+        .run(json!([{"goto": page}, {"expectText": fp}, {"expectText": "until revoked"}]))
+        .assert_ok();
+    c.kill();
+}
+
+#[test]
+fn session_expiry_ends_live_connection() {
+    if !components_present() {
+        return;
+    }
+    let gw = Gateway::start("cookie_expire: 20s\nssh_sign_in_timeout: 2m\n");
+    let keys = key_dir();
+    let k = new_key(keys.path(), "k");
+    let browser = BrowserProfile::new("session_expiry");
+    bind(&gw, &k, "alice", &browser, false);
+    let mut c = hold(&gw, &k, "alice");
+    assert!(c.is_running());
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(40)),
+        Some(255),
+        "{}",
+        c.output()
+    );
+    assert!(c.output().contains("access revoked"), "{}", c.output());
+    assert!(c.output().contains("expired"), "{}", c.output());
+}
+
+#[test]
+fn binding_max_ttl_ends_live_connection() {
+    if !components_present() {
+        return;
+    }
+    let gw = Gateway::start("ssh_binding_max_ttl: 20s\nssh_sign_in_timeout: 2m\n");
+    let keys = key_dir();
+    let k = new_key(keys.path(), "k");
+    let browser = BrowserProfile::new("binding_ttl");
+    bind(&gw, &k, "alice", &browser, false);
+    let mut c = hold(&gw, &k, "alice");
+    assert!(c.is_running());
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(40)),
+        Some(255),
+        "{}",
+        c.output()
+    );
+    assert!(
+        c.output().contains("access revoked: binding expired"),
+        "{}",
+        c.output()
+    );
+}
