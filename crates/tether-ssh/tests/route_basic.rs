@@ -268,3 +268,84 @@ async fn registry_counts_relayed_connections_and_returns_to_zero() {
     }
     eventually("no live connections", T, || registry.total() == 0).await;
 }
+
+struct AnyServer;
+
+impl russh::client::Handler for AnyServer {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true) // test only: the gateway's host key is random
+    }
+}
+
+/// Reads a channel to its close: (stdout, exit status, exit signal).
+async fn drain(
+    mut ch: russh::Channel<russh::client::Msg>,
+) -> (String, Option<u32>, Option<russh::Sig>) {
+    let mut out = Vec::new();
+    let mut status = None;
+    let mut signal = None;
+    while let Some(msg) = ch.wait().await {
+        match msg {
+            russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
+            russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            russh::ChannelMsg::ExitSignal { signal_name, .. } => signal = Some(signal_name),
+            russh::ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), status, signal)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_channels_on_one_connection_and_exit_signal() {
+    if !can_run_sshd() {
+        return;
+    }
+    let rig = rig("", |addr| vec![route("prod", addr, None, true)]).await;
+    let key = keygen();
+    sign_in(&rig.gw, &key, "alice@example.com").await;
+
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let mut client = russh::client::connect(config, rig.gw.addr, AnyServer)
+        .await
+        .unwrap();
+    let secret = russh::keys::load_secret_key(&key.path, None).unwrap();
+    let auth = client
+        .authenticate_publickey(
+            format!("{USER}@prod"),
+            russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(secret), None),
+        )
+        .await
+        .unwrap();
+    assert!(auth.success(), "{auth:?}");
+
+    let a = client.channel_open_session().await.unwrap();
+    let b = client.channel_open_session().await.unwrap();
+    let c = client.channel_open_session().await.unwrap();
+    a.exec(true, "sleep 1; echo a; exit 3").await.unwrap();
+    b.exec(true, "echo b; exit 4").await.unwrap();
+    c.exec(true, "echo c; kill -TERM $$").await.unwrap();
+    let ((out_a, st_a, _), (out_b, st_b, _), (out_c, st_c, sig_c)) =
+        tokio::time::timeout(T, async { tokio::join!(drain(a), drain(b), drain(c)) })
+            .await
+            .unwrap();
+    assert_eq!((out_a.as_str(), st_a), ("a\n", Some(3)));
+    assert_eq!((out_b.as_str(), st_b), ("b\n", Some(4)));
+    assert_eq!(out_c, "c\n");
+    assert_eq!(st_c, None);
+    assert!(matches!(sig_c, Some(russh::Sig::TERM)), "{sig_c:?}");
+    // One upstream connection (one certificate) for all three channels.
+    let log = rig.sshd.log();
+    let mut serials: Vec<&str> = log
+        .split("Accepted certificate ID")
+        .skip(1)
+        .filter_map(|l| l.split("(serial ").nth(1)?.split(')').next())
+        .collect();
+    serials.dedup();
+    assert_eq!(serials.len(), 1, "{log}");
+}

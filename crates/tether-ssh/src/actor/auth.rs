@@ -276,7 +276,11 @@ impl Actor {
             Decision::Approved { binding_id } => self.accept_approved(pending, &binding_id).await,
             Decision::Denied => self.refuse("user has denied this code").await,
             Decision::Expired => {
-                self.drop_request(&code, guard.is_last()).await;
+                // Keep the expired request: its link then says "expired" rather than
+                // "code invalid"; housekeeping purges it later.
+                if let Some(state) = self.auth_state() {
+                    state.request = None;
+                }
                 self.refuse("authentication request timeout").await
             }
             Decision::Shutdown => {

@@ -1,16 +1,21 @@
 //! The per-connection actor: one task's worth of state and logic per connection.
 //!
 //! The handler's events arrive on a queue; the actor answers authentication
-//! requests (`auth`), serves channels once authenticated (`channels`), and ends the
-//! connection when it must: revocation through the [`crate::Registry`], binding or
-//! session expiry, the sign-in deadline, or server shutdown. Its `select!` loop is
+//! requests (`auth`), admits an authenticated key (`admit`: the route's policy and
+//! the upstream connection), serves channels once authenticated (`channels`, with
+//! the route relay), handles what the upstream starts (its events arrive on a
+//! second queue), and ends the connection when it must: revocation or a policy
+//! re-check through the [`crate::Registry`], binding or session expiry, the sign-in
+//! deadline, the upstream going away, or server shutdown. Its `select!` loop is
 //! where all of those meet (STYLE habit 4).
 //!
 //! One rule keeps the actor deadlock-free: it never waits on russh's session queue
 //! while russh may be waiting on the actor. Output to the client (CLI results,
-//! revocation notices, the final DISCONNECT) is written by small tasks the actor
-//! spawns into its own `JoinSet`, which dies with the actor. The one exception is a
-//! DISCONNECT during authentication, when the queue is known to be empty.
+//! relayed channels, upstream-initiated channel opens, revocation notices, the
+//! final DISCONNECT) is written by small tasks the actor spawns into its own
+//! `JoinSet`, which dies with the actor. The one exception is a DISCONNECT during
+//! authentication, when the queue is known to be empty. The actor may wait on the
+//! upstream (opening a channel there, bounded), which never waits on the actor.
 
 mod admit;
 mod auth;
