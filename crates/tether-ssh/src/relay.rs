@@ -9,9 +9,11 @@
 //!
 //! - session and `direct-tcpip` channels are opened upstream first (bounded wait),
 //!   then accepted towards the client and [`pump`]ed by a task;
-//! - channel requests are forwarded by a task that answers the handler with the
-//!   upstream's reply (the handler waits for it inside the russh callback, so the
-//!   reply always answers the right request);
+//! - channel requests are forwarded in order by one task per channel, which
+//!   answers the handler with the upstream's reply (the handler waits for it inside
+//!   the russh callback, so the reply always answers the right request);
+//!   `window-change` and `signal`, which the protocol does not answer, are answered
+//!   at once so the client's session never waits on the upstream for them;
 //! - upstream-initiated channels (`forwarded-tcpip` for `ssh -R`, agent channels for
 //!   `ssh -A`, X11) are opened towards the client by a task, then pumped;
 //! - the upstream's authentication banner is written to the stderr of the first
@@ -38,6 +40,8 @@ use crate::upstream::{
 
 /// Depth of the upstream → actor event queue.
 const UPSTREAM_EVENTS: usize = 16;
+/// Channel requests waiting for the upstream, per channel.
+const REQUEST_QUEUE: usize = 32;
 
 /// Told to a session channel's relay task when the channel starts a program.
 #[derive(Debug)]
@@ -55,6 +59,17 @@ struct Slot {
     pty: bool,
     /// Held until the program starts (session channels only).
     start: Option<oneshot::Sender<Start>>,
+    /// The channel's request forwarder (started at the first request; ends when
+    /// the slot is dropped).
+    forwarder: Option<mpsc::Sender<Forward>>,
+}
+
+/// A channel request on its way upstream; `reply` is `None` for requests the
+/// protocol does not answer (already answered to the client's session).
+#[derive(Debug)]
+struct Forward {
+    request: ChannelRequest,
+    reply: Option<oneshot::Sender<bool>>,
 }
 
 /// A route connection's upstream side; see the module docs.
@@ -137,6 +152,7 @@ impl Relay {
                 up: up.clone(),
                 pty: false,
                 start: Some(start_tx),
+                forwarder: None,
             },
         );
         reply.accept().await;
@@ -169,6 +185,7 @@ impl Relay {
                         up: up.clone(),
                         pty: false,
                         start: None,
+                        forwarder: None,
                     },
                 );
                 reply.accept().await;
@@ -205,11 +222,30 @@ impl Relay {
             }
             _ => {}
         }
-        let up = slot.up.clone();
-        tasks.spawn(async move {
-            let ok = forward(&up, request).await;
-            let _ = reply.send(ok);
+        // Requests without a reply in the protocol are answered at once, so the
+        // client's session never waits on the upstream for them; the channel's
+        // forwarder keeps every request in order.
+        let (reply, answer) = if matches!(
+            request,
+            ChannelRequest::WindowChange { .. } | ChannelRequest::Signal(_)
+        ) {
+            let _ = reply.send(true);
+            (None, false)
+        } else {
+            (Some(reply), true)
+        };
+        let forwarder = slot.forwarder.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+            tasks.spawn(forward_requests(slot.up.clone(), rx));
+            tx
         });
+        if let Err(e) = forwarder.try_send(Forward { request, reply }) {
+            // Only a client flooding no-reply requests fills the queue.
+            tracing::debug!(answer, "channel request dropped: queue full");
+            if let Some(reply) = e.into_inner().reply {
+                let _ = reply.send(false);
+            }
+        }
     }
 
     /// `tcpip-forward` (`ssh -R`): asks the upstream to listen; `reply` gets the port.
@@ -325,6 +361,16 @@ impl Relay {
             self.upstream.disconnect(reason),
         )
         .await;
+    }
+}
+
+/// Forwards a channel's requests upstream, one at a time, in arrival order.
+async fn forward_requests(up: UpstreamChannel, mut requests: mpsc::Receiver<Forward>) {
+    while let Some(Forward { request, reply }) = requests.recv().await {
+        let ok = forward(&up, request).await;
+        if let Some(reply) = reply {
+            let _ = reply.send(ok);
+        }
     }
 }
 

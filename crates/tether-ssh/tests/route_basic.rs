@@ -301,17 +301,10 @@ async fn drain(
     (String::from_utf8_lossy(&out).into_owned(), status, signal)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn several_channels_on_one_connection_and_exit_signal() {
-    if !can_run_sshd() {
-        return;
-    }
-    let rig = rig("", |addr| vec![route("prod", addr, None, true)]).await;
-    let key = keygen();
-    sign_in(&rig.gw, &key, "alice@example.com").await;
-
+/// A russh client logged in as `tetheruser@prod` with `key`.
+async fn russh_client(gw: &Gateway, key: &ClientKey) -> russh::client::Handle<AnyServer> {
     let config = std::sync::Arc::new(russh::client::Config::default());
-    let mut client = russh::client::connect(config, rig.gw.addr, AnyServer)
+    let mut client = russh::client::connect(config, gw.addr, AnyServer)
         .await
         .unwrap();
     let secret = russh::keys::load_secret_key(&key.path, None).unwrap();
@@ -323,7 +316,43 @@ async fn several_channels_on_one_connection_and_exit_signal() {
         .await
         .unwrap();
     assert!(auth.success(), "{auth:?}");
+    client
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_modes_and_window_change_reach_the_upstream() {
+    if !can_run_sshd() {
+        return;
+    }
+    let rig = rig("", |addr| vec![route("prod", addr, None, true)]).await;
+    let key = keygen();
+    sign_in(&rig.gw, &key, "alice@example.com").await;
+    let client = russh_client(&rig.gw, &key).await;
+    let ch = client.channel_open_session().await.unwrap();
+    // ECHO off in the modes: the upstream's stty must show it.
+    ch.request_pty(true, "xterm", 80, 24, 0, 0, &[(russh::Pty::ECHO, 0)])
+        .await
+        .unwrap();
+    ch.exec(true, "sleep 1; stty size; stty -a | grep -o -- '-echo '")
+        .await
+        .unwrap();
+    ch.window_change(132, 43, 0, 0).await.unwrap();
+    let (out, status, _) = tokio::time::timeout(T, drain(ch)).await.unwrap();
+    assert_eq!(status, Some(0), "{out}");
+    assert!(out.starts_with("43 132\r\n"), "{out:?}");
+    assert!(out.contains("-echo "), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_channels_on_one_connection_and_exit_signal() {
+    if !can_run_sshd() {
+        return;
+    }
+    let rig = rig("", |addr| vec![route("prod", addr, None, true)]).await;
+    let key = keygen();
+    sign_in(&rig.gw, &key, "alice@example.com").await;
+
+    let client = russh_client(&rig.gw, &key).await;
     let a = client.channel_open_session().await.unwrap();
     let b = client.channel_open_session().await.unwrap();
     let c = client.channel_open_session().await.unwrap();
