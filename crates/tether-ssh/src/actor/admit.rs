@@ -58,7 +58,7 @@ impl Actor {
     pub(super) async fn accept(&mut self, mut init: AuthedInit, via: &'static str) -> Auth {
         let grant = match self.decide(&init) {
             Ok(grant) => grant,
-            Err(auth) => return auth.await_verdict(self).await,
+            Err(verdict) => return verdict.apply(self).await,
         };
         let registration = &init.registration;
         registration.activate(&init.session.id);
@@ -75,7 +75,8 @@ impl Actor {
         });
         let revoker = registration.revoker();
         if revoker.is_revoked() {
-            return self.refuse("access revoked").await;
+            let reason = revoker.revoked().await;
+            return self.deny(&format!("access revoked: {reason}")).await;
         }
         if let Some(grant) = &grant {
             match self.connect_upstream(grant, revoker).await {
@@ -213,7 +214,7 @@ enum Verdict {
 }
 
 impl Verdict {
-    async fn await_verdict(self, actor: &mut Actor) -> Auth {
+    async fn apply(self, actor: &mut Actor) -> Auth {
         match self {
             Verdict::Refuse(text) => actor.deny(&text).await,
             Verdict::NextKey => {

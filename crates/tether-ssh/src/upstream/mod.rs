@@ -7,6 +7,9 @@
 //!
 //! # Wiring it into the server front end
 //!
+//! (tether's own wiring is the private `relay` module: it connects during authentication,
+//! right after the policy allowed the route, and follows this table.)
+//!
 //! After authentication and the policy decision, the connection actor calls
 //! [`connect`] with a bounded `mpsc` sender for [`UpstreamEvent`]s; on error it writes
 //! the error's `Display` (one line) to the client and disconnects. If
