@@ -27,6 +27,7 @@
 //   {"screenshot": name}                            <screenshotDir>/<name>.png, full page
 //   {"text": {"name": n, "selector": s}}            prints TEXT n <json string>
 //   {"wait": ms}
+//   {"setValue": {"selector": s, "value": v}}      sets an input's value (hidden ones too)
 //   {"value": {"name": n, "selector": s}}          prints TEXT n <input value>
 //   {"post": {"url": u, "form": {...}, "expect": n}} fetch() POST from the page with
 //                                                   credentials 'include'; prints
@@ -214,6 +215,10 @@ const handlers = {
   async text({ name, selector }) {
     const value = await page.innerText(selector, { timeout: STEP_TIMEOUT_MS });
     out(`TEXT ${name} ${JSON.stringify(value)}`);
+  },
+
+  async setValue({ selector, value }) {
+    await page.$eval(selector, (el, v) => { el.value = v; }, value);
   },
 
   async value({ name, selector }) {

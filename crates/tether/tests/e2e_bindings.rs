@@ -171,28 +171,25 @@ fn another_user_cannot_revoke_and_gets_403() {
     bind(&gw, &k, "alice", &alice, true);
     let mut c = hold(&gw, &k, "alice");
 
-    // Bob signs in (his own page), then forges a POST of alice's binding id with his
-    // own valid CSRF token taken from his page.
+    // Bob signs in and submits his own page's revoke forms (valid CSRF token) with
+    // alice's binding id swapped in: 403, nothing changes.
     let bk = new_key(keys.path(), "bob_key");
-    bind(&gw, &bk, "bob", &bob, false);
+    let bfp = fingerprint(&bk);
+    bind(&gw, &bk, "bob", &bob, true);
     let page = format!("{}/.pomerium/session_binding_info", gw.base());
-    let r = bob.run(json!([
-        {"goto": page},
-        {"value": {"name": "csrf", "selector": "input[name=csrf_token] >> nth=0"}},
-    ]));
-    r.assert_ok();
-    let token = r.text("csrf").to_string();
-    assert!(!token.is_empty());
     for action in [
         "/.pomerium/session_binding/revoke",
         "/.pomerium/identity_binding/revoke",
     ] {
-        let r = bob.run(json!([
+        let form = format!("{} form[action=\"{action}\"]", row(&bfp));
+        bob.run(json!([
             {"goto": page},
-            {"post": {"url": format!("{}{action}", gw.base()), "form": {"sessionBindingID": format!("sshkey-{fp}"), "csrf_token": token}}},
-        ]));
-        r.assert_ok();
-        assert_eq!(r.statuses, vec![403], "{action}: {}", r.stdout);
+            {"setValue": {"selector": format!("{form} input[name=sessionBindingID]"), "value": format!("sshkey-{fp}")}},
+            {"click": format!("{form} button")},
+            {"expectStatus": 403},
+            {"screenshot": "forged-revoke-403"},
+        ]))
+        .assert_ok();
     }
     std::thread::sleep(Duration::from_millis(500));
     assert!(
