@@ -186,7 +186,13 @@ async fn bind(what: &str, addr: &str) -> Option<TcpListener> {
 }
 
 /// Runs the gateway until a signal.
-pub async fn run(config: Config, keys: KeyMaterial, data: PathBuf, demo: bool) -> Result<Outcome> {
+pub async fn run(
+    config: Config,
+    keys: KeyMaterial,
+    data: PathBuf,
+    demo: bool,
+    config_path: Option<PathBuf>,
+) -> Result<Outcome> {
     let config = Arc::new(config);
     let conn = match (&config.storage_connection_string, config.storage_type) {
         (Some(c), _) => c.expose().clone(),
@@ -221,6 +227,14 @@ pub async fn run(config: Config, keys: KeyMaterial, data: PathBuf, demo: bool) -
     let registry = Arc::new(Registry::new());
 
     tracker.spawn(registry.clone().watch(store.clone(), root.child_token()));
+    if let Some(path) = config_path {
+        tracker.spawn(crate::reload::watch(
+            path,
+            config.clone(),
+            registry.clone(),
+            root.child_token(),
+        ));
+    }
 
     let dev_idp = if demo || !config.dev_idp_users.is_empty() {
         let issuer = format!("{}/dev-idp", config.authenticate_service_url);

@@ -80,14 +80,14 @@ pub fn main() -> ExitCode {
             let Some(cfg) = load_config(&config, true) else {
                 return ExitCode::from(EXIT_CONFIG);
             };
-            run_app(cfg, false)
+            run_app(cfg, false, Some(config))
         }
         Command::Demo {
             data_dir,
             address,
             ssh_address,
         } => match demo::config(&data_dir, &address, &ssh_address) {
-            Ok(cfg) => run_app(cfg, true),
+            Ok(cfg) => run_app(cfg, true, None),
             Err(e) => {
                 eprintln!("tether: {e:#}");
                 ExitCode::from(EXIT_CONFIG)
@@ -166,7 +166,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn run_app(config: Config, demo: bool) -> ExitCode {
+fn run_app(config: Config, demo: bool, config_path: Option<PathBuf>) -> ExitCode {
     if let Err(e) = app::init_logging(&config) {
         eprintln!("tether: {e:#}");
         return ExitCode::from(EXIT_CONFIG);
@@ -182,7 +182,7 @@ fn run_app(config: Config, demo: bool) -> ExitCode {
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
-    match rt.block_on(app::run(config, material, data, demo)) {
+    match rt.block_on(app::run(config, material, data, demo, config_path)) {
         Ok(app::Outcome::Clean) => ExitCode::SUCCESS,
         Ok(app::Outcome::SetupFailed) => ExitCode::from(EXIT_CONFIG),
         Err(e) => {
