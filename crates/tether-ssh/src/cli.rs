@@ -3,16 +3,22 @@
 //!
 //! Commands are parsed and their text rendered by plain functions; [`execute`] adds
 //! the store calls. Output uses `\n`; the caller converts for a pty. This module
-//! knows nothing about russh channels.
+//! knows nothing about russh channels. The one interactive command, `portal`, is
+//! not run here: when [`starts_portal`] says so, the connection runs
+//! [`crate::portal`] on the channel instead; [`execute`] only answers the cases where
+//! it cannot start (disabled, no terminal).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use tether_core::config::Config;
+use tether_core::policy::KeyInput;
 use tether_core::time::human_duration;
 use tether_core::{Clock, Session, Timestamp};
 use tether_store::Store;
 
 use crate::error::internal;
+use crate::routes::{self, Gateway, Viewer};
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +53,13 @@ pub(crate) fn parse(command: Option<&str>) -> Command {
         "portal" => Command::Portal,
         other => Command::Unknown(other.to_string()),
     }
+}
+
+/// Whether a command line (`None`: a shell request) runs the interactive portal:
+/// `portal`, or no command at all, when the portal is enabled and the channel has a
+/// terminal. Otherwise [`execute`] answers (help, or why `portal` cannot run).
+pub(crate) fn starts_portal(command: Option<&str>, portal_enabled: bool, pty: bool) -> bool {
+    portal_enabled && pty && (command.is_none() || parse(command) == Command::Portal)
 }
 
 /// The usage text.
@@ -155,13 +168,38 @@ impl Outcome {
 pub(crate) struct CliContext {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The configuration in force (routes, policies, runtime flags).
+    pub(crate) config: Arc<Config>,
     pub(crate) portal_enabled: bool,
     /// The web session the connection authenticated through (as of then).
     pub(crate) session: Session,
     /// The connection's key.
     pub(crate) fingerprint: String,
+    /// The policy's view of the connection's key.
+    pub(crate) key: KeyInput,
+    /// The client binding's expiry.
+    pub(crate) binding_expires_at: Timestamp,
+    /// The login the client connected with (`alice` in `alice@gateway`).
+    pub(crate) login: String,
+    /// The gateway port this connection reached.
+    pub(crate) port: Option<u16>,
     /// Whether the channel has a terminal.
     pub(crate) pty: bool,
+}
+
+impl CliContext {
+    /// The `routes` listing for this user.
+    fn routes(&self) -> String {
+        let viewer = Viewer {
+            identity: &self.session.identity,
+            key: &self.key,
+            binding_expires_at: self.binding_expires_at,
+            now: self.clock.now(),
+        };
+        let names = routes::allowed(&self.config, &viewer);
+        let gateway = Gateway::new(&self.config, self.port);
+        routes::listing(&names, &gateway, &self.login)
+    }
 }
 
 /// Runs a command line.
@@ -191,7 +229,7 @@ pub(crate) async fn execute(command: Option<&str>, cx: &CliContext) -> Outcome {
             }
             Err(e) => Outcome::err(format!("{}\n", internal("logout", &e))),
         },
-        Command::Routes => Outcome::err("'routes' is not available yet\n".to_string()),
+        Command::Routes => Outcome::ok(cx.routes()),
         Command::Portal if !cx.portal_enabled => {
             Outcome::err("'portal' is not enabled on this gateway\n".to_string())
         }
@@ -199,7 +237,8 @@ pub(crate) async fn execute(command: Option<&str>, cx: &CliContext) -> Outcome {
             "'portal' is an interactive command and requires a TTY (try passing '-t' to ssh)\n"
                 .to_string(),
         ),
-        Command::Portal => Outcome::err("'portal' is not available yet\n".to_string()),
+        // The connection runs the portal itself in this case (`starts_portal`).
+        Command::Portal => Outcome::err("'portal' could not be started\n".to_string()),
         Command::Help => Outcome {
             status: 1,
             ..Outcome::ok(usage(cx.portal_enabled))
@@ -254,6 +293,17 @@ mod tests {
             Command::Unknown("whoami --json".into())
         );
         assert_eq!(parse(Some("ls")), Command::Unknown("ls".into()));
+    }
+
+    #[test]
+    fn portal_starts_on_portal_or_a_shell_with_a_terminal_only() {
+        assert!(starts_portal(Some("portal"), true, true));
+        assert!(starts_portal(None, true, true), "shell");
+        assert!(!starts_portal(Some("portal"), true, false), "no tty");
+        assert!(!starts_portal(Some("portal"), false, true), "disabled");
+        assert!(!starts_portal(None, false, true));
+        assert!(!starts_portal(Some("routes"), true, true));
+        assert!(!starts_portal(Some("portal now"), true, true));
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! and turns callbacks into events for one per-connection actor (`actor`), which owns
 //! the authentication flow of SPEC §3 (binding lookup, sign-in code, waiting for the
 //! browser's decision), the route's policy decision ([`access`], §6), the channels
-//! after authentication (internal CLI of §7 and jump-host pipes, or the relay to the
-//! route's upstream, §8) and the connection's end (revocation, expiry, policy change,
-//! shutdown). The [`Registry`] indexes live connections by binding and web session
-//! and ends them when the store's change feed reports a revocation (§5) or a policy
-//! re-check denies them ([`Registry::recheck_policies`]).
+//! after authentication (internal CLI of §7 with its interactive `portal`, and
+//! jump-host pipes, or the relay to the route's upstream, §8) and the connection's
+//! end (revocation, expiry, policy change, shutdown). The [`Registry`] indexes live
+//! connections by binding and web session and ends them when the store's change
+//! feed reports a revocation (§5) or a policy re-check denies them
+//! ([`Registry::recheck_policies`]).
 //!
 //! This crate talks to the rest of tether only through `tether-core` (domain rules,
 //! config model) and the `tether_store::Store` trait; it must not depend on the web
@@ -21,8 +22,10 @@ mod error;
 mod events;
 mod handler;
 mod jump;
+mod portal;
 mod registry;
 mod relay;
+mod routes;
 mod server;
 mod stream;
 

@@ -167,6 +167,12 @@ impl Probe {
         self.shared.client_id.get().cloned()
     }
 
+    /// The local port the client connected to (the gateway's SSH port as this
+    /// connection reached it).
+    pub(crate) fn local_port(&self) -> Option<u16> {
+        self.tcp.local_addr().ok().map(|a| a.port())
+    }
+
     /// Bytes read from and written to the client so far.
     pub(crate) fn byte_counts(&self) -> (u64, u64) {
         (

@@ -1,7 +1,10 @@
 //! Channels after authentication: what the connection is for ([`Mode`]) decides
 //! what a session channel runs.
 //!
-//! A route-less username gets the internal CLI (§7), and in jump-host mode its
+//! A route-less username gets the internal CLI (§7): each session channel is held
+//! by a drain ([`Held`]) until its program starts, then runs one command, or the
+//! interactive [`crate::portal`], which takes the channel over (window changes and
+//! signals reach it through a [`PortalLink`]). In jump-host mode the connection's
 //! `direct-tcpip` channels to a route name become raw pipes ([`crate::jump`], §8);
 //! a username with a route has every channel, request and forwarding relayed to the
 //! route's upstream ([`crate::relay`]). Channel output is written by spawned tasks
@@ -16,11 +19,13 @@ use tether_core::policy::KeyInput;
 use tether_core::username::WireUser;
 use tether_core::{ClientBinding, Session};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::{Actor, Conn, Phase};
 use crate::access::{authorize, AccessRequest};
 use crate::cli::{self, CliContext};
 use crate::events::{ChannelRequest, OtherChannel};
+use crate::portal::{self, Held, PortalInit, PortalLink, Size, Terminal};
 use crate::registry::Registration;
 use crate::relay::Relay;
 
@@ -38,17 +43,24 @@ pub(crate) enum Mode {
     },
 }
 
-/// What a session channel asked for so far.
+/// What a CLI session channel asked for so far.
 #[derive(Debug, Default)]
 struct ChannelState {
-    pty: bool,
+    /// The client's `pty-req` (size kept current by `window-change`).
+    terminal: Option<Terminal>,
     started: bool,
+    /// The channel's drain, until the program starts.
+    held: Option<Held>,
+    /// The running portal, if the program is one.
+    portal: Option<PortalLink>,
 }
 
 /// An authenticated connection's state.
 #[derive(Debug)]
 pub(crate) struct Authed {
     pub(crate) mode: Mode,
+    /// The login name on the wire (`alice` in `alice@gateway`).
+    pub(crate) login: String,
     pub(crate) fingerprint: String,
     /// The policy's view of the client's key (jump-host decisions).
     pub(crate) key: KeyInput,
@@ -82,6 +94,7 @@ impl Authed {
         };
         Authed {
             mode,
+            login: init.user.login,
             fingerprint: init.fingerprint,
             key: init.key,
             binding: init.binding,
@@ -143,10 +156,16 @@ impl Actor {
             }
             return;
         }
-        // The CLI reads no input, so russh's channel object is not needed (an
-        // unread channel receiver would fill up and stall russh).
-        drop(channel);
-        authed.channels.insert(id, ChannelState::default());
+        // Drained until its program starts: an unread channel queue would fill up
+        // and stall russh.
+        let held = Held::hold(channel, &mut self.tasks);
+        authed.channels.insert(
+            id,
+            ChannelState {
+                held: Some(held),
+                ..ChannelState::default()
+            },
+        );
         self.conn.add_channel(id);
         reply.accept().await;
     }
@@ -262,6 +281,7 @@ impl Actor {
     fn cli_request(&mut self, id: ChannelId, request: ChannelRequest) -> bool {
         let conn = self.conn.clone();
         let ctx = self.ctx.clone();
+        let span = self.span.clone();
         let Some(authed) = self.authed() else {
             return false;
         };
@@ -269,11 +289,52 @@ impl Actor {
             return false;
         };
         let program = match request {
-            ChannelRequest::Pty { .. } => {
-                state.pty = true;
+            ChannelRequest::Pty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                modes,
+            } => {
+                state.terminal = Some(Terminal {
+                    term,
+                    size: Size {
+                        cols: col_width,
+                        rows: row_height,
+                        pix_width,
+                        pix_height,
+                    },
+                    modes,
+                });
                 return true;
             }
-            ChannelRequest::WindowChange { .. } | ChannelRequest::Signal(_) => return true,
+            ChannelRequest::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                let size = Size {
+                    cols: col_width,
+                    rows: row_height,
+                    pix_width,
+                    pix_height,
+                };
+                if let Some(t) = state.terminal.as_mut() {
+                    t.size = size;
+                }
+                if let Some(portal) = &state.portal {
+                    portal.resize(size);
+                }
+                return true;
+            }
+            ChannelRequest::Signal(signal) => {
+                if let Some(portal) = &state.portal {
+                    portal.signal(signal);
+                }
+                return true;
+            }
             ChannelRequest::Env { .. } | ChannelRequest::X11 { .. } | ChannelRequest::Agent => {
                 return false
             }
@@ -284,32 +345,61 @@ impl Actor {
         if state.started {
             return false;
         }
-        let pty = state.pty;
-        let task = match &authed.mode {
-            Mode::Cli => {
-                let command = match program {
-                    Program::Shell => None,
-                    Program::Exec(cmd) => Some(cmd),
-                    Program::Subsystem(_) => return false,
+        // Route connections relay every channel (see `on_request`); none reach here.
+        if authed.mode != Mode::Cli {
+            return false;
+        }
+        let command = match program {
+            Program::Shell => None,
+            Program::Exec(cmd) => Some(cmd),
+            Program::Subsystem(_) => return false,
+        };
+        let config = ctx.current_config();
+        let portal_enabled = config.runtime_flags.ssh_routes_portal;
+        tracing::info!(
+            command = command.as_deref().unwrap_or("(shell)"),
+            "cli command"
+        );
+        state.started = true;
+        let held = state.held.take();
+        let task: Task = match (&state.terminal, held) {
+            (Some(terminal), Some(held))
+                if cli::starts_portal(command.as_deref(), portal_enabled, true) =>
+            {
+                let (link, input) = PortalLink::new(terminal.size);
+                let init = PortalInit {
+                    ctx: ctx.clone(),
+                    conn,
+                    id,
+                    terminal: terminal.clone(),
+                    input,
+                    identity: authed.session.identity.clone(),
+                    key: authed.key.clone(),
+                    binding_expires_at: authed.binding.expires_at,
+                    login: authed.login.clone(),
+                    recorder: authed.registration.routes(),
                 };
+                state.portal = Some(link);
+                Box::pin(portal::run(init, held).instrument(span))
+            }
+            // Any other command reads no input: dropping the drain drops the channel.
+            _ => {
                 let cli = CliContext {
                     store: ctx.store.clone(),
                     clock: ctx.clock.clone(),
-                    portal_enabled: ctx.config.runtime_flags.ssh_routes_portal,
+                    portal_enabled,
                     session: authed.session.clone(),
                     fingerprint: authed.fingerprint.clone(),
-                    pty,
+                    key: authed.key.clone(),
+                    binding_expires_at: authed.binding.expires_at,
+                    login: authed.login.clone(),
+                    port: conn.probe.local_port(),
+                    pty: state.terminal.is_some(),
+                    config,
                 };
-                tracing::info!(
-                    command = command.as_deref().unwrap_or("(shell)"),
-                    "cli command"
-                );
                 cli_task(conn, id, command, cli)
             }
-            // Route channels are the relay's (above); none reach here.
-            Mode::Route { .. } => return false,
         };
-        state.started = true;
         self.tasks.spawn(task);
         true
     }

@@ -44,6 +44,7 @@ use crate::server::Ctx;
 use crate::stream::Probe;
 use crate::upstream::UpstreamEvent;
 
+pub(crate) use channels::finish_channel;
 pub(crate) use limits::MAX_AUTH_FAILURES;
 
 /// How long a closing connection waits for a running CLI command's output.
@@ -84,6 +85,9 @@ pub(crate) struct Conn {
     pub(crate) output: RwLock<()>,
     /// Set by `logout`: the revocation it triggers lets the client leave first.
     pub(crate) quiet_end: AtomicBool,
+    /// Channels showing the portal's picker on the alternate screen: a closing
+    /// notice restores the normal screen first.
+    pickers: Mutex<BTreeSet<ChannelId>>,
 }
 
 impl Conn {
@@ -102,6 +106,23 @@ impl Conn {
 
     fn open_channels(&self) -> Vec<ChannelId> {
         self.lock_channels().iter().copied().collect()
+    }
+
+    /// Marks a channel as showing (or no longer showing) the portal's picker.
+    pub(crate) fn set_picker(&self, id: ChannelId, shown: bool) {
+        let mut pickers = self.pickers.lock().unwrap_or_else(|e| e.into_inner());
+        if shown {
+            pickers.insert(id);
+        } else {
+            pickers.remove(&id);
+        }
+    }
+
+    fn shows_picker(&self, id: ChannelId) -> bool {
+        self.pickers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
     }
 }
 
@@ -196,6 +217,7 @@ impl Actor {
                 channels: Mutex::new(BTreeSet::new()),
                 output: RwLock::new(()),
                 quiet_end: AtomicBool::new(false),
+                pickers: Mutex::new(BTreeSet::new()),
             }),
             auth_deadline: init.auth_deadline,
             shutdown: init.shutdown,
@@ -430,10 +452,12 @@ async fn closer(conn: Arc<Conn>, close: Close) {
     if let Some(notice) = &close.notice {
         let channels = conn.open_channels();
         for id in &channels {
-            let _ = conn
-                .handle
-                .extended_data(*id, 1, notice.clone().into_bytes())
-                .await;
+            let text = if conn.shows_picker(*id) {
+                format!("{}{notice}", crate::portal::LEAVE_SCREEN)
+            } else {
+                notice.clone()
+            };
+            let _ = conn.handle.extended_data(*id, 1, text.into_bytes()).await;
         }
         if !channels.is_empty() {
             // OpenSSH drops channel output still buffered when it reads a

@@ -339,13 +339,37 @@ impl Registration {
 
     /// Adds a route the connection now uses in jump-host mode (login `None`).
     pub(crate) fn add_jump_route(&self, route: &str) {
+        self.routes().add(route, None);
+    }
+
+    /// A handle for a task that starts using routes on this connection after
+    /// authentication (the portal's hand-over).
+    pub(crate) fn routes(&self) -> RouteRecorder {
+        RouteRecorder {
+            registry: self.registry.clone(),
+            key: self.key,
+        }
+    }
+}
+
+/// Records the routes a connection uses after authentication, so policy re-checks
+/// cover them. Does not keep the entry alive (the [`Registration`] does).
+#[derive(Clone, Debug)]
+pub(crate) struct RouteRecorder {
+    registry: Arc<Registry>,
+    key: u64,
+}
+
+impl RouteRecorder {
+    /// Adds `route` with `login` (`None`: a jump-host pipe).
+    pub(crate) fn add(&self, route: &str, login: Option<&str>) {
         if let Some(a) = self
             .registry
             .lock()
             .get_mut(&self.key)
             .and_then(|e| e.access.as_mut())
         {
-            a.add_route(route, None);
+            a.add_route(route, login);
         }
     }
 }

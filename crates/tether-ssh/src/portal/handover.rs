@@ -1,0 +1,226 @@
+//! The portal's hand-over to the chosen route: its policy decided with the login
+//! the client connected with ([`authorize`], so only a grant opens an upstream), its
+//! upstream connected exactly as for a `login@route` connection (user certificate,
+//! host key check), a session channel opened there with the client's original pty
+//! (term, modes, current size) and a shell; then the client's channel [`pump`]ed to
+//! it, with later window changes and signals forwarded.
+//!
+//! Every wait on the upstream is bounded. What the upstream starts on its own
+//! (forwarded ports, agent or X11 channels) was never asked for and is refused.
+
+use std::time::Duration;
+
+use russh::server::Msg;
+use russh::{Channel, ChannelId};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{PortalInit, PortalInput};
+use crate::access::{authorize, AccessRequest};
+use crate::actor::Conn;
+use crate::routes::printable;
+use crate::upstream::{
+    self, pump, HostKeyCheck, PumpEnd, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent,
+    UpstreamReader, REQUEST_REPLY_TIMEOUT,
+};
+
+/// Depth of the upstream → portal event queue.
+const UPSTREAM_EVENTS: usize = 16;
+/// How long the upstream gets to take a DISCONNECT at the end.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(1);
+
+/// An upstream shell ready to be relayed.
+pub(super) struct Connected {
+    route: String,
+    upstream: Upstream,
+    up: UpstreamChannel,
+    reader: UpstreamReader,
+    events: mpsc::Receiver<UpstreamEvent>,
+}
+
+/// Waits for `f` at most [`REQUEST_REPLY_TIMEOUT`].
+async fn bounded<T>(
+    f: impl std::future::Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, UpstreamError> {
+    tokio::time::timeout(REQUEST_REPLY_TIMEOUT, f)
+        .await
+        .unwrap_or(Err(UpstreamError::RequestTimedOut))
+}
+
+/// Decides `route` and opens a shell on its upstream; `Err` is the one line the
+/// picker shows.
+pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected, String> {
+    let config = init.ctx.current_config();
+    let request = AccessRequest {
+        identity: &init.identity,
+        login: Some(&init.login),
+        key: &init.key,
+        binding_expires_at: init.binding_expires_at,
+        now: init.ctx.clock.now(),
+    };
+    let grant = match authorize(config.route(route), route, &request) {
+        Ok(grant) => grant,
+        Err(denied) => {
+            tracing::info!(
+                target: "audit",
+                event = "policy_denied",
+                route,
+                login = %init.login,
+                email = %init.identity.email,
+                reason = %denied,
+                "portal choice refused"
+            );
+            return Err(denied.to_string());
+        }
+    };
+    let host_keys = HostKeyCheck::from_config(&config, init.ctx.store.clone());
+    let (events_tx, events) = mpsc::channel(UPSTREAM_EVENTS);
+    let started = Instant::now();
+    let upstream = match upstream::connect(&grant, &init.ctx.user_ca, &host_keys, events_tx).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            let detail = std::error::Error::source(&e)
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            tracing::warn!(
+                target: "audit",
+                event = "upstream_failed",
+                route,
+                address = %grant.target().address,
+                "{e}{detail}"
+            );
+            return Err(e.to_string());
+        }
+    };
+    tracing::info!(
+        target: "audit",
+        event = "upstream_connected",
+        via = "portal",
+        route,
+        address = %grant.target().address,
+        login = %init.login,
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        policy = ?grant.reasons(),
+    );
+    match open_shell(init, &upstream, route).await {
+        Ok((up, reader)) => {
+            init.recorder.add(route, Some(&init.login));
+            tracing::Span::current().record("route", route);
+            Ok(Connected {
+                route: route.to_string(),
+                upstream,
+                up,
+                reader,
+                events,
+            })
+        }
+        Err(line) => {
+            let _ = tokio::time::timeout(DISCONNECT_WAIT, upstream.disconnect(&line)).await;
+            Err(line)
+        }
+    }
+}
+
+/// A session channel on the upstream with the client's pty and a shell.
+async fn open_shell(
+    init: &PortalInit,
+    upstream: &Upstream,
+    route: &str,
+) -> Result<(UpstreamChannel, UpstreamReader), String> {
+    let refused = |what: &str, e: Option<UpstreamError>| {
+        let detail = e.map(|e| format!(": {e}")).unwrap_or_default();
+        tracing::info!(route, "upstream refused {what}{detail}");
+        format!("route {route:?}: the upstream refused {what}")
+    };
+    let (up, reader) = bounded(upstream.open_session())
+        .await
+        .map_err(|e| refused("a session", Some(e)))?;
+    let t = &init.terminal;
+    let size = *init.input.sizes.borrow();
+    let pty = up.request_pty(
+        &t.term,
+        size.cols,
+        size.rows,
+        size.pix_width,
+        size.pix_height,
+        &t.modes,
+    );
+    match bounded(pty).await {
+        Ok(true) => {}
+        Ok(false) => return Err(refused("a terminal", None)),
+        Err(e) => return Err(refused("a terminal", Some(e))),
+    }
+    match bounded(up.request_shell()).await {
+        Ok(true) => Ok((up, reader)),
+        Ok(false) => Err(refused("a shell", None)),
+        Err(e) => Err(refused("a shell", Some(e))),
+    }
+}
+
+/// Relays the client's channel to the upstream shell until either side ends it.
+pub(super) async fn relay(
+    channel: Channel<Msg>,
+    conn: &Conn,
+    id: ChannelId,
+    connected: Connected,
+    mut input: PortalInput,
+) {
+    let Connected {
+        route,
+        upstream,
+        up,
+        reader,
+        mut events,
+    } = connected;
+    if let Some(banner) = upstream.banner() {
+        let text = banner.replace("\r\n", "\n").replace('\n', "\r\n");
+        let _ = conn.handle.extended_data(id, 1, text.into_bytes()).await;
+    }
+    let relayed = pump(channel, conn.handle.clone(), up.clone(), reader);
+    tokio::pin!(relayed);
+    let (mut sizes_open, mut signals_open, mut events_open) = (true, true, true);
+    let mut lost = None;
+    let report = loop {
+        tokio::select! {
+            report = &mut relayed => break report,
+            changed = input.sizes.changed(), if sizes_open => match changed {
+                Ok(()) => {
+                    let s = *input.sizes.borrow_and_update();
+                    let _ = up.window_change(s.cols, s.rows, s.pix_width, s.pix_height).await;
+                }
+                Err(_) => sizes_open = false,
+            },
+            signal = input.signals.recv(), if signals_open => match signal {
+                Some(signal) => {
+                    let _ = up.signal(signal).await;
+                }
+                None => signals_open = false,
+            },
+            event = events.recv(), if events_open => match event {
+                Some(UpstreamEvent::Disconnected { reason }) => lost = Some(reason),
+                // Dropping the event refuses its channel.
+                Some(other) => tracing::debug!(?other, "upstream channel refused (portal)"),
+                None => events_open = false,
+            },
+        }
+    };
+    tracing::info!(
+        target: "audit",
+        event = "portal_session_ended",
+        route = %route,
+        end = ?report.end,
+        to_upstream = report.bytes_to_upstream,
+        to_client = report.bytes_to_client,
+        exit_status = ?report.exit_status,
+    );
+    if report.end == PumpEnd::UpstreamLost {
+        let reason = lost.unwrap_or_else(|| "upstream connection closed".to_string());
+        let line = format!("tether: route {route:?}: {}\r\n", printable(&reason));
+        let _ = conn.handle.extended_data(id, 1, line.into_bytes()).await;
+        let _ = conn.handle.eof(id).await;
+        if conn.remove_channel(id) {
+            let _ = conn.handle.close(id).await;
+        }
+    }
+    let _ = tokio::time::timeout(DISCONNECT_WAIT, upstream.disconnect("session ended")).await;
+}

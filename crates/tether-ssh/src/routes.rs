@@ -1,0 +1,257 @@
+//! Which routes a signed-in user may use, and the `ssh` command that reaches each
+//! (the internal CLI's `routes` and `portal`, SPEC §7).
+//!
+//! A route is listed when its policy in force ([`crate::access::authorize`]) allows
+//! the identity and key **without a login**: the `ssh_username*` criteria are skipped,
+//! as in jump-host mode, because the login is the user's to choose on the command
+//! line and should not hide a route. The command shows the login the user connected
+//! to the gateway with (`alice` in `ssh alice@gateway routes`); choosing a route in
+//! the portal decides with that login, so a login rule can still refuse there.
+//!
+//! The gateway does not know the host name the client typed, so the command names
+//! the host of `authenticate_service_url` (operators usually serve both under one
+//! name) and the port this connection reached (the SSH listener's port; `-p` is left
+//! out for 22). Pure: no I/O.
+
+use std::fmt::Write as _;
+
+use tether_core::config::Config;
+use tether_core::policy::KeyInput;
+use tether_core::{Identity, Timestamp};
+
+use crate::access::{authorize, AccessRequest};
+
+/// Longest route name the listing pads others to (longer names still print whole).
+const NAME_COLUMN: usize = 32;
+/// Shown when `authenticate_service_url` has no usable host.
+const UNKNOWN_HOST: &str = "GATEWAY";
+
+/// Who is asking, as the policy sees it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Viewer<'a> {
+    pub(crate) identity: &'a Identity,
+    pub(crate) key: &'a KeyInput,
+    pub(crate) binding_expires_at: Timestamp,
+    pub(crate) now: Timestamp,
+}
+
+/// The names of the routes `viewer` may use, in configuration order.
+pub(crate) fn allowed(config: &Config, viewer: &Viewer<'_>) -> Vec<String> {
+    let request = AccessRequest {
+        identity: viewer.identity,
+        login: None,
+        key: viewer.key,
+        binding_expires_at: viewer.binding_expires_at,
+        now: viewer.now,
+    };
+    config
+        .routes
+        .iter()
+        .filter(|r| authorize(Some(r), &r.name, &request).is_ok())
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// Where the printed commands point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Gateway {
+    /// Host name (or address) to connect to.
+    pub(crate) host: String,
+    /// SSH port (`None`: unknown, `-p` left out).
+    pub(crate) port: Option<u16>,
+}
+
+impl Gateway {
+    /// The gateway as seen by a connection that reached `port`.
+    pub(crate) fn new(config: &Config, port: Option<u16>) -> Self {
+        Gateway {
+            host: url_host(&config.authenticate_service_url)
+                .unwrap_or_else(|| UNKNOWN_HOST.to_string()),
+            port,
+        }
+    }
+
+    /// `ssh -p 2222 alice@prod@gateway.example.com`.
+    pub(crate) fn command(&self, login: &str, route: &str) -> String {
+        let port = match self.port {
+            Some(p) if p != 22 => format!("-p {p} "),
+            _ => String::new(),
+        };
+        format!(
+            "ssh {port}{}@{}@{}",
+            printable(login),
+            printable(route),
+            self.host
+        )
+    }
+}
+
+/// The `routes` listing: one line per route, `name  command`, or the one line
+/// telling there is none.
+pub(crate) fn listing(names: &[String], gateway: &Gateway, login: &str) -> String {
+    if names.is_empty() {
+        return "no routes available to you\n".to_string();
+    }
+    let width = names
+        .iter()
+        .map(|n| n.chars().count())
+        .filter(|&n| n <= NAME_COLUMN)
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for name in names {
+        let shown = printable(name);
+        let _ = writeln!(
+            out,
+            "{shown:<width$}  {}",
+            gateway.command(login, name),
+            width = width
+        );
+    }
+    out
+}
+
+/// Control characters never reach the terminal.
+pub(crate) fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// The host of a URL (`https://user@host:port/path` → `host`; brackets of an IPv6
+/// literal dropped).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        hostport.split(':').next().unwrap_or_default()
+    };
+    let ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '%'));
+    ok.then(|| host.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use tether_core::config::Route;
+    use tether_core::policy::{Block, Criterion, Op, Policy, Rule};
+
+    fn route(name: &str, criteria: Option<Vec<Criterion>>, any: bool) -> Route {
+        Route {
+            name: name.into(),
+            to: "10.0.0.5:22".into(),
+            allow_any_authenticated_user: any,
+            policy: criteria.map(|criteria| Policy {
+                rules: vec![Rule {
+                    allow: Some(Block {
+                        op: Op::And,
+                        criteria,
+                    }),
+                    deny: None,
+                }],
+            }),
+            line: 1,
+        }
+    }
+
+    fn identity() -> Identity {
+        let mut claims = BTreeMap::new();
+        claims.insert("groups".to_string(), serde_json::json!(["dev"]));
+        Identity {
+            subject: "u".into(),
+            email: "alice@example.com".into(),
+            name: None,
+            claims,
+        }
+    }
+
+    #[test]
+    fn lists_allowed_routes_without_login_rules() {
+        let mut config = crate::test_config();
+        config.routes = vec![
+            route("prod", None, true),
+            route(
+                "sre",
+                Some(vec![Criterion::Groups(vec!["sre".into()])]),
+                false,
+            ),
+            route("locked", None, false),
+            route(
+                "mine",
+                Some(vec![Criterion::SshUsernameMatchesEmail]),
+                false,
+            ),
+            route(
+                "dev",
+                Some(vec![Criterion::Groups(vec!["dev".into()])]),
+                false,
+            ),
+        ];
+        let id = identity();
+        let key = KeyInput::default();
+        let viewer = Viewer {
+            identity: &id,
+            key: &key,
+            binding_expires_at: Timestamp(10_000_000),
+            now: Timestamp(1_000),
+        };
+        assert_eq!(allowed(&config, &viewer), vec!["prod", "mine", "dev"]);
+    }
+
+    #[test]
+    fn commands_name_the_service_host_and_the_port() {
+        let mut config = crate::test_config();
+        config.authenticate_service_url = "https://auth.example.com".into();
+        let gw = Gateway::new(&config, Some(2222));
+        assert_eq!(
+            gw.command("alice", "prod"),
+            "ssh -p 2222 alice@prod@auth.example.com"
+        );
+        assert_eq!(
+            Gateway::new(&config, Some(22)).command("bob", "db"),
+            "ssh bob@db@auth.example.com"
+        );
+        assert_eq!(
+            gw.command("a\x1b[2J", "prod"),
+            "ssh -p 2222 a?[2J@prod@auth.example.com"
+        );
+    }
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(
+            url_host("https://auth.example.com").unwrap(),
+            "auth.example.com"
+        );
+        assert_eq!(url_host("http://127.0.0.1:8080/x?y").unwrap(), "127.0.0.1");
+        assert_eq!(
+            url_host("https://u:p@gw.example.com:443/").unwrap(),
+            "gw.example.com"
+        );
+        assert_eq!(url_host("https://[::1]:8443").unwrap(), "::1");
+        assert_eq!(url_host("https://"), None);
+        assert_eq!(url_host("https://a b/"), None);
+    }
+
+    #[test]
+    fn listing_aligns_names() {
+        let gw = Gateway {
+            host: "gw".into(),
+            port: Some(2222),
+        };
+        let names = vec!["prod".to_string(), "staging".to_string()];
+        assert_eq!(
+            listing(&names, &gw, "alice"),
+            "prod     ssh -p 2222 alice@prod@gw\nstaging  ssh -p 2222 alice@staging@gw\n"
+        );
+        assert_eq!(listing(&[], &gw, "alice"), "no routes available to you\n");
+    }
+}
