@@ -291,4 +291,21 @@ fn config_reload_ends_now_denied_connection_and_broken_edit_is_refused() {
     let (status, _, err) = s.gw.ssh_batch(&k, "alice@sre", &["id", "-un"]);
     assert_ne!(status, Some(0));
     assert!(err.contains("access denied: route \"sre\""), "{err}");
+
+    // SIGHUP reloads too, even when the file did not change.
+    let before = s.gw.tether.logs().matches("config reloaded").count();
+    s.gw.tether.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || s
+            .gw
+            .tether
+            .logs()
+            .matches("config reloaded")
+            .count()
+            > before),
+        "{}",
+        s.gw.tether.logs()
+    );
+    let (status, _, err) = s.gw.ssh_batch(&k, "alice@prod", &["true"]);
+    assert_eq!(status, Some(0), "tether still serves after SIGHUP: {err}");
 }
