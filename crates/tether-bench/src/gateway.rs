@@ -58,11 +58,11 @@ pub fn version(bin: &Path) -> String {
 
 /// A running gateway and the directory holding its data.
 pub struct Gateway {
-    /// Declared first so it stops before `_data` is removed.
+    /// Declared first so it stops before `data` is removed.
     pub process: TetherProcess,
     pub http_port: u16,
     pub ssh_port: u16,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 impl Gateway {
@@ -70,19 +70,41 @@ impl Gateway {
     /// `pw`) and `ssh_sign_in_timeout: 5m`; blocks until it answers (60 s at most,
     /// else panics with its logs).
     pub fn start(bin: &Path) -> Result<Gateway> {
+        Gateway::start_with(bin, |_| Ok(String::new()))
+    }
+
+    /// As [`Gateway::start`], after `prepare` has run on the (empty, mode 0700) data
+    /// directory; the YAML it returns (top-level keys, e.g. `routes:`) is appended to
+    /// the config.
+    pub fn start_with(
+        bin: &Path,
+        prepare: impl FnOnce(&Path) -> Result<String>,
+    ) -> Result<Gateway> {
         let data = tempfile::Builder::new()
             .prefix("tether-bench-")
             .tempdir()
             .context("temporary data dir")?;
         let (http_port, ssh_port) = (free_port(), free_port());
-        let yaml = config_yaml(http_port, ssh_port, data.path());
+        let extra = prepare(data.path()).context("preparing the gateway's data directory")?;
+        let mut yaml = config_yaml(http_port, ssh_port, data.path());
+        yaml.push_str(&extra);
         let process = TetherProcess::start_bin(bin, &yaml, &[("RUST_LOG", "info")]);
         Ok(Gateway {
             process,
             http_port,
             ssh_port,
-            _data: data,
+            data,
         })
+    }
+
+    /// The data directory (`data_dir:`), e.g. for `ssh_user_ca_key.pub`.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// The gateway's process id.
+    pub fn pid(&self) -> Result<u32> {
+        self.process.pid().context("tether is not running")
     }
 
     /// `http://127.0.0.1:PORT`.

@@ -1,7 +1,8 @@
 //! Benchmarks for tether that drive the real, built `tether` binary from the outside,
 //! exactly as users do: the web sign-in through the development IdP, SSH clients
 //! (russh, in process) that authenticate through publickey + keyboard-interactive and
-//! the Verify page, and the revoke button's POST.
+//! the Verify page, the revoke button's POST, and the real OpenSSH client against
+//! throwaway OpenSSH servers (`revocation` and `throughput` in `src/bin/`).
 //!
 //! A development tool: nothing in the product may depend on this crate, and it talks
 //! to tether only over its public surfaces (HTTP, SSH, the command line). Benchmarks
@@ -18,6 +19,9 @@
 
 pub mod gateway;
 pub mod html;
+pub mod machine;
+pub mod openssh;
+pub mod procstat;
 pub mod sshc;
 pub mod stats;
 pub mod web;

@@ -177,8 +177,13 @@ pub fn new_key() -> Result<(PrivateKey, String)> {
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).map_err(|e| anyhow::anyhow!("random seed: {e}"))?;
     let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-    let id = format!("sshkey-{}", key.public_key().fingerprint(HashAlg::Sha256));
+    let id = binding_id(&key);
     Ok((key, id))
+}
+
+/// The binding id of `key`'s bindings (`sshkey-SHA256:…`).
+pub fn binding_id(key: &PrivateKey) -> String {
+    format!("sshkey-{}", key.public_key().fingerprint(HashAlg::Sha256))
 }
 
 /// One authenticated, idle connection to the gateway.
@@ -226,7 +231,14 @@ impl Dialer {
     /// (partial success, no binding yet) → keyboard-interactive → the Verify page in
     /// `web` → Authorize → authenticated. The connection then stays open, idle.
     pub async fn sign_in(&self, web: &Web) -> Result<Conn> {
-        let (key, binding_id) = new_key()?;
+        let (key, _) = new_key()?;
+        self.sign_in_with(web, key).await
+    }
+
+    /// As [`Dialer::sign_in`] with a given key (e.g. one an OpenSSH client then uses:
+    /// the binding is per key).
+    pub async fn sign_in_with(&self, web: &Web, key: PrivateKey) -> Result<Conn> {
+        let binding_id = binding_id(&key);
         let tcp = TcpStream::connect(self.addr)
             .await
             .with_context(|| format!("connect {}", self.addr))?;

@@ -274,25 +274,9 @@ async fn run(args: &Args, gw: &Gateway) -> Result<Report> {
     Ok(report)
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn print_header(args: &Args, bin: &std::path::Path, version: &str) {
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
     println!("tether revocation latency: revoke POST's response -> revoked client sees TCP close");
-    println!("machine: nproc {nproc}, {}, Linux {kernel}", cpu_model());
+    println!("{}", tether_bench::machine::describe());
     println!(
         "gateway: {version} ({}), one node, SQLite (databroker_storage_type: file), dev IdP",
         bin.display()
