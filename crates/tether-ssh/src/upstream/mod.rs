@@ -66,7 +66,15 @@ use std::time::Duration;
 
 use russh::client::{self, Msg};
 use russh::keys::ssh_key::PrivateKey;
-use russh::{Channel, Disconnect, Preferred, SshId};
+use russh::{cipher, Channel, Disconnect, Preferred, SshId};
+
+/// Cipher preference towards upstream servers: AES-GCM before chacha20-poly1305.
+const UPSTREAM_CIPHERS: &[cipher::Name] = &[
+    cipher::AES_128_GCM,
+    cipher::AES_256_GCM,
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_256_CTR,
+];
 use tether_core::{Clock, SystemClock, Timestamp};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -188,6 +196,10 @@ pub async fn connect(
         preferred: Preferred {
             key: Cow::Owned(key_order),
             host_key_certificates: Cow::Owned(cert_algs),
+            // AES-GCM first on the gateway's own hop: with AES-NI it costs a fraction
+            // of chacha20-poly1305's CPU (the throughput benchmark's profile showed a
+            // third of the relay's CPU in chacha20-poly1305 on this hop).
+            cipher: Cow::Borrowed(UPSTREAM_CIPHERS),
             ..Preferred::DEFAULT
         },
         ..client::Config::default()
