@@ -23,6 +23,11 @@ use tokio::net::TcpStream;
 /// Longest identification line RFC 4253 allows (including CR LF).
 const MAX_ID_LINE: usize = 255;
 
+/// Read buffer under russh. russh reads every packet with two exact reads (the
+/// first block, then the rest), so without a buffer half of the `recvfrom` calls
+/// return 16 bytes; with one, a single call brings several packets.
+pub(crate) const READ_BUFFER: usize = 64 * 1024;
+
 /// State shared by the stream and its probe.
 #[derive(Debug, Default)]
 struct Shared {
@@ -38,6 +43,10 @@ pub(crate) struct ClientStream {
     shared: Arc<Shared>,
     /// Bytes of the first line seen so far; `None` once the line is complete.
     id_line: Option<Vec<u8>>,
+    /// Bytes read from the socket and not yet handed to russh: `rbuf[rpos..rlen]`.
+    rbuf: Box<[u8]>,
+    rpos: usize,
+    rlen: usize,
 }
 
 /// The connection's side view of the socket.
@@ -61,6 +70,9 @@ impl ClientStream {
                 tcp,
                 shared,
                 id_line: Some(Vec::new()),
+                rbuf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+                rpos: 0,
+                rlen: 0,
             },
             probe,
         )
@@ -93,6 +105,44 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+impl ClientStream {
+    /// Reads once from the socket into `dst`, counting and observing the bytes.
+    fn poll_socket(
+        &mut self,
+        cx: &mut Context<'_>,
+        into_buffer: bool,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.tcp.poll_read_ready(cx))?;
+            let dst: &mut [u8] = if into_buffer {
+                &mut self.rbuf
+            } else {
+                buf.initialize_unfilled()
+            };
+            match self.tcp.try_read(dst) {
+                Ok(n) => {
+                    self.shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    if self.id_line.is_some() {
+                        let fresh = if into_buffer {
+                            self.rbuf.get(..n).unwrap_or_default().to_vec()
+                        } else {
+                            buf.initialize_unfilled()
+                                .get(..n)
+                                .unwrap_or_default()
+                                .to_vec()
+                        };
+                        self.observe(&fresh);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
 impl AsyncRead for ClientStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -103,23 +153,25 @@ impl AsyncRead for ClientStream {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        loop {
-            ready!(this.tcp.poll_read_ready(cx))?;
-            match this.tcp.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    let before = buf.filled().len();
-                    buf.advance(n);
-                    this.shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                    if this.id_line.is_some() {
-                        let fresh = buf.filled().get(before..).unwrap_or_default().to_vec();
-                        this.observe(&fresh);
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+        if this.rpos == this.rlen {
+            if buf.remaining() >= this.rbuf.len() {
+                // A large read gains nothing from the buffer: read straight in.
+                let n = ready!(this.poll_socket(cx, false, buf))?;
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let n = ready!(this.poll_socket(cx, true, buf))?;
+            this.rpos = 0;
+            this.rlen = n;
+            if n == 0 {
+                return Poll::Ready(Ok(()));
             }
         }
+        let avail = this.rbuf.get(this.rpos..this.rlen).unwrap_or_default();
+        let n = avail.len().min(buf.remaining());
+        buf.put_slice(avail.get(..n).unwrap_or_default());
+        this.rpos += n;
+        Poll::Ready(Ok(()))
     }
 }
 

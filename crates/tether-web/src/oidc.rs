@@ -108,6 +108,11 @@ impl Oidc {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))
+            // No idle connections kept: IdP calls are rare (a sign-in, a key
+            // rotation), and a pooled connection the IdP has closed in the
+            // meantime (Node's default keep-alive is 5 s) fails the token
+            // POST with "connection reset", which cannot be retried safely.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| chain(&e));
         let client_secret = match (&config.idp.client_secret, &config.idp.client_secret_file) {

@@ -520,7 +520,7 @@ fn print_header(args: &Args, bin: &Path) {
         args.size as f64 / GIB
     );
     println!("  direct: ssh -p SSHD {LOGIN}@127.0.0.1");
-    println!("  tether: ssh -p TETHER {LOGIN}@{ROUTE}@127.0.0.1   (tether -> sshd leg: russh client, chacha20-poly1305 whatever -c says)");
+    println!("  tether: ssh -p TETHER {LOGIN}@{ROUTE}@127.0.0.1   (tether -> sshd leg: russh client, AES-GCM whatever -c says)");
     println!("  jump:   ssh -o ProxyCommand='ssh … -W %h:%p -p JUMP {LOGIN}@127.0.0.1' -p SSHD {LOGIN}@127.0.0.1   (same -c on both legs, like ssh -J)");
     println!("  up: zeros into ssh's stdin, remote `wc -c` must count them all; down: remote `head -c N /dev/zero`, every byte counted");
     println!(

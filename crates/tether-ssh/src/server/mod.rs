@@ -7,6 +7,7 @@
 //! shutting down, and waits a bounded time for the connections to end.
 
 mod conn;
+mod workers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use russh::{cipher, kex, mac, MethodKind, MethodSet, Preferred, SshId};
 use tether_core::config::Config;
 use tether_core::Clock;
 use tether_store::Store;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -89,6 +90,7 @@ pub async fn run(
         waiters: Default::default(),
     });
     ctx.registry.adopt_config(ctx.config.clone());
+    let workers = workers::Workers::per_core()?;
     let tracker = TaskTracker::new();
     tracker.spawn(
         ctx.registry
@@ -125,7 +127,21 @@ pub async fn run(
                 );
                 let ctx = ctx.clone();
                 let token = shutdown.child_token();
-                tracker.spawn(conn::serve(tcp, peer, ctx, token).instrument(span));
+                // Handed to a worker as a std socket: it joins that worker's reactor.
+                let tcp = match tcp.into_std() {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        tracing::warn!(peer = %peer, "cannot hand over accepted socket: {e}");
+                        continue;
+                    }
+                };
+                let connection = async move {
+                    match TcpStream::from_std(tcp) {
+                        Ok(tcp) => conn::serve(tcp, peer, ctx, token).await,
+                        Err(e) => tracing::warn!("cannot adopt accepted socket: {e}"),
+                    }
+                };
+                workers.spawn(tracker.track_future(connection.instrument(span)));
             }
             Err(e) => {
                 // Per-connection failures (reset before accept) and resource
@@ -151,6 +167,8 @@ pub async fn run(
             "SSH connections still open after the grace period"
         );
     }
+    // Ends the worker threads; connections still open past the grace are dropped.
+    workers.stop();
     Ok(())
 }
 
