@@ -11,6 +11,7 @@ pub mod code;
 pub mod config;
 pub mod duration;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod secret;
 pub mod time;

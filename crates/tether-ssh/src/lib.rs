@@ -91,6 +91,7 @@ pub(crate) fn test_config() -> Config {
         storage_connection_string: None,
         runtime_flags: RuntimeFlags::default(),
         metrics_address: None,
+        metrics_basic_auth: None,
         routes: vec![],
         data_dir: None,
         ssh_binding_max_ttl: Duration::from_secs(48 * 3600),

@@ -31,6 +31,8 @@ use russh::{Channel, ChannelId, ChannelOpenFailure};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use tether_core::metrics::Metrics;
+
 use crate::access::AccessGranted;
 use crate::events::ChannelRequest;
 use crate::upstream::{
@@ -78,6 +80,7 @@ pub(crate) struct Relay {
     upstream: Arc<Upstream>,
     channels: HashMap<ChannelId, Slot>,
     banner: Option<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -94,6 +97,7 @@ pub(crate) async fn connect(
     grant: &AccessGranted,
     ca: &russh::keys::PrivateKey,
     host_keys: &HostKeyCheck,
+    metrics: Arc<Metrics>,
 ) -> Result<(Relay, mpsc::Receiver<UpstreamEvent>), UpstreamError> {
     let (tx, rx) = mpsc::channel(UPSTREAM_EVENTS);
     let upstream = upstream::connect(grant, ca, host_keys, tx).await?;
@@ -102,6 +106,7 @@ pub(crate) async fn connect(
         banner: upstream.banner().map(str::to_string),
         upstream: Arc::new(upstream),
         channels: HashMap::new(),
+        metrics,
     };
     Ok((relay, rx))
 }
@@ -156,7 +161,14 @@ impl Relay {
             },
         );
         reply.accept().await;
-        tasks.spawn(serve_session(channel, handle.clone(), up, reader, start_rx));
+        tasks.spawn(serve_session(
+            channel,
+            handle.clone(),
+            up,
+            reader,
+            start_rx,
+            self.metrics.clone(),
+        ));
         true
     }
 
@@ -189,7 +201,13 @@ impl Relay {
                     },
                 );
                 reply.accept().await;
-                tasks.spawn(relay_channel(channel, handle.clone(), up, reader));
+                tasks.spawn(relay_channel(
+                    channel,
+                    handle.clone(),
+                    up,
+                    reader,
+                    self.metrics.clone(),
+                ));
             }
             Err(e) => {
                 tracing::info!(route = %self.route, host, port, "direct-tcpip refused upstream: {e}");
@@ -295,6 +313,7 @@ impl Relay {
     ) -> Option<String> {
         let upstream = self.upstream.clone();
         let handle = handle.clone();
+        let metrics = self.metrics.clone();
         match event {
             UpstreamEvent::ForwardedTcpip {
                 channel,
@@ -314,7 +333,7 @@ impl Relay {
                     if let Ok(client) = opening.await {
                         reply.accept().await;
                         let (up, reader) = upstream.adopt(channel);
-                        relay_channel(client, handle, up, reader).await;
+                        relay_channel(client, handle, up, reader, metrics).await;
                     }
                 });
                 None
@@ -324,7 +343,7 @@ impl Relay {
                     if let Ok(client) = handle.channel_open_agent().await {
                         reply.accept().await;
                         let (up, reader) = upstream.adopt(channel);
-                        relay_channel(client, handle, up, reader).await;
+                        relay_channel(client, handle, up, reader, metrics).await;
                     }
                 });
                 None
@@ -340,7 +359,7 @@ impl Relay {
                     if let Ok(client) = opening.await {
                         reply.accept().await;
                         let (up, reader) = upstream.adopt(channel);
-                        relay_channel(client, handle, up, reader).await;
+                        relay_channel(client, handle, up, reader, metrics).await;
                     }
                 });
                 None
@@ -435,6 +454,7 @@ async fn serve_session(
     up: UpstreamChannel,
     reader: UpstreamReader,
     start: oneshot::Receiver<Start>,
+    metrics: Arc<Metrics>,
 ) {
     // A channel closed before any program drops the sender: pump at once, which
     // sees the close and closes the upstream twin.
@@ -448,7 +468,7 @@ async fn serve_session(
             .extended_data(channel.id(), 1, text.into_bytes())
             .await;
     }
-    relay_channel(channel, handle, up, reader).await;
+    relay_channel(channel, handle, up, reader, metrics).await;
 }
 
 async fn relay_channel(
@@ -456,9 +476,10 @@ async fn relay_channel(
     handle: Handle,
     up: UpstreamChannel,
     reader: UpstreamReader,
+    metrics: Arc<Metrics>,
 ) {
     let id = channel.id();
-    let report = pump(channel, handle, up, reader).await;
+    let report = pump(channel, handle, up, reader, metrics).await;
     tracing::debug!(
         channel = %id,
         end = ?report.end,

@@ -96,7 +96,13 @@ impl server::Handler for Front {
             Ok((ch, reader)) => {
                 reply.accept().await;
                 self.channels.insert(channel.id(), ch.clone());
-                tokio::spawn(pump(channel, session.handle(), ch, reader));
+                tokio::spawn(pump(
+                    channel,
+                    session.handle(),
+                    ch,
+                    reader,
+                    Default::default(),
+                ));
             }
             Err(_) => drop(reply),
         }
@@ -120,7 +126,13 @@ impl server::Handler for Front {
         {
             Ok((ch, reader)) => {
                 reply.accept().await;
-                tokio::spawn(pump(channel, session.handle(), ch, reader));
+                tokio::spawn(pump(
+                    channel,
+                    session.handle(),
+                    ch,
+                    reader,
+                    Default::default(),
+                ));
             }
             Err(_) => drop(reply),
         }

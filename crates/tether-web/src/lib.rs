@@ -29,6 +29,7 @@ pub mod devidp;
 mod error;
 mod form;
 mod handlers;
+mod metrics;
 mod oidc;
 mod pages;
 mod session;
@@ -36,6 +37,7 @@ mod session;
 mod tests;
 
 pub use devidp::{DevIdp, DevIdpError};
+pub use metrics::metrics_router;
 
 /// Everything the web app needs, handed in by the binary.
 pub struct WebDeps {

@@ -134,6 +134,12 @@ pub fn describe(c: &Config) -> String {
         "ssh_user_ca_key: {}",
         redacted(c.ssh_user_ca_key.is_some() || c.ssh_user_ca_key_file.is_some())
     );
+    if let Some(addr) = &c.metrics_address {
+        let _ = writeln!(s, "metrics_address: {addr}");
+        if c.metrics_basic_auth.is_some() {
+            let _ = writeln!(s, "metrics_basic_auth: [redacted]");
+        }
+    }
     let _ = writeln!(s, "databroker_storage_type: {}", c.storage_type.as_str());
     if c.storage_connection_string.is_some() {
         let _ = writeln!(s, "databroker_storage_connection_string: [redacted]");
@@ -218,6 +224,13 @@ pub async fn run(
         },
         None => None,
     };
+    let metrics_listener = match &config.metrics_address {
+        Some(addr) => match bind("metrics", addr).await {
+            Some(l) => Some(l),
+            None => return Ok(Outcome::SetupFailed),
+        },
+        None => None,
+    };
     let web_addr: Option<SocketAddr> = web_listener.local_addr().ok();
     let ssh_addr: Option<SocketAddr> = ssh_listener.as_ref().and_then(|l| l.local_addr().ok());
 
@@ -258,6 +271,21 @@ pub async fn run(
         tracker.spawn(async move {
             if let Err(e) = tether_web::serve(web_listener, web, token).await {
                 tracing::error!(error = %e, "web server failed");
+            }
+        });
+    }
+    if let Some(listener) = metrics_listener {
+        tracing::info!(address = ?listener.local_addr().ok(), "metrics listening (GET /metrics)");
+        let app = tether_web::metrics_router(
+            registry.metrics().clone(),
+            store.clone(),
+            clock.clone(),
+            config.metrics_basic_auth.clone(),
+        );
+        let token = root.child_token();
+        tracker.spawn(async move {
+            if let Err(e) = tether_web::serve(listener, app, token).await {
+                tracing::error!(error = %e, "metrics server failed");
             }
         });
     }

@@ -26,11 +26,19 @@ struct Setup {
     sshd: Sshd,
     keys: tempfile::TempDir,
     ca: PathBuf,
+    metrics_port: u16,
 }
 
-fn routes_yaml(sshd_port: u16, ca: &Path, keyed_pub: &str, sre_policy: &str) -> String {
+fn routes_yaml(
+    sshd_port: u16,
+    ca: &Path,
+    keyed_pub: &str,
+    sre_policy: &str,
+    metrics_port: u16,
+) -> String {
     format!(
         "ssh_user_ca_key_file: {ca}
+metrics_address: 127.0.0.1:{metrics_port}
 ssh_sign_in_timeout: 2m
 routes:
   - from: ssh://prod
@@ -69,8 +77,16 @@ fn setup(keyed_pub: &str, keys: tempfile::TempDir) -> Setup {
     ensure_user("bob");
     let ca = gen_client_key(keys.path(), "tether_ca");
     let sshd = Sshd::start(&PathBuf::from(format!("{}.pub", ca.display())));
-    let gw = Gateway::start(&routes_yaml(sshd.port, &ca, keyed_pub, SRE_POLICY));
-    Setup { gw, sshd, keys, ca }
+    let metrics_port = free_port();
+    let yaml = routes_yaml(sshd.port, &ca, keyed_pub, SRE_POLICY, metrics_port);
+    let gw = Gateway::start(&yaml);
+    Setup {
+        gw,
+        sshd,
+        keys,
+        ca,
+        metrics_port,
+    }
 }
 
 fn sign_in(
@@ -230,6 +246,85 @@ fn relayed_session_with_ca_certificate_and_policies() {
     );
     let (status, _, _) = gw.ssh_batch(&kb, "bob@prod", &["id", "-un"]);
     assert_eq!(status, Some(0), "bob may use prod");
+
+    // The Prometheus endpoint on metrics_address counts what happened above.
+    let url = format!("http://127.0.0.1:{}/metrics", s.metrics_port);
+    let scrape = || {
+        let res = http_get(&url, Duration::from_secs(5)).unwrap();
+        assert_eq!(res.status, 200);
+        res.body
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(
+            &scrape(),
+            "tether_ssh_connections_open"
+        ) == 0.0),
+        "connections still open: {}",
+        scrape()
+    );
+    let text = scrape();
+    assert!(
+        metric(&text, "tether_ssh_connections_total") >= 10.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "tether_ssh_connections_closed_total{outcome=\"client_closed\"}"
+        ) >= 5.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "tether_auth_codes_issued_total"),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "tether_auth_codes_decided_total{outcome=\"approved\"}"
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "tether_auth_code_decision_seconds_count"),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "tether_bindings_active"), 3.0, "{text}");
+    // scp moved 5 MiB each way.
+    let mib5 = f64::from(5 * 1024 * 1024);
+    assert!(
+        metric(
+            &text,
+            "tether_relayed_bytes_total{direction=\"to_upstream\"}"
+        ) >= mib5,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "tether_relayed_bytes_total{direction=\"to_client\"}") >= mib5,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "tether_upstream_connect_seconds_count") >= 6.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "tether_upstream_connect_failures_total"),
+        0.0,
+        "{text}"
+    );
+}
+
+/// The value of the sample `series` (name with labels, exactly as exposed).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -258,7 +353,8 @@ fn config_reload_ends_now_denied_connection_and_broken_edit_is_refused() {
                 s.sshd.port,
                 &s.ca,
                 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
-                policy
+                policy,
+                s.metrics_port,
             )
         )
     };

@@ -150,6 +150,9 @@ pub struct Config {
     pub runtime_flags: RuntimeFlags,
     /// Prometheus listen address.
     pub metrics_address: Option<String>,
+    /// `metrics_basic_auth`: base64 of `user:password`; when set, `/metrics` wants
+    /// exactly that HTTP Basic credential.
+    pub metrics_basic_auth: Option<Secret<String>>,
     /// Routes.
     pub routes: Vec<Route>,
     /// Data directory (keys, secrets, SQLite).

@@ -166,7 +166,7 @@ impl Actor {
         let probe = self.conn.probe.clone();
         let started = tokio::time::Instant::now();
         let result = tokio::select! {
-            r = relay::connect(grant, &ca, &host_keys) => r,
+            r = relay::connect(grant, &ca, &host_keys, self.ctx.registry.metrics().clone()) => r,
             reason = revoker.revoked() => {
                 return Err(NotConnected::Refuse(format!("access revoked: {reason}")))
             }
@@ -176,8 +176,10 @@ impl Actor {
             () = probe.peer_closed() => return Err(NotConnected::PeerGone),
         };
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let metrics = self.ctx.registry.metrics();
         match result {
             Ok(connected) => {
+                metrics.upstream_connect.observe(started.elapsed());
                 tracing::info!(
                     target: "audit",
                     event = "upstream_connected",
@@ -188,6 +190,9 @@ impl Actor {
                 Ok(connected)
             }
             Err(e) => {
+                metrics
+                    .upstream_connect_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let detail = std::error::Error::source(&e)
                     .map(|s| format!(" ({s})"))
                     .unwrap_or_default();

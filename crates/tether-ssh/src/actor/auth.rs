@@ -236,6 +236,11 @@ impl Actor {
                     .await
             }
         };
+        self.ctx
+            .registry
+            .metrics()
+            .codes_issued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             target: "audit",
             event = "code_issued",
@@ -272,6 +277,17 @@ impl Actor {
         let guard = ctx.waiters.enter(&code);
         let decision = wait::decision(&*ctx.store, &code, deadline, &probe, &self.shutdown).await;
         tracing::info!(target: "audit", event = "code_decided", outcome = ?decision);
+        let metrics = self.ctx.registry.metrics();
+        let outcome = match &decision {
+            Decision::Approved { .. } => "approved",
+            Decision::Denied => "denied",
+            Decision::Expired => "expired",
+            Decision::PeerGone | Decision::Shutdown => "abandoned",
+        };
+        metrics.codes_decided.inc(outcome);
+        metrics
+            .code_decision
+            .observe(request.issued_at.until(self.ctx.clock.now()));
         match decision {
             Decision::Approved { binding_id } => self.accept_approved(pending, &binding_id).await,
             Decision::Denied => self.refuse("user has denied this code").await,

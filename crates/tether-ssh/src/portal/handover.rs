@@ -36,6 +36,7 @@ pub(super) struct Connected {
     up: UpstreamChannel,
     reader: UpstreamReader,
     events: mpsc::Receiver<UpstreamEvent>,
+    metrics: std::sync::Arc<tether_core::metrics::Metrics>,
 }
 
 /// Waits for `f` at most [`REQUEST_REPLY_TIMEOUT`].
@@ -79,6 +80,11 @@ pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected,
     let upstream = match upstream::connect(&grant, &init.ctx.user_ca, &host_keys, events_tx).await {
         Ok(upstream) => upstream,
         Err(e) => {
+            init.ctx
+                .registry
+                .metrics()
+                .upstream_connect_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let detail = std::error::Error::source(&e)
                 .map(|s| format!(" ({s})"))
                 .unwrap_or_default();
@@ -92,6 +98,11 @@ pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected,
             return Err(e.to_string());
         }
     };
+    init.ctx
+        .registry
+        .metrics()
+        .upstream_connect
+        .observe(started.elapsed());
     tracing::info!(
         target: "audit",
         event = "upstream_connected",
@@ -112,6 +123,7 @@ pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected,
                 up,
                 reader,
                 events,
+                metrics: init.ctx.registry.metrics().clone(),
             })
         }
         Err(line) => {
@@ -171,12 +183,13 @@ pub(super) async fn relay(
         up,
         reader,
         mut events,
+        metrics,
     } = connected;
     if let Some(banner) = upstream.banner() {
         let text = banner.replace("\r\n", "\n").replace('\n', "\r\n");
         let _ = conn.handle.extended_data(id, 1, text.into_bytes()).await;
     }
-    let relayed = pump(channel, conn.handle.clone(), up.clone(), reader);
+    let relayed = pump(channel, conn.handle.clone(), up.clone(), reader, metrics);
     tokio::pin!(relayed);
     let (mut sizes_open, mut signals_open, mut events_open) = (true, true, true);
     let mut lost = None;

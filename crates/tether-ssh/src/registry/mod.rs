@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use tether_core::config::Config;
+use tether_core::metrics::Metrics;
 use tether_core::{Clock, SystemClock};
 use tether_store::{Store, StoreEvent};
 use tokio::sync::broadcast::error::RecvError;
@@ -40,12 +41,15 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 pub(crate) struct Revoker {
     token: CancellationToken,
     reason: OnceLock<String>,
+    /// When the revocation reached this process (for the latency histogram).
+    at: OnceLock<std::time::Instant>,
 }
 
 impl Revoker {
     /// Ends the connection with `reason` (the first reason wins).
     pub(crate) fn revoke(&self, reason: &str) {
         let _ = self.reason.set(reason.to_string());
+        let _ = self.at.set(std::time::Instant::now());
         self.token.cancel();
     }
 
@@ -84,6 +88,8 @@ pub struct Registry {
     /// The configuration in force (routes and policies): set by the SSH server at
     /// start and replaced by [`Registry::recheck_policies`] on reload.
     config: RwLock<Option<Arc<Config>>>,
+    /// This process's metrics (SPEC §10), recorded by the connections.
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -101,6 +107,11 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// This process's metrics, for the `metrics_address` endpoint.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// An empty registry reading the system clock.
     pub fn new() -> Self {
         Self::with_clock(Arc::new(SystemClock))
@@ -114,6 +125,7 @@ impl Registry {
             watching: AtomicBool::new(false),
             clock,
             config: RwLock::new(None),
+            metrics: Arc::new(Metrics::default()),
         }
     }
 
@@ -377,6 +389,9 @@ impl RouteRecorder {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.key);
+        if let Some(at) = self.revoker.at.get() {
+            self.registry.metrics.revocation.observe(at.elapsed());
+        }
     }
 }
 
@@ -418,6 +433,13 @@ mod tests {
         assert_eq!(a.revoker().revoked().await, "revoked by alice");
         assert!(pending.revoker().is_revoked(), "pre-auth entries too");
         assert!(!other.revoker().is_revoked());
+        // A revoked connection's close is timed into the latency histogram.
+        drop((a, pending, other));
+        let text = reg.metrics().render(None);
+        assert!(
+            text.contains("tether_revocation_seconds_count 2\n"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -7,7 +7,10 @@
 //! actor returns; when the actor ends, every handler callback fails and russh ends.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use tether_core::metrics::{connection_outcome, Metrics};
 
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -30,6 +33,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) {
     let started = Instant::now();
+    let mut counted = Counted::new(ctx.registry.metrics().clone());
     // Nothing may outlive the sign-in timeout without authenticating (§3.5).
     let auth_deadline = started + ctx.config.ssh_sign_in_timeout;
     tracing::debug!("connection accepted");
@@ -82,4 +86,32 @@ pub(crate) async fn serve(
         authenticated = summary.authenticated,
         ended_by = %summary.ended_by,
     );
+    counted.outcome = connection_outcome(summary.authenticated, &summary.ended_by);
+}
+
+/// Counts a connection open while it lives and closed (by outcome) when it ends,
+/// whichever way `serve` returns.
+struct Counted {
+    metrics: Arc<Metrics>,
+    outcome: &'static str,
+}
+
+impl Counted {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        Self {
+            metrics,
+            outcome: "unauthenticated",
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connections_closed.inc(self.outcome);
+    }
 }

@@ -16,8 +16,10 @@
 //! writer and the server `Handle` share it), so exit-status never overtakes output.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use russh::{server, Channel, ChannelMsg};
+use tether_core::metrics::Metrics;
 
 use super::channel::{UpstreamChannel, UpstreamReader};
 
@@ -67,6 +69,7 @@ pub async fn pump(
     client_handle: server::Handle,
     upstream: UpstreamChannel,
     reader: UpstreamReader,
+    metrics: Arc<Metrics>,
 ) -> PumpReport {
     let (mut client_read, client_write) = client.split();
     let client_id = client_write.id();
@@ -82,10 +85,16 @@ pub async fn pump(
             let sent = match client_read.wait().await {
                 Some(ChannelMsg::Data { data }) => {
                     to_upstream_bytes.fetch_add(len_u64(data.len()), Ordering::Relaxed);
+                    metrics
+                        .bytes_to_upstream
+                        .fetch_add(len_u64(data.len()), Ordering::Relaxed);
                     up.data_bytes(data).await
                 }
                 Some(ChannelMsg::ExtendedData { data, ext }) => {
                     to_upstream_bytes.fetch_add(len_u64(data.len()), Ordering::Relaxed);
+                    metrics
+                        .bytes_to_upstream
+                        .fetch_add(len_u64(data.len()), Ordering::Relaxed);
                     up.extended_data_bytes(ext, data).await
                 }
                 Some(ChannelMsg::Eof) => up.eof().await,
@@ -108,10 +117,16 @@ pub async fn pump(
             let sent = match upstream_read.wait().await {
                 Some(ChannelMsg::Data { data }) => {
                     to_client_bytes.fetch_add(len_u64(data.len()), Ordering::Relaxed);
+                    metrics
+                        .bytes_to_client
+                        .fetch_add(len_u64(data.len()), Ordering::Relaxed);
                     client_write.data_bytes(data).await.is_ok()
                 }
                 Some(ChannelMsg::ExtendedData { data, ext }) => {
                     to_client_bytes.fetch_add(len_u64(data.len()), Ordering::Relaxed);
+                    metrics
+                        .bytes_to_client
+                        .fetch_add(len_u64(data.len()), Ordering::Relaxed);
                     client_write.extended_data_bytes(ext, data).await.is_ok()
                 }
                 Some(ChannelMsg::Eof) => client_write.eof().await.is_ok(),

@@ -70,6 +70,7 @@ pub fn config(sign_in_timeout: Duration) -> Config {
         storage_connection_string: None,
         runtime_flags: RuntimeFlags::default(),
         metrics_address: None,
+        metrics_basic_auth: None,
         routes: vec![Route {
             name: "prod".into(),
             to: "127.0.0.1:1".into(),

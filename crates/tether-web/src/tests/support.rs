@@ -66,6 +66,7 @@ pub fn config(base: &str, idp: &str) -> Config {
         storage_connection_string: None,
         runtime_flags: RuntimeFlags::default(),
         metrics_address: None,
+        metrics_basic_auth: None,
         routes: vec![],
         data_dir: None,
         ssh_binding_max_ttl: Duration::from_secs(48 * 3600),

@@ -68,6 +68,7 @@ const TETHER_KEYS: &[&str] = &[
     "databroker_storage_connection_string",
     "runtime_flags",
     "metrics_address",
+    "metrics_basic_auth",
     "routes",
     "data_dir",
     "ssh_binding_max_ttl",
@@ -141,7 +142,6 @@ const POMERIUM_KEYS: &[&str] = &[
     "jwt_issuer_format",
     "log_level",
     "logo_url",
-    "metrics_basic_auth",
     "metrics_certificate",
     "metrics_certificate_key",
     "metrics_client_ca",
@@ -525,6 +525,7 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         metrics_address: get("metrics_address")
             .map(|n| ctx.address("metrics_address", n))
             .transpose()?,
+        metrics_basic_auth: opt_string(&ctx, "metrics_basic_auth")?.map(Secret::new),
         routes,
         data_dir: opt_string(&ctx, "data_dir")?,
         ssh_binding_max_ttl: dur(&ctx, "ssh_binding_max_ttl", Duration::from_secs(48 * 3600))?,
