@@ -73,6 +73,13 @@ impl Gateway {
         Gateway::start_with(bin, |_| Ok(String::new()))
     }
 
+    /// As [`Gateway::start`] with `storage` (YAML lines: `databroker_storage_type`,
+    /// connection string, shared `cookie_secret`) instead of SQLite: a replica.
+    pub fn start_replica(bin: &Path, storage: &str) -> Result<Gateway> {
+        let storage = storage.to_string();
+        Gateway::start_with(bin, move |_| Ok(storage))
+    }
+
     /// As [`Gateway::start`], after `prepare` has run on the (empty, mode 0700) data
     /// directory; the YAML it returns (top-level keys, e.g. `routes:`) is appended to
     /// the config.
@@ -87,6 +94,16 @@ impl Gateway {
         let (http_port, ssh_port) = (free_port(), free_port());
         let extra = prepare(data.path()).context("preparing the gateway's data directory")?;
         let mut yaml = config_yaml(http_port, ssh_port, data.path());
+        // Keys the extra YAML sets replace the defaults.
+        for key in ["databroker_storage_type", "authenticate_service_url"] {
+            if extra.contains(&format!("{key}:")) {
+                yaml = yaml
+                    .lines()
+                    .filter(|l| !l.starts_with(&format!("{key}:")))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+            }
+        }
         yaml.push_str(&extra);
         let process = TetherProcess::start_bin(bin, &yaml, &[("RUST_LOG", "info")]);
         Ok(Gateway {
