@@ -105,6 +105,25 @@ impl Gateway {
     }
 }
 
+/// `ssh -N` as `user` on `ssh_port` with a bound key (`BatchMode=yes`, no
+/// terminal): holds a connection open until it is ended.
+pub fn hold_on(ssh_port: u16, key: &Path, user: &str) -> SshClient {
+    let port = ssh_port.to_string();
+    let target = format!("{user}@127.0.0.1");
+    let mut args: Vec<&str> = SSH_DEFAULT_ARGS.to_vec();
+    args.extend([
+        "-o",
+        "BatchMode=yes",
+        "-N",
+        "-p",
+        &port,
+        "-i",
+        key.to_str().unwrap(),
+        &target,
+    ]);
+    SshClient::spawn_piped(&args)
+}
+
 /// A directory for client keys.
 pub fn key_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()

@@ -38,20 +38,7 @@ fn bind(gw: &Gateway, key: &Path, user: &str, browser: &BrowserProfile, remember
 
 /// A long-lived connection (`ssh -N`) with a bound key.
 fn hold(gw: &Gateway, key: &Path, user: &str) -> SshClient {
-    let port = gw.ssh_port.to_string();
-    let target = format!("{user}@127.0.0.1");
-    let mut args: Vec<&str> = SSH_DEFAULT_ARGS.to_vec();
-    args.extend([
-        "-o",
-        "BatchMode=yes",
-        "-N",
-        "-p",
-        &port,
-        "-i",
-        key.to_str().unwrap(),
-        &target,
-    ]);
-    let c = SshClient::spawn_piped(&args);
+    let c = hold_on(gw.ssh_port, key, user);
     std::thread::sleep(Duration::from_millis(1500));
     c
 }

@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -21,23 +20,6 @@ use tether_testkit::*;
 const T: Duration = Duration::from_secs(30);
 /// Base64 of 32 bytes: replicas behind one address share the cookie secret.
 const COOKIE_SECRET: &str = "dGV0aGVyLXJlcGxpY2EtdGVzdC1jb29raWUta2V5ISE=";
-
-/// `ssh -N` with a bound key: holds a connection open without a terminal.
-fn hold(ssh_port: u16, key: &Path) -> SshClient {
-    let port = ssh_port.to_string();
-    let mut args: Vec<&str> = SSH_DEFAULT_ARGS.to_vec();
-    args.extend([
-        "-o",
-        "BatchMode=yes",
-        "-N",
-        "-p",
-        &port,
-        "-i",
-        key.to_str().unwrap(),
-        "alice@127.0.0.1",
-    ]);
-    SshClient::spawn_piped(&args)
-}
 
 #[test]
 fn replicas_share_sign_in_and_revocation_through_postgres() {
@@ -114,8 +96,8 @@ cookie_secret: {COOKIE_SECRET}
     );
 
     // The binding is shared: the key goes straight through on both replicas.
-    let mut on_a = hold(ssh_a, &key);
-    let mut on_b = hold(ssh_b, &key);
+    let mut on_a = hold_on(ssh_a, &key, "alice");
+    let mut on_b = hold_on(ssh_b, &key, "alice");
     let page = format!("http://127.0.0.1:{http_a}/.pomerium/session_binding_info");
     let fp = fingerprint(&key);
     assert!(
