@@ -36,8 +36,8 @@ use tether_core::metrics::Metrics;
 use crate::access::AccessGranted;
 use crate::events::ChannelRequest;
 use crate::upstream::{
-    self, pump, HostKeyCheck, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent,
-    UpstreamReader, REQUEST_REPLY_TIMEOUT,
+    self, bounded, pump, HostKeyCheck, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent,
+    UpstreamReader,
 };
 
 /// Depth of the upstream → actor event queue.
@@ -109,15 +109,6 @@ pub(crate) async fn connect(
         metrics,
     };
     Ok((relay, rx))
-}
-
-/// Waits for `f` at most [`REQUEST_REPLY_TIMEOUT`].
-async fn bounded<T>(
-    f: impl std::future::Future<Output = Result<T, UpstreamError>>,
-) -> Result<T, UpstreamError> {
-    tokio::time::timeout(REQUEST_REPLY_TIMEOUT, f)
-        .await
-        .unwrap_or(Err(UpstreamError::RequestTimedOut))
 }
 
 fn refusal(e: &UpstreamError) -> ChannelOpenFailure {

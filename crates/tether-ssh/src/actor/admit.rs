@@ -175,38 +175,15 @@ impl Actor {
             }
             () = probe.peer_closed() => return Err(NotConnected::PeerGone),
         };
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let metrics = self.ctx.registry.metrics();
-        match result {
-            Ok(connected) => {
-                metrics.upstream_connect.observe(started.elapsed());
-                tracing::info!(
-                    target: "audit",
-                    event = "upstream_connected",
-                    route = %grant.target().route,
-                    address = %grant.target().address,
-                    elapsed_ms,
-                );
-                Ok(connected)
-            }
-            Err(e) => {
-                metrics
-                    .upstream_connect_failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let detail = std::error::Error::source(&e)
-                    .map(|s| format!(" ({s})"))
-                    .unwrap_or_default();
-                tracing::warn!(
-                    target: "audit",
-                    event = "upstream_failed",
-                    route = %grant.target().route,
-                    address = %grant.target().address,
-                    elapsed_ms,
-                    "{e}{detail}"
-                );
-                Err(NotConnected::Refuse(e.to_string()))
-            }
-        }
+        crate::upstream::record_connect(
+            metrics,
+            grant,
+            "route",
+            started,
+            result.as_ref().map(|_| ()),
+        );
+        result.map_err(|e| NotConnected::Refuse(e.to_string()))
     }
 }
 

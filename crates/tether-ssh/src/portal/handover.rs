@@ -20,8 +20,8 @@ use crate::access::{authorize, AccessRequest};
 use crate::actor::Conn;
 use crate::routes::printable;
 use crate::upstream::{
-    self, pump, HostKeyCheck, PumpEnd, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent,
-    UpstreamReader, REQUEST_REPLY_TIMEOUT,
+    self, bounded, pump, HostKeyCheck, PumpEnd, Upstream, UpstreamChannel, UpstreamError,
+    UpstreamEvent, UpstreamReader,
 };
 
 /// Depth of the upstream → portal event queue.
@@ -37,15 +37,6 @@ pub(super) struct Connected {
     reader: UpstreamReader,
     events: mpsc::Receiver<UpstreamEvent>,
     metrics: std::sync::Arc<tether_core::metrics::Metrics>,
-}
-
-/// Waits for `f` at most [`REQUEST_REPLY_TIMEOUT`].
-async fn bounded<T>(
-    f: impl std::future::Future<Output = Result<T, UpstreamError>>,
-) -> Result<T, UpstreamError> {
-    tokio::time::timeout(REQUEST_REPLY_TIMEOUT, f)
-        .await
-        .unwrap_or(Err(UpstreamError::RequestTimedOut))
 }
 
 /// Decides `route` and opens a shell on its upstream; `Err` is the one line the
@@ -77,42 +68,16 @@ pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected,
     let host_keys = HostKeyCheck::from_config(&config, init.ctx.store.clone());
     let (events_tx, events) = mpsc::channel(UPSTREAM_EVENTS);
     let started = Instant::now();
-    let upstream = match upstream::connect(&grant, &init.ctx.user_ca, &host_keys, events_tx).await {
-        Ok(upstream) => upstream,
-        Err(e) => {
-            init.ctx
-                .registry
-                .metrics()
-                .upstream_connect_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let detail = std::error::Error::source(&e)
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default();
-            tracing::warn!(
-                target: "audit",
-                event = "upstream_failed",
-                route,
-                address = %grant.target().address,
-                "{e}{detail}"
-            );
-            return Err(e.to_string());
-        }
-    };
-    init.ctx
-        .registry
-        .metrics()
-        .upstream_connect
-        .observe(started.elapsed());
-    tracing::info!(
-        target: "audit",
-        event = "upstream_connected",
-        via = "portal",
-        route,
-        address = %grant.target().address,
-        login = %init.login,
-        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        policy = ?grant.reasons(),
+    let result = upstream::connect(&grant, &init.ctx.user_ca, &host_keys, events_tx).await;
+    let metrics = init.ctx.registry.metrics();
+    upstream::record_connect(
+        metrics,
+        &grant,
+        "portal",
+        started,
+        result.as_ref().map(|_| ()),
     );
+    let upstream = result.map_err(|e| e.to_string())?;
     match open_shell(init, &upstream, route).await {
         Ok((up, reader)) => {
             init.recorder.add(route, Some(&init.login));

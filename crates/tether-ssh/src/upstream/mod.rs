@@ -58,6 +58,7 @@ mod channel;
 mod error;
 mod handler;
 mod hostkey;
+mod outcome;
 mod pump;
 
 use std::borrow::Cow;
@@ -85,6 +86,7 @@ pub use channel::{UpstreamChannel, UpstreamReader, REQUEST_REPLY_TIMEOUT};
 pub use error::UpstreamError;
 pub use handler::UpstreamEvent;
 pub use hostkey::HostKeyCheck;
+pub(crate) use outcome::{bounded, record_connect};
 pub use pump::{pump, PumpEnd, PumpReport};
 
 use handler::{HandlerError, Shared, UpstreamHandler};
