@@ -77,24 +77,25 @@ impl ClientStream {
             probe,
         )
     }
+}
 
-    /// Feeds bytes read from the client into the identification-line capture.
-    fn observe(&mut self, bytes: &[u8]) {
-        let Some(line) = self.id_line.as_mut() else {
-            return;
-        };
-        for &b in bytes {
-            if b == b'\n' || line.len() >= MAX_ID_LINE {
-                let text = String::from_utf8_lossy(line);
-                let text = text.trim_end_matches('\r');
-                if text.starts_with("SSH-") {
-                    let _ = self.shared.client_id.set(sanitize(text));
-                }
-                self.id_line = None;
-                return;
+/// Feeds bytes read from the client into the identification-line capture; sets
+/// `line` to `None` once the line is complete.
+fn observe(line: &mut Option<Vec<u8>>, shared: &Shared, bytes: &[u8]) {
+    let Some(seen) = line.as_mut() else {
+        return;
+    };
+    for &b in bytes {
+        if b == b'\n' || seen.len() >= MAX_ID_LINE {
+            let text = String::from_utf8_lossy(seen);
+            let text = text.trim_end_matches('\r');
+            if text.starts_with("SSH-") {
+                let _ = shared.client_id.set(sanitize(text));
             }
-            line.push(b);
+            *line = None;
+            return;
         }
+        seen.push(b);
     }
 }
 
@@ -106,35 +107,19 @@ fn sanitize(s: &str) -> String {
 }
 
 impl ClientStream {
-    /// Reads once from the socket into `dst`, counting and observing the bytes.
-    fn poll_socket(
-        &mut self,
-        cx: &mut Context<'_>,
-        into_buffer: bool,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<usize>> {
+    /// Refills the (drained) read buffer with one read from the socket, counting
+    /// and observing the bytes.
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.tcp.poll_read_ready(cx))?;
-            let dst: &mut [u8] = if into_buffer {
-                &mut self.rbuf
-            } else {
-                buf.initialize_unfilled()
-            };
-            match self.tcp.try_read(dst) {
+            match self.tcp.try_read(&mut self.rbuf) {
                 Ok(n) => {
                     self.shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                    if self.id_line.is_some() {
-                        let fresh = if into_buffer {
-                            self.rbuf.get(..n).unwrap_or_default().to_vec()
-                        } else {
-                            buf.initialize_unfilled()
-                                .get(..n)
-                                .unwrap_or_default()
-                                .to_vec()
-                        };
-                        self.observe(&fresh);
-                    }
-                    return Poll::Ready(Ok(n));
+                    let fresh = self.rbuf.get(..n).unwrap_or_default();
+                    observe(&mut self.id_line, &self.shared, fresh);
+                    self.rpos = 0;
+                    self.rlen = n;
+                    return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
@@ -154,18 +139,7 @@ impl AsyncRead for ClientStream {
             return Poll::Ready(Ok(()));
         }
         if this.rpos == this.rlen {
-            if buf.remaining() >= this.rbuf.len() {
-                // A large read gains nothing from the buffer: read straight in.
-                let n = ready!(this.poll_socket(cx, false, buf))?;
-                buf.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            let n = ready!(this.poll_socket(cx, true, buf))?;
-            this.rpos = 0;
-            this.rlen = n;
-            if n == 0 {
-                return Poll::Ready(Ok(()));
-            }
+            ready!(this.fill(cx))?;
         }
         let avail = this.rbuf.get(this.rpos..this.rlen).unwrap_or_default();
         let n = avail.len().min(buf.remaining());
@@ -277,6 +251,34 @@ mod tests {
         let client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
         (client, server)
+    }
+
+    #[tokio::test]
+    async fn buffered_reads_deliver_every_byte_in_order_then_eof() {
+        let (mut client, server) = pair().await;
+        let (mut stream, probe) = ClientStream::new(server);
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            // Dropping the client closes the connection.
+        });
+        // russh's pattern: a 16-byte block, then the rest of a 32 KiB packet.
+        let mut got = Vec::new();
+        loop {
+            let mut head = [0u8; 16];
+            let n = stream.read(&mut head).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&head[..n]);
+            let mut rest = vec![0u8; 32_768];
+            let n = stream.read(&mut rest).await.unwrap();
+            got.extend_from_slice(&rest[..n]);
+        }
+        writer.await.unwrap();
+        assert_eq!(got, data);
+        assert_eq!(probe.byte_counts().0, data.len() as u64);
     }
 
     #[tokio::test]
