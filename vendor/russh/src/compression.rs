@@ -159,6 +159,11 @@ impl Compress {
 
 #[cfg(not(feature = "flate2"))]
 impl Decompress {
+    /// tether patch 3: whether packets pass through unchanged.
+    pub fn is_none(&self) -> bool {
+        matches!(self, Decompress::None)
+    }
+
     pub fn decompress<'a>(
         &mut self,
         input: &'a [u8],
@@ -350,6 +355,11 @@ impl Compress {
 
 #[cfg(feature = "flate2")]
 impl Decompress {
+    /// tether patch 3: whether packets pass through unchanged.
+    pub fn is_none(&self) -> bool {
+        matches!(self, Decompress::None)
+    }
+
     pub fn decompress<'a>(
         &mut self,
         input: &'a [u8],

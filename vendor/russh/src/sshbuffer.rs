@@ -384,10 +384,13 @@ impl PacketBytesWriter {
 }
 
 /// Incoming SSH packet after decryption and optional decompression.
-/// Uses Vec<u8> (not CryptoVec/mlocked) because incoming network data is not secret.
+/// Not CryptoVec/mlocked because incoming network data is not secret.
+///
+/// tether patch 3: `Bytes` over the buffer the packet was read into, so channel
+/// data can be handed on as a slice of it instead of being copied twice.
 #[derive(Debug)]
 pub(crate) struct IncomingSshPacket {
-    pub buffer: Vec<u8>,
+    pub buffer: Bytes,
     pub seqn: Wrapping<u32>,
 }
 
@@ -615,4 +618,28 @@ impl PacketWriter {
         }
         Ok(())
     }
+}
+
+/// tether patch 3: decode an SSH `string` at `r` as a slice of `packet` when `r`
+/// lies inside `packet` (no copy), and as a fresh copy otherwise.
+pub(crate) fn string_in_packet(
+    packet: Option<&Bytes>,
+    r: &mut &[u8],
+) -> Result<Bytes, ssh_encoding::Error> {
+    use ssh_encoding::Decode;
+    let Some(packet) = packet else {
+        return Bytes::decode(r);
+    };
+    let base = packet.as_ptr() as usize;
+    let at = r.as_ptr() as usize;
+    if at < base || at.saturating_add(r.len()) > base.saturating_add(packet.len()) {
+        return Bytes::decode(r);
+    }
+    let len = u32::decode(r)? as usize;
+    let (Some(data), Some(rest)) = (r.get(..len), r.get(len..)) else {
+        return Err(ssh_encoding::Error::Length);
+    };
+    let start = data.as_ptr() as usize - base;
+    *r = rest;
+    Ok(packet.slice(start..start + len))
 }

@@ -17,7 +17,8 @@
 
 use std::convert::TryInto;
 
-#[cfg(feature = "aws-lc-rs")]
+// tether patch 1: AES-GCM from ring when both backends are enabled.
+#[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
 use aws_lc_rs::{
     aead::{
         Aad, Algorithm, BoundKey, NONCE_LEN, Nonce as AeadNonce, NonceSequence,
@@ -26,7 +27,7 @@ use aws_lc_rs::{
     error::Unspecified,
 };
 use rand_core::Rng;
-#[cfg(all(not(feature = "aws-lc-rs"), feature = "ring"))]
+#[cfg(feature = "ring")]
 use ring::{
     aead::{
         Aad, Algorithm, BoundKey, NONCE_LEN, Nonce as AeadNonce, NonceSequence,

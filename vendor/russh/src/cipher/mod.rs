@@ -23,14 +23,16 @@ use std::num::Wrapping;
 use std::sync::LazyLock;
 
 use aes::{Aes128, Aes192, Aes256};
-#[cfg(feature = "aws-lc-rs")]
+// tether patch 1: AES-GCM from ring when both backends are enabled.
+#[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
 use aws_lc_rs::aead::{AES_128_GCM as ALGORITHM_AES_128_GCM, AES_256_GCM as ALGORITHM_AES_256_GCM};
 use byteorder::{BigEndian, ByteOrder};
+use bytes::BufMut;
 use block::CtrWrapper;
 use ctr::Ctr128BE;
 use delegate::delegate;
 use log::trace;
-#[cfg(all(not(feature = "aws-lc-rs"), feature = "ring"))]
+#[cfg(feature = "ring")]
 use ring::aead::{AES_128_GCM as ALGORITHM_AES_128_GCM, AES_256_GCM as ALGORITHM_AES_256_GCM};
 use ssh_encoding::Encode;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -331,13 +333,25 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
         }
     }
 
-    buffer.buffer.resize(buffer.len + 4, 0);
     trace!("read_exact {:?}", buffer.len + 4);
 
     let l = cipher.packet_length_to_read_for_block_length();
 
-    #[allow(clippy::indexing_slicing)] // length checked
-    stream.read_exact(&mut buffer.buffer[l..]).await?;
+    // tether patch 2: read the rest of the packet into the vector's spare
+    // capacity instead of zero-filling it first (a memset of the whole packet,
+    // 32 KiB for a full channel data packet, on every read).
+    let total = buffer.len + 4;
+    if buffer.buffer.len() < l {
+        buffer.buffer.resize(l, 0);
+    }
+    buffer.buffer.truncate(l);
+    buffer.buffer.reserve_exact(total.saturating_sub(l));
+    while buffer.buffer.len() < total {
+        let want = total - buffer.buffer.len();
+        if stream.read_buf(&mut (&mut buffer.buffer).limit(want)).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
 
     trace!("read_exact done");
     let seqn = buffer.seqn.0;

@@ -71,13 +71,25 @@ impl Session {
             pkt.buffer.len()
         );
 
-        self.process_packet(client, &pkt.buffer).await
+        self.process_packet_in(client, &pkt.buffer, Some(&pkt.buffer))
+            .await
     }
 
     pub(crate) async fn process_packet<H: Handler>(
         &mut self,
         client: &mut H,
         buf: &[u8],
+    ) -> Result<(), H::Error> {
+        self.process_packet_in(client, buf, None).await
+    }
+
+    /// tether patch 3: `packet`, when given, is `buf` as `Bytes`; channel data
+    /// is then passed on as a slice of it rather than copied.
+    async fn process_packet_in<H: Handler>(
+        &mut self,
+        client: &mut H,
+        buf: &[u8],
+        packet: Option<&Bytes>,
     ) -> Result<(), H::Error> {
         // If we've successfully read a packet.
         trace!("process_packet buf = {:?} bytes", buf.len());
@@ -427,7 +439,7 @@ impl Session {
             }
         }
         if is_authenticated {
-            self.client_read_authenticated(client, buf).await
+            self.client_read_authenticated(client, buf, packet).await
         } else {
             Ok(())
         }
@@ -481,6 +493,7 @@ impl Session {
         &mut self,
         client: &mut H,
         buf: &[u8],
+        packet: Option<&Bytes>,
     ) -> Result<(), H::Error> {
         match buf.split_first() {
             Some((&msg::CHANNEL_OPEN_CONFIRMATION, mut reader)) => {
@@ -590,7 +603,7 @@ impl Session {
             Some((&msg::CHANNEL_DATA, mut r)) => {
                 trace!("channel_data");
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
-                let data = map_err!(Bytes::decode(&mut r))?;
+                let data = map_err!(crate::sshbuffer::string_in_packet(packet, &mut r))?;
                 map_err!(ensure_end(&r))?;
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
@@ -617,7 +630,7 @@ impl Session {
                 debug!("channel_extended_data");
                 let channel_num = map_err!(ChannelId::decode(&mut r))?;
                 let extended_code = map_err!(u32::decode(&mut r))?;
-                let data = map_err!(Bytes::decode(&mut r))?;
+                let data = map_err!(crate::sshbuffer::string_in_packet(packet, &mut r))?;
                 map_err!(ensure_end(&r))?;
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());

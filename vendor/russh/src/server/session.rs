@@ -472,24 +472,28 @@ impl Handle {
 }
 
 impl Session {
-    fn maybe_decompress(&mut self, buffer: &SSHBuffer) -> Result<IncomingSshPacket, Error> {
+    fn maybe_decompress(&mut self, buffer: &mut SSHBuffer) -> Result<IncomingSshPacket, Error> {
         if let Some(ref mut enc) = self.common.encrypted {
-            let mut decomp = Vec::new();
-            Ok(IncomingSshPacket {
-                #[allow(clippy::indexing_slicing)] // length checked
-                buffer: enc.decompress.decompress(
-                    &buffer.buffer[5..],
-                    &mut decomp,
-                )?.into(),
-                seqn: buffer.seqn,
-            })
-        } else {
-            Ok(IncomingSshPacket {
-                #[allow(clippy::indexing_slicing)] // length checked
-                buffer: buffer.buffer[5..].into(),
-                seqn: buffer.seqn,
-            })
+            if !enc.decompress.is_none() {
+                let mut decomp = Vec::new();
+                return Ok(IncomingSshPacket {
+                    #[allow(clippy::indexing_slicing)] // length checked
+                    buffer: Bytes::copy_from_slice(
+                        enc.decompress.decompress(&buffer.buffer[5..], &mut decomp)?,
+                    ),
+                    seqn: buffer.seqn,
+                });
+            }
         }
+        // tether patch 3: without compression the payload is the read buffer
+        // itself, handed over without a copy (the next read allocates anew).
+        if buffer.buffer.len() < 5 {
+            return Err(Error::IndexOutOfBounds);
+        }
+        Ok(IncomingSshPacket {
+            buffer: Bytes::from(std::mem::take(&mut buffer.buffer)).slice(5..),
+            seqn: buffer.seqn,
+        })
     }
 
     /// Dispatch a single message received on the session's internal channel
@@ -725,7 +729,7 @@ impl Session {
                         break
                     }
 
-                    let mut pkt = self.maybe_decompress(&buffer)?;
+                    let mut pkt = self.maybe_decompress(&mut buffer)?;
 
                     match pkt.buffer.first() {
                         None => (),
@@ -1698,7 +1702,7 @@ mod tests {
         let mut session = authenticated_session();
         let mut handler = TestHandler;
         let buffer = incoming_packet(compressed_debug_payload(200 * 1024));
-        let mut pkt: IncomingSshPacket = session.maybe_decompress(&buffer).unwrap();
+        let mut pkt: IncomingSshPacket = session.maybe_decompress(&mut buffer).unwrap();
 
         super::super::reply(&mut session, &mut handler, &mut pkt)
             .await
@@ -1714,7 +1718,7 @@ mod tests {
             crate::cipher::MAXIMUM_DECOMPRESSED_PACKET_LEN + 1024,
         ));
 
-        let err = session.maybe_decompress(&buffer).unwrap_err();
+        let err = session.maybe_decompress(&mut buffer).unwrap_err();
         assert!(
             matches!(err, crate::Error::PacketSize(len) if len > crate::cipher::MAXIMUM_DECOMPRESSED_PACKET_LEN)
         );
