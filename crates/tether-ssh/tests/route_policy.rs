@@ -1,5 +1,6 @@
 //! Route policies enforced with the real OpenSSH client: groups, `ssh_publickey`
-//! (the client falls back to its next key), `ssh_username_matches_email`, and live
+//! (the client falls back to its next key), `ssh_username_matches_email`, `ssh_ca`
+//! (OpenSSH user certificates made by `ssh-keygen -s`), and live
 //! connections ended by revocation and by a policy re-check.
 
 #![allow(
@@ -301,4 +302,75 @@ async fn a_policy_recheck_ends_connections_the_new_config_denies() {
         "{}",
         done.stderr
     );
+}
+
+/// Signs `key`'s public key with the CA at `ca` into `<key>-cert.pub`, which the
+/// OpenSSH client offers (before the plain key) whenever it uses `-i <key>`.
+fn certify(ca: &ClientKey, key: &ClientKey, principals: &str, validity: &str) {
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(&ca.path)
+        .args(["-I", "alice@example.com", "-n", principals, "-V", validity])
+        .arg(key.path.with_extension("pub"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(key.path.with_file_name("id_ed25519-cert.pub").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_ca_policy_admits_only_a_current_certificate_from_the_ca_naming_the_login() {
+    if !can_run_sshd() {
+        return;
+    }
+    let ca = keygen();
+    let ca_line = public_line(&ca);
+    let rig = rig("", move |addr| {
+        vec![route(
+            "prod",
+            addr,
+            Some(vec![
+                Criterion::AuthenticatedUser,
+                Criterion::SshCa(vec![ca_line]),
+            ]),
+            false,
+        )]
+    })
+    .await;
+    let user = format!("{USER}@prod");
+    let key = keygen();
+    sign_in(&rig.gw, &key, "alice@example.com").await;
+    let refused = |done: &Finished, why: &str| {
+        assert_eq!(done.status.code(), Some(255), "{why}: {}", done.stderr);
+        assert!(
+            done.stderr.contains("Permission denied (publickey)"),
+            "{why}: {}",
+            done.stderr
+        );
+    };
+
+    // The bound key alone: the route wants a certificate.
+    let done = ssh_batch(&rig.gw, &key, &user, &[], Some("id -un")).await;
+    refused(&done, "plain key");
+
+    // A current certificate from the CA naming the login: in, as that login.
+    certify(&ca, &key, &format!("{USER},other"), "-5m:+1h");
+    let done = ssh_batch(&rig.gw, &key, &user, &[], Some("id -un")).await;
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(done.stdout, format!("{USER}\n"));
+
+    // Expired, from another CA, or not naming the login: refused.
+    certify(&ca, &key, USER, "20200101:20200102");
+    let done = ssh_batch(&rig.gw, &key, &user, &[], Some("id -un")).await;
+    refused(&done, "expired certificate");
+    let other_ca = keygen();
+    certify(&other_ca, &key, USER, "-5m:+1h");
+    let done = ssh_batch(&rig.gw, &key, &user, &[], Some("id -un")).await;
+    refused(&done, "certificate from another CA");
+    certify(&ca, &key, "somebody-else", "-5m:+1h");
+    let done = ssh_batch(&rig.gw, &key, &user, &[], Some("id -un")).await;
+    refused(&done, "certificate without the login");
+
+    // Only the one admitted connection reached the upstream.
+    assert_eq!(rig.sshd.log().matches("Accepted publickey for").count(), 1);
 }
