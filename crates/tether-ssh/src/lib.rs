@@ -40,7 +40,7 @@ use tether_core::Clock;
 use tether_store::Store;
 
 pub use error::HandlerError;
-pub use registry::Registry;
+pub use registry::{Registry, LIVE_COUNTS_EVERY, LIVE_COUNTS_FRESH_FOR};
 pub use server::run;
 
 /// Everything the SSH front end needs from the process that runs it.

@@ -1,5 +1,6 @@
 //! tether-store: where sessions, sign-in requests, client bindings, identity bindings
-//! and pinned upstream host keys live, behind one [`Store`] trait.
+//! and pinned upstream host keys live, behind one [`Store`] trait; with several
+//! replicas, also each replica's live connection counts per binding.
 //!
 //! Backends: `memory` (tests, throwaway runs), `file` (embedded SQLite, WAL, the
 //! default) and `postgres` (several replicas). Every state change commits in one
@@ -8,6 +9,7 @@
 //! table (tailed) or LISTEN/NOTIFY. The binding rules themselves come from
 //! `tether-core`; this crate must not depend on russh or axum.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +26,10 @@ pub mod sql;
 use std::sync::Arc;
 
 pub use feed::{Feed, FEED_CAPACITY};
+
+/// How long live counts that are no longer re-stamped are kept before
+/// `purge_expired` deletes them (readers already ignore them once stale).
+pub const LIVE_COUNTS_KEPT: Duration = Duration::from_secs(3600);
 pub use memory::MemoryStore;
 pub use sql::{Dialect, SqlStore};
 
@@ -262,10 +268,33 @@ pub trait Store: Send + Sync + 'static {
     /// one if another writer won).
     async fn pin_host_key(&self, key: &PinnedHostKey) -> Result<PinnedHostKey, StoreError>;
 
+    // --- live connection counts (several replicas) ---
+
+    /// Replaces what `replica` last published: its live SSH connections per client
+    /// binding id (counts above zero), stamped `now`. An empty list withdraws it.
+    async fn publish_live_counts(
+        &self,
+        replica: &str,
+        counts: &[(String, u32)],
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Re-stamps what `replica` published with `now`, unchanged (its heartbeat).
+    async fn refresh_live_counts(&self, replica: &str, now: Timestamp) -> Result<(), StoreError>;
+    /// Live connections per binding id among `binding_ids`, summed over the
+    /// replicas other than `replica` whose last stamp is at or after `since`;
+    /// binding ids without any are left out.
+    async fn live_counts_elsewhere(
+        &self,
+        replica: &str,
+        binding_ids: &[String],
+        since: Timestamp,
+    ) -> Result<HashMap<String, u32>, StoreError>;
+
     // --- housekeeping ---
 
     /// Deletes expired sessions (publishing `SessionEnded` for each), expired
     /// bindings (publishing `BindingRevoked` with reason `binding expired`) and
-    /// expired or decided requests older than a grace period.
+    /// expired or decided requests older than a grace period, and live counts
+    /// not re-stamped for [`LIVE_COUNTS_KEPT`] (a replica that died).
     async fn purge_expired(&self, now: Timestamp) -> Result<(), StoreError>;
 }

@@ -40,6 +40,8 @@ struct State {
     identities: HashMap<String, IdentityBinding>,
     /// Pinned host keys by address.
     host_keys: HashMap<String, String>,
+    /// Live connection counts by replica: (stamp, count per binding id).
+    live_counts: HashMap<String, (Timestamp, HashMap<String, u32>)>,
 }
 
 impl State {
@@ -353,8 +355,61 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn publish_live_counts(
+        &self,
+        replica: &str,
+        counts: &[(String, u32)],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        let counts: HashMap<String, u32> = counts
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(id, n)| (id.clone(), *n))
+            .collect();
+        if counts.is_empty() {
+            st.live_counts.remove(replica);
+        } else {
+            st.live_counts.insert(replica.to_string(), (now, counts));
+        }
+        Ok(())
+    }
+
+    async fn refresh_live_counts(&self, replica: &str, now: Timestamp) -> Result<(), StoreError> {
+        if let Some((stamp, _)) = self.lock()?.live_counts.get_mut(replica) {
+            *stamp = now;
+        }
+        Ok(())
+    }
+
+    async fn live_counts_elsewhere(
+        &self,
+        replica: &str,
+        binding_ids: &[String],
+        since: Timestamp,
+    ) -> Result<HashMap<String, u32>, StoreError> {
+        let st = self.lock()?;
+        let mut sums = HashMap::new();
+        for (_, counts) in st
+            .live_counts
+            .iter()
+            .filter(|(r, (stamp, _))| r.as_str() != replica && *stamp >= since)
+            .map(|(_, v)| v)
+        {
+            for id in binding_ids {
+                if let Some(n) = counts.get(id) {
+                    let sum = sums.entry(id.clone()).or_insert(0u32);
+                    *sum = sum.saturating_add(*n);
+                }
+            }
+        }
+        Ok(sums)
+    }
+
     async fn purge_expired(&self, now: Timestamp) -> Result<(), StoreError> {
         let mut st = self.lock()?;
+        let stale = now.minus(crate::LIVE_COUNTS_KEPT);
+        st.live_counts.retain(|_, (stamp, _)| *stamp >= stale);
         let mut gone: Vec<(String, &'static str)> = st
             .bindings
             .values()

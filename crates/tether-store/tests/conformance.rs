@@ -111,7 +111,10 @@ async fn reopening_sqlite_keeps_data_and_does_not_rerun_migrations() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(
+        n, 2,
+        "one row per migration (init, live_counts), each applied once"
+    );
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&pool)
         .await

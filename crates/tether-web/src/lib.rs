@@ -12,6 +12,7 @@
 //! transactions from `tether-store`; it must not depend on russh or on the SSH crate.
 //! Live connection counts reach it through the [`LiveConnections`] trait.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::http::{header, HeaderValue};
@@ -55,10 +56,12 @@ pub struct WebDeps {
     pub dev_idp: Option<DevIdp>,
 }
 
-/// How many live SSH connections a client binding has right now.
+/// How many live SSH connections client bindings have right now.
+#[async_trait::async_trait]
 pub trait LiveConnections: Send + Sync + 'static {
-    /// Number of live connections made with `binding_id` (`sshkey-SHA256:…`).
-    fn live_count(&self, binding_id: &str) -> usize;
+    /// Live connections made with each of `binding_ids` (`sshkey-SHA256:…`), on
+    /// every replica it can see; ids without any may be left out.
+    async fn live_counts(&self, binding_ids: &[String]) -> HashMap<String, usize>;
 }
 
 /// Shared state of every handler.

@@ -3,6 +3,7 @@
 //! SIGTERM/SIGINT stop accepting and drain within a grace period; a second signal
 //! exits at once.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -173,12 +174,51 @@ pub fn describe(c: &Config) -> String {
     s
 }
 
-struct RegistryLive(Arc<Registry>);
+/// Live counts for the bindings page: this replica's from its registry, plus, when
+/// replicas share the store, what the other replicas published there.
+struct RegistryLive {
+    registry: Arc<Registry>,
+    /// The shared store and this replica's id in it (PostgreSQL only).
+    shared: Option<(Arc<dyn Store>, String)>,
+    clock: Arc<dyn Clock>,
+}
 
+#[async_trait::async_trait]
 impl LiveConnections for RegistryLive {
-    fn live_count(&self, binding_id: &str) -> usize {
-        self.0.live_count(binding_id)
+    async fn live_counts(&self, binding_ids: &[String]) -> HashMap<String, usize> {
+        let mut counts: HashMap<String, usize> = binding_ids
+            .iter()
+            .map(|id| (id.clone(), self.registry.live_count(id)))
+            .collect();
+        if let Some((store, replica)) = &self.shared {
+            let since = self.clock.now().minus(tether_ssh::LIVE_COUNTS_FRESH_FOR);
+            match store
+                .live_counts_elsewhere(replica, binding_ids, since)
+                .await
+            {
+                Ok(others) => {
+                    for (id, n) in others {
+                        let c = counts.entry(id).or_insert(0);
+                        *c = c.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+                    }
+                }
+                // The page still shows this replica's own connections.
+                Err(e) => tracing::warn!("live counts of other replicas unavailable: {e}"),
+            }
+        }
+        counts
     }
+}
+
+/// A random id for this process among the replicas sharing a store.
+fn replica_id() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_err() {
+        // Distinct enough without the OS RNG: pid and start time.
+        let t = SystemClock.now().millis();
+        return format!("{:x}-{t:x}", std::process::id());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 async fn bind(what: &str, addr: &str) -> Option<TcpListener> {
@@ -240,6 +280,18 @@ pub async fn run(
     let registry = Arc::new(Registry::new());
 
     tracker.spawn(registry.clone().watch(store.clone(), root.child_token()));
+    // Several replicas can share only PostgreSQL: there, each publishes its live
+    // connection counts so every replica's bindings page shows them all.
+    let shared = (config.storage_type == StorageType::Postgres).then(|| {
+        let replica = replica_id();
+        tracing::info!(replica = %replica, "publishing live connection counts to the shared store");
+        tracker.spawn(registry.clone().publish_live_counts(
+            store.clone(),
+            replica.clone(),
+            root.child_token(),
+        ));
+        (store.clone(), replica)
+    });
     if let Some(path) = config_path {
         tracker.spawn(crate::reload::watch(
             path,
@@ -263,7 +315,11 @@ pub async fn run(
         store: store.clone(),
         cookie_key: *keys.cookie_key.expose(),
         clock: clock.clone(),
-        live: Arc::new(RegistryLive(registry.clone())),
+        live: Arc::new(RegistryLive {
+            registry: registry.clone(),
+            shared,
+            clock: clock.clone(),
+        }),
         dev_idp,
     });
     {

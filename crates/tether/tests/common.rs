@@ -139,3 +139,8 @@ pub fn sign_in_url(client: &SshClient) -> String {
         .wait_for_url(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("no sign-in URL printed; output:\n{}", client.output()))
 }
+
+/// The bindings page's row for the key with fingerprint `fp` (a CSS selector).
+pub fn row(fp: &str) -> String {
+    format!("tr[data-binding-id=\"sshkey-{fp}\"]")
+}

@@ -43,10 +43,6 @@ fn hold(gw: &Gateway, key: &Path, user: &str) -> SshClient {
     c
 }
 
-fn row(fp: &str) -> String {
-    format!("tr[data-binding-id=\"sshkey-{fp}\"]")
-}
-
 #[test]
 fn bindings_page_revoke_and_sign_out_cut_live_connections() {
     if !components_present() {

@@ -1,6 +1,7 @@
 //! Two tether replicas sharing one PostgreSQL database (SPEC §5, §9), through the
 //! real binary: a sign-in decided on replica A's web app lets the SSH connection
-//! waiting on replica B through, and a revocation on A's bindings page ends the live
+//! waiting on replica B through, each replica's bindings page counts the live
+//! connections on both, and a revocation on A's bindings page ends the live
 //! connections on both replicas.
 #![allow(
     clippy::unwrap_used,
@@ -109,9 +110,32 @@ cookie_secret: {COOKIE_SECRET}
         logs()
     );
     assert!(on_a.is_running() && on_b.is_running(), "{}", logs());
-    alice
-        .run(json!([{"goto": page}, {"expectText": fp}]))
-        .assert_ok();
+    // Each replica's page counts both connections: its own from its registry, the
+    // other's as that replica published it to the store (within tens of ms).
+    for (name, port) in [("A", http_a), ("B", http_b)] {
+        let page = format!("http://127.0.0.1:{port}/.pomerium/session_binding_info");
+        let mut seen = String::new();
+        for _ in 0..10 {
+            let r = alice.run(json!([
+                {"goto": page},
+                {"expectText": fp},
+                {"text": {"name": "live", "selector": format!("{} td.live", row(&fp))}},
+                {"screenshot": format!("replicas-live-count-on-{name}")},
+            ]));
+            r.assert_ok();
+            seen = r.text("live").trim().to_string();
+            if seen == "2" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        assert_eq!(
+            seen,
+            "2",
+            "live connections on replica {name}'s page\n{}",
+            logs()
+        );
+    }
 
     // Revoke on A's page: the connection on A and the one on B both end, with the
     // reason on the client's side.

@@ -27,8 +27,10 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use policy::LiveAccess;
+pub use replicas::{LIVE_COUNTS_EVERY, LIVE_COUNTS_FRESH_FOR};
 
 mod policy;
+mod replicas;
 
 /// How often live connections are re-checked against the store even when the feed
 /// is quiet (a safety net for lost notifications).
@@ -90,6 +92,8 @@ pub struct Registry {
     config: RwLock<Option<Arc<Config>>>,
     /// This process's metrics (SPEC §10), recorded by the connections.
     metrics: Arc<Metrics>,
+    /// Woken when the set of authenticated connections changes (live counts).
+    changed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Registry {
@@ -126,6 +130,7 @@ impl Registry {
             clock,
             config: RwLock::new(None),
             metrics: Arc::new(Metrics::default()),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -335,6 +340,7 @@ impl Registration {
         if let Some(e) = self.registry.lock().get_mut(&self.key) {
             e.session_id = Some(session_id.to_string());
         }
+        self.registry.changed.notify_one();
     }
 
     /// This connection's revoker.
@@ -388,7 +394,14 @@ impl RouteRecorder {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.key);
+        let was_live = self
+            .registry
+            .lock()
+            .remove(&self.key)
+            .is_some_and(|e| e.session_id.is_some());
+        if was_live {
+            self.registry.changed.notify_one();
+        }
         if let Some(at) = self.revoker.at.get() {
             self.registry.metrics.revocation.observe(at.elapsed());
         }

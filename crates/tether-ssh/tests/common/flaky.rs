@@ -129,6 +129,30 @@ impl Store for FlakyStore {
     async fn pin_host_key(&self, key: &PinnedHostKey) -> Result<PinnedHostKey, StoreError> {
         self.inner.pin_host_key(key).await
     }
+    async fn publish_live_counts(
+        &self,
+        replica: &str,
+        counts: &[(String, u32)],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.publish_live_counts(replica, counts, now).await
+    }
+    async fn refresh_live_counts(&self, replica: &str, now: Timestamp) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.refresh_live_counts(replica, now).await
+    }
+    async fn live_counts_elsewhere(
+        &self,
+        replica: &str,
+        binding_ids: &[String],
+        since: Timestamp,
+    ) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        self.check()?;
+        self.inner
+            .live_counts_elsewhere(replica, binding_ids, since)
+            .await
+    }
     async fn purge_expired(&self, now: Timestamp) -> Result<(), StoreError> {
         self.inner.purge_expired(now).await
     }

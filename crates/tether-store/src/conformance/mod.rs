@@ -61,6 +61,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     bindings::concurrent_approvals_for_one_key(Arc::clone(&store)).await;
     requests::pinned_host_keys(Arc::clone(&store)).await;
     requests::purge_expired(s).await;
+    requests::live_counts(s).await;
 }
 
 /// Two stores on the same database (two processes or replicas): a revocation made

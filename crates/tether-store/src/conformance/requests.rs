@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_core::binding::binding_id;
-use tether_core::{RequestStatus, Session};
+use tether_core::{RequestStatus, Session, Timestamp};
 
 use super::{
     about, drain, fingerprint, new_session, now, request, token, user, wait_for, H, MAX_TTL,
@@ -459,4 +459,87 @@ pub(super) async fn purge_expired(s: &dyn Store) {
 
 fn binding_id_of(fp: &str) -> String {
     binding_id(fp)
+}
+
+/// Live counts: each replica's publication replaces its last one; readers sum the
+/// other, fresh replicas over the ids asked for; a heartbeat keeps a replica fresh;
+/// an empty publication withdraws it; purge deletes long-stale rows.
+pub(super) async fn live_counts(s: &dyn Store) {
+    let t0 = now();
+    let (a, b, c) = (user("replica-a"), user("replica-b"), user("replica-c"));
+    let (x, y, z) = (
+        binding_id(&fingerprint()),
+        binding_id(&fingerprint()),
+        binding_id(&fingerprint()),
+    );
+    let ids = vec![x.clone(), y.clone(), z.clone()];
+    let since = t0.minus(Duration::from_secs(15));
+    s.publish_live_counts(&a, &[(x.clone(), 2), (y.clone(), 1)], t0)
+        .await
+        .unwrap();
+    s.publish_live_counts(&b, &[(x.clone(), 3), (z.clone(), 0)], t0)
+        .await
+        .unwrap();
+
+    // From c: a's and b's summed; zero counts and unasked ids left out.
+    let seen = s.live_counts_elsewhere(&c, &ids, since).await.unwrap();
+    assert_eq!(seen.get(&x), Some(&5));
+    assert_eq!(seen.get(&y), Some(&1));
+    assert_eq!(seen.get(&z), None);
+    let only_y = s
+        .live_counts_elsewhere(&c, std::slice::from_ref(&y), since)
+        .await
+        .unwrap();
+    assert_eq!(only_y.len(), 1);
+    // A replica does not count itself.
+    let from_a = s.live_counts_elsewhere(&a, &ids, since).await.unwrap();
+    assert_eq!(from_a.get(&x), Some(&3));
+    assert_eq!(from_a.get(&y), None);
+
+    // A new publication replaces the old one.
+    s.publish_live_counts(&a, &[(y.clone(), 4)], t0)
+        .await
+        .unwrap();
+    let seen = s.live_counts_elsewhere(&c, &ids, since).await.unwrap();
+    assert_eq!((seen.get(&x), seen.get(&y)), (Some(&3), Some(&4)));
+
+    // Stale rows are ignored until a heartbeat re-stamps them.
+    let later = t0.plus(Duration::from_secs(60));
+    let later_since = later.minus(Duration::from_secs(15));
+    let seen = s
+        .live_counts_elsewhere(&c, &ids, later_since)
+        .await
+        .unwrap();
+    assert!(seen.is_empty(), "{seen:?}");
+    s.refresh_live_counts(&b, later).await.unwrap();
+    let seen = s
+        .live_counts_elsewhere(&c, &ids, later_since)
+        .await
+        .unwrap();
+    assert_eq!((seen.get(&x), seen.get(&y)), (Some(&3), None));
+
+    // Withdrawn: nothing left of b.
+    s.publish_live_counts(&b, &[], later).await.unwrap();
+    let seen = s.live_counts_elsewhere(&c, &ids, since).await.unwrap();
+    assert_eq!((seen.get(&x), seen.get(&y)), (None, Some(&4)));
+
+    // Housekeeping deletes rows not re-stamped for LIVE_COUNTS_KEPT (a replica that
+    // died), and keeps the others. (Purging at `t0` leaves other checks' data be.)
+    let dead = user("replica-dead");
+    let long_ago = t0.minus(crate::LIVE_COUNTS_KEPT + Duration::from_secs(1));
+    s.publish_live_counts(&dead, &[(z.clone(), 7)], long_ago)
+        .await
+        .unwrap();
+    let all = s
+        .live_counts_elsewhere(&c, &ids, Timestamp(0))
+        .await
+        .unwrap();
+    assert_eq!((all.get(&y), all.get(&z)), (Some(&4), Some(&7)));
+    s.purge_expired(t0).await.unwrap();
+    let all = s
+        .live_counts_elsewhere(&c, &ids, Timestamp(0))
+        .await
+        .unwrap();
+    assert_eq!((all.get(&y), all.get(&z)), (Some(&4), None));
+    s.publish_live_counts(&a, &[], t0).await.unwrap();
 }

@@ -2,6 +2,7 @@
 //! from [`crate::rules`], events appended to the outbox and published after commit.
 //! Approval lives in `approve`, the SQL text and lock helpers in `queries`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -358,8 +359,85 @@ impl Store for SqlStore {
         })
     }
 
+    async fn publish_live_counts(
+        &self,
+        replica: &str,
+        counts: &[(String, u32)],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM live_counts WHERE replica = $1")
+            .bind(replica)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        for (binding_id, count) in counts.iter().filter(|(_, n)| *n > 0) {
+            sqlx::query(
+                "INSERT INTO live_counts (replica, binding_id, connections, updated_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(replica)
+            .bind(binding_id.as_str())
+            .bind(i64::from(*count))
+            .bind(now.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn refresh_live_counts(&self, replica: &str, now: Timestamp) -> Result<(), StoreError> {
+        sqlx::query("UPDATE live_counts SET updated_at = $1 WHERE replica = $2")
+            .bind(now.millis())
+            .bind(replica)
+            .execute(self.pool())
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn live_counts_elsewhere(
+        &self,
+        replica: &str,
+        binding_ids: &[String],
+        since: Timestamp,
+    ) -> Result<HashMap<String, u32>, StoreError> {
+        let mut sums = HashMap::new();
+        if binding_ids.is_empty() {
+            return Ok(sums);
+        }
+        // One query: the ids become $3, $4, … (a user has a handful of bindings).
+        let list = (0..binding_ids.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT binding_id, connections FROM live_counts \
+             WHERE replica <> $1 AND updated_at >= $2 AND binding_id IN ({list})"
+        );
+        // Only numbered placeholders are formatted in; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(replica)
+            .bind(since.millis());
+        for id in binding_ids {
+            query = query.bind(id.as_str());
+        }
+        for row in query.fetch_all(self.pool()).await.map_err(db_err)? {
+            let n = u32::try_from(rows::int(&row, "connections")?).unwrap_or(0);
+            let sum = sums.entry(rows::text(&row, "binding_id")?).or_insert(0u32);
+            *sum = sum.saturating_add(n);
+        }
+        Ok(sums)
+    }
+
     async fn purge_expired(&self, now: Timestamp) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM live_counts WHERE updated_at < $1")
+            .bind(now.minus(crate::LIVE_COUNTS_KEPT).millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         let candidates = sqlx::query(SELECT_BINDINGS_TO_PURGE)
             .bind(now.millis())
             .fetch_all(&mut *tx)

@@ -61,7 +61,7 @@ async fn rows(state: &AppState, session: &Session) -> Result<Vec<Row>, WebError>
             login: Some(b.details.login.clone()),
             issued_at: b.issued_at,
             expires_at: Some(b.expires_at),
-            live: state.live.live_count(&b.id),
+            live: 0,
             has_client: true,
             remembered: remembered.contains(b.fingerprint.as_str()),
         });
@@ -72,7 +72,7 @@ async fn rows(state: &AppState, session: &Session) -> Result<Vec<Row>, WebError>
         }
         let id = binding_id(&ib.fingerprint);
         rows.push(Row {
-            live: state.live.live_count(&id),
+            live: 0,
             id,
             fingerprint: ib.fingerprint.clone(),
             key_type: ib.key_type.clone(),
@@ -84,6 +84,11 @@ async fn rows(state: &AppState, session: &Session) -> Result<Vec<Row>, WebError>
             has_client: false,
             remembered: true,
         });
+    }
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let live = state.live.live_counts(&ids).await;
+    for r in &mut rows {
+        r.live = live.get(&r.id).copied().unwrap_or(0);
     }
     rows.sort_by_key(|r| std::cmp::Reverse(r.issued_at));
     Ok(rows)

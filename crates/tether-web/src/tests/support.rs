@@ -120,9 +120,14 @@ impl Clock for FakeClock {
 #[derive(Default)]
 pub struct Live(pub Mutex<HashMap<String, usize>>);
 
+#[async_trait::async_trait]
 impl LiveConnections for Live {
-    fn live_count(&self, binding_id: &str) -> usize {
-        self.0.lock().unwrap().get(binding_id).copied().unwrap_or(0)
+    async fn live_counts(&self, binding_ids: &[String]) -> HashMap<String, usize> {
+        let live = self.0.lock().unwrap();
+        binding_ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), *live.get(id)?)))
+            .collect()
     }
 }
 
@@ -259,6 +264,30 @@ impl Store for TestStore {
     }
     async fn pin_host_key(&self, k: &PinnedHostKey) -> Result<PinnedHostKey, StoreError> {
         self.inner.pin_host_key(k).await
+    }
+    async fn publish_live_counts(
+        &self,
+        replica: &str,
+        counts: &[(String, u32)],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.publish_live_counts(replica, counts, now).await
+    }
+    async fn refresh_live_counts(&self, replica: &str, now: Timestamp) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.refresh_live_counts(replica, now).await
+    }
+    async fn live_counts_elsewhere(
+        &self,
+        replica: &str,
+        binding_ids: &[String],
+        since: Timestamp,
+    ) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        self.check()?;
+        self.inner
+            .live_counts_elsewhere(replica, binding_ids, since)
+            .await
     }
     async fn purge_expired(&self, now: Timestamp) -> Result<(), StoreError> {
         self.inner.purge_expired(now).await
