@@ -330,13 +330,9 @@ impl Relay {
                 None
             }
             UpstreamEvent::AgentChannel { channel, reply } => {
-                tasks.spawn(async move {
-                    if let Ok(client) = handle.channel_open_agent().await {
-                        reply.accept().await;
-                        let (up, reader) = upstream.adopt(channel);
-                        relay_channel(client, handle, up, reader, metrics).await;
-                    }
-                });
+                tasks.spawn(relay_agent_channel(
+                    handle, upstream, channel, reply, metrics,
+                ));
                 None
             }
             UpstreamEvent::X11Channel {
@@ -460,6 +456,23 @@ async fn serve_session(
             .await;
     }
     relay_channel(channel, handle, up, reader, metrics).await;
+}
+
+/// An agent channel the upstream opened (`ssh -A`): opened towards the client's
+/// agent and relayed; refused to the upstream (`reply` dropped) when the client
+/// will not open it.
+pub(crate) async fn relay_agent_channel(
+    handle: Handle,
+    upstream: Arc<Upstream>,
+    channel: Channel<russh::client::Msg>,
+    reply: russh::client::ChannelOpenHandle,
+    metrics: Arc<Metrics>,
+) {
+    if let Ok(client) = handle.channel_open_agent().await {
+        reply.accept().await;
+        let (up, reader) = upstream.adopt(channel);
+        relay_channel(client, handle, up, reader, metrics).await;
+    }
 }
 
 async fn relay_channel(

@@ -4,7 +4,8 @@
 //! gateway's user CA. Covered: the picker's list (policy decides), an upstream that
 //! cannot be reached and a login rule refusing the choice (one line, picker stays),
 //! picking the second route and landing in its shell with the original pty (size
-//! and later window changes), the shell's `exit` ending the session, `q` quitting,
+//! and later window changes), the client's `env` and agent forwarding reaching the
+//! chosen route, the shell's `exit` ending the session, `q` quitting,
 //! a policy re-check ending a portal session, and a revocation while the picker
 //! shows (the normal screen comes back).
 
@@ -227,6 +228,66 @@ async fn pick_the_second_route_and_land_in_its_shell() {
     let screen = tmux.wait_for("ssh exited with ").await;
     assert!(screen.contains("ssh exited with 3"), "{screen}");
     eventually("the connection to end", T, || rig.gw.registry.total() == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chosen_route_gets_the_clients_env_and_agent() {
+    if !can_run_sshd() || !Tmux::available() {
+        return;
+    }
+    let rig = rig_with("", |addr| {
+        portal_config(vec![route("prod", addr, None, true)])
+    })
+    .await;
+    let key = keygen();
+    sign_in(&rig.gw, &key, "alice@example.com").await;
+
+    // The client's agent, holding a key of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let mut agent = tokio::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("agent socket", T, || sock.exists()).await;
+    let agent_key = keygen();
+    let st = Command::new("ssh-add")
+        .arg(&agent_key.path)
+        .env("SSH_AUTH_SOCK", &sock)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    // `SendEnv` and `-A` on the portal connection (without the usual
+    // `IdentityAgent=none`, which also keeps the agent from being forwarded); the
+    // upstream sshd accepts TETHER_TEST_* variables.
+    let opts = client_opts(&key)
+        .join(" ")
+        .replace("-o IdentityAgent=none ", "");
+    let port = rig.gw.addr.port();
+    let tmux = Tmux::start(&format!(
+        "SSH_AUTH_SOCK={} TETHER_TEST_CARRIED=from-the-client ssh {opts} \
+         -o SendEnv=TETHER_TEST_CARRIED -A -p {port} -tt {USER}@127.0.0.1 portal; \
+         echo \"ssh exited with $?\"; sleep 600",
+        sock.display()
+    ));
+    tmux.wait_for("tether: choose a route").await;
+    tmux.send(&["Enter"]);
+    tmux.wait_for_prompt().await;
+    tmux.send(&["echo \"carried=$TETHER_TEST_CARRIED\"; ssh-add -l", "Enter"]);
+    tmux.wait_for("carried=from-the-client").await;
+    tmux.wait_for(&agent_key.fingerprint).await;
+
+    tmux.send(&["exit", "Enter"]);
+    let screen = tmux.wait_for("ssh exited with ").await;
+    assert!(screen.contains("ssh exited with 0"), "{screen}");
+    let _ = agent.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

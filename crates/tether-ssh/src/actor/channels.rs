@@ -25,7 +25,7 @@ use super::{Actor, Conn, Phase};
 use crate::access::{authorize, AccessRequest};
 use crate::cli::{self, CliContext};
 use crate::events::{ChannelRequest, OtherChannel};
-use crate::portal::{self, Held, PortalInit, PortalLink, Size, Terminal};
+use crate::portal::{self, Carried, Held, PortalInit, PortalLink, Size, Terminal};
 use crate::registry::Registration;
 use crate::relay::Relay;
 
@@ -53,7 +53,15 @@ struct ChannelState {
     held: Option<Held>,
     /// The running portal, if the program is one.
     portal: Option<PortalLink>,
+    /// What the portal carries over to the chosen route: `env` requests (at most
+    /// [`PORTAL_ENV_MAX`]) and whether agent forwarding was asked for.
+    carried: Carried,
 }
+
+/// At most this many `env` requests are kept for the portal; more are refused.
+const PORTAL_ENV_MAX: usize = 64;
+/// Longest `env` name plus value kept for the portal; longer ones are refused.
+const PORTAL_ENV_BYTES: usize = 4096;
 
 /// An authenticated connection's state.
 #[derive(Debug)]
@@ -335,9 +343,27 @@ impl Actor {
                 }
                 return true;
             }
-            ChannelRequest::Env { .. } | ChannelRequest::X11 { .. } | ChannelRequest::Agent => {
-                return false
+            // Kept for the portal's upstream (the portal, when enabled, is what a
+            // shell with a terminal starts); the other CLI commands have no use.
+            ChannelRequest::Env { name, value } => {
+                let portal = ctx.current_config().runtime_flags.ssh_routes_portal;
+                let fits = state.carried.env.len() < PORTAL_ENV_MAX
+                    && name.len() + value.len() <= PORTAL_ENV_BYTES;
+                if !portal || state.started || !fits {
+                    return false;
+                }
+                state.carried.env.push((name, value));
+                return true;
             }
+            ChannelRequest::Agent => {
+                let portal = ctx.current_config().runtime_flags.ssh_routes_portal;
+                if !portal || state.started {
+                    return false;
+                }
+                state.carried.agent = true;
+                return true;
+            }
+            ChannelRequest::X11 { .. } => return false,
             ChannelRequest::Shell => Program::Shell,
             ChannelRequest::Exec(cmd) => Program::Exec(String::from_utf8_lossy(&cmd).into_owned()),
             ChannelRequest::Subsystem(name) => Program::Subsystem(name),
@@ -378,6 +404,7 @@ impl Actor {
                     binding_expires_at: authed.binding.expires_at,
                     login: authed.login.clone(),
                     recorder: authed.registration.routes(),
+                    carried: std::mem::take(&mut state.carried),
                 };
                 state.portal = Some(link);
                 Box::pin(portal::run(init, held).instrument(span))

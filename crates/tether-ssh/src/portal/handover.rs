@@ -5,8 +5,13 @@
 //! (term, modes, current size) and a shell; then the client's channel [`pump`]ed to
 //! it, with later window changes and signals forwarded.
 //!
-//! Every wait on the upstream is bounded. What the upstream starts on its own
-//! (forwarded ports, agent or X11 channels) was never asked for and is refused.
+//! The client's `env` requests and agent forwarding are replayed on the upstream
+//! session before the shell (an `env` the upstream refuses is skipped, as sshd's
+//! `AcceptEnv` would for a direct connection); agent channels the upstream then
+//! opens are relayed to the client's agent.
+//!
+//! Every wait on the upstream is bounded. What else the upstream starts on its own
+//! (forwarded ports, X11 channels, agent channels nobody asked for) is refused.
 
 use std::time::Duration;
 
@@ -18,6 +23,7 @@ use tokio::time::Instant;
 use super::{PortalInit, PortalInput};
 use crate::access::{authorize, AccessRequest};
 use crate::actor::Conn;
+use crate::relay::relay_agent_channel;
 use crate::routes::printable;
 use crate::upstream::{
     self, bounded, pump, HostKeyCheck, PumpEnd, Upstream, UpstreamChannel, UpstreamError,
@@ -37,6 +43,8 @@ pub(super) struct Connected {
     reader: UpstreamReader,
     events: mpsc::Receiver<UpstreamEvent>,
     metrics: std::sync::Arc<tether_core::metrics::Metrics>,
+    /// Whether the client asked for agent forwarding (its agent channels relayed).
+    agent: bool,
 }
 
 /// Decides `route` and opens a shell on its upstream; `Err` is the one line the
@@ -89,6 +97,7 @@ pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected,
                 reader,
                 events,
                 metrics: init.ctx.registry.metrics().clone(),
+                agent: init.carried.agent,
             })
         }
         Err(line) => {
@@ -127,6 +136,20 @@ async fn open_shell(
         Ok(false) => return Err(refused("a terminal", None)),
         Err(e) => return Err(refused("a terminal", Some(e))),
     }
+    for (name, value) in &init.carried.env {
+        match bounded(up.set_env(name, value)).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(route, name, "upstream refused env"),
+            Err(e) => return Err(refused("the environment", Some(e))),
+        }
+    }
+    if init.carried.agent {
+        match bounded(up.agent_forward()).await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(route, "upstream refused agent forwarding"),
+            Err(e) => return Err(refused("agent forwarding", Some(e))),
+        }
+    }
     match bounded(up.request_shell()).await {
         Ok(true) => Ok((up, reader)),
         Ok(false) => Err(refused("a shell", None)),
@@ -149,18 +172,29 @@ pub(super) async fn relay(
         reader,
         mut events,
         metrics,
+        agent,
     } = connected;
+    let upstream = std::sync::Arc::new(upstream);
+    // Agent channels for this session; they end with it.
+    let mut agents = tokio::task::JoinSet::new();
     if let Some(banner) = upstream.banner() {
         let text = banner.replace("\r\n", "\n").replace('\n', "\r\n");
         let _ = conn.handle.extended_data(id, 1, text.into_bytes()).await;
     }
-    let relayed = pump(channel, conn.handle.clone(), up.clone(), reader, metrics);
+    let relayed = pump(
+        channel,
+        conn.handle.clone(),
+        up.clone(),
+        reader,
+        metrics.clone(),
+    );
     tokio::pin!(relayed);
     let (mut sizes_open, mut signals_open, mut events_open) = (true, true, true);
     let mut lost = None;
     let report = loop {
         tokio::select! {
             report = &mut relayed => break report,
+            Some(_) = agents.join_next(), if !agents.is_empty() => {}
             changed = input.sizes.changed(), if sizes_open => match changed {
                 Ok(()) => {
                     let s = *input.sizes.borrow_and_update();
@@ -176,6 +210,15 @@ pub(super) async fn relay(
             },
             event = events.recv(), if events_open => match event {
                 Some(UpstreamEvent::Disconnected { reason }) => lost = Some(reason),
+                Some(UpstreamEvent::AgentChannel { channel, reply }) if agent => {
+                    agents.spawn(relay_agent_channel(
+                        conn.handle.clone(),
+                        upstream.clone(),
+                        channel,
+                        reply,
+                        metrics.clone(),
+                    ));
+                }
                 // Dropping the event refuses its channel.
                 Some(other) => tracing::debug!(?other, "upstream channel refused (portal)"),
                 None => events_open = false,

@@ -22,8 +22,9 @@
 //! The portal never outlives its connection: it is one of the actor's tasks, and
 //! revocation, expiry and shutdown end the whole connection as usual (the closing
 //! notice restores the normal screen first if the picker is showing). The client's
-//! `env` and agent-forwarding requests are not carried over to the chosen route (the
-//! internal CLI refuses them before the choice).
+//! `env` requests and agent forwarding (`ssh -A`) on the channel are kept while the
+//! portal is enabled and carried over to the chosen route's upstream session
+//! ([`Carried`]); X11 forwarding is refused.
 
 mod handover;
 mod held;
@@ -119,6 +120,18 @@ pub(crate) struct PortalInit {
     /// The login the client connected with; the upstream login.
     pub(crate) login: String,
     pub(crate) recorder: RouteRecorder,
+    /// The client's `env` and agent-forwarding requests, for the upstream.
+    pub(crate) carried: Carried,
+}
+
+/// What the client asked of its session channel before the portal started that the
+/// chosen route's upstream session gets too.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Carried {
+    /// `env` requests, in order (the upstream's `AcceptEnv` decides, as usual).
+    pub(crate) env: Vec<(String, String)>,
+    /// `auth-agent-req@openssh.com` (`ssh -A`).
+    pub(crate) agent: bool,
 }
 
 /// How the picker ended.
