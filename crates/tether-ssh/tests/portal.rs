@@ -243,26 +243,7 @@ async fn the_chosen_route_gets_the_clients_env_and_agent() {
     sign_in(&rig.gw, &key, "alice@example.com").await;
 
     // The client's agent, holding a key of its own.
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("agent.sock");
-    let mut agent = tokio::process::Command::new("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(&sock)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("agent socket", T, || sock.exists()).await;
-    let agent_key = keygen();
-    let st = Command::new("ssh-add")
-        .arg(&agent_key.path)
-        .env("SSH_AUTH_SOCK", &sock)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let agent = start_agent().await;
 
     // `SendEnv` and `-A` on the portal connection (without the usual
     // `IdentityAgent=none`, which also keeps the agent from being forwarded); the
@@ -275,19 +256,18 @@ async fn the_chosen_route_gets_the_clients_env_and_agent() {
         "SSH_AUTH_SOCK={} TETHER_TEST_CARRIED=from-the-client ssh {opts} \
          -o SendEnv=TETHER_TEST_CARRIED -A -p {port} -tt {USER}@127.0.0.1 portal; \
          echo \"ssh exited with $?\"; sleep 600",
-        sock.display()
+        agent.sock.display()
     ));
     tmux.wait_for("tether: choose a route").await;
     tmux.send(&["Enter"]);
     tmux.wait_for_prompt().await;
     tmux.send(&["echo \"carried=$TETHER_TEST_CARRIED\"; ssh-add -l", "Enter"]);
     tmux.wait_for("carried=from-the-client").await;
-    tmux.wait_for(&agent_key.fingerprint).await;
+    tmux.wait_for(&agent.key.fingerprint).await;
 
     tmux.send(&["exit", "Enter"]);
     let screen = tmux.wait_for("ssh exited with ").await;
     assert!(screen.contains("ssh exited with 0"), "{screen}");
-    let _ = agent.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,8 +14,6 @@ mod common;
 mod route_support;
 mod upstream_support;
 
-use std::process::Stdio;
-
 use common::*;
 use route_support::*;
 use tether_core::policy::Criterion;
@@ -132,26 +130,7 @@ async fn agent_forwarding_lists_the_clients_agent_key_upstream() {
         return;
     }
     let (rig, key) = setup().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("agent.sock");
-    let mut agent = tokio::process::Command::new("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("agent socket", T, || sock.exists()).await;
-    let agent_key = keygen();
-    let st = std::process::Command::new("ssh-add")
-        .arg(&agent_key.path)
-        .env("SSH_AUTH_SOCK", &sock)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let agent = start_agent().await;
 
     let mut cmd = tokio::process::Command::new("/usr/bin/ssh");
     cmd.args([
@@ -174,16 +153,15 @@ async fn agent_forwarding_lists_the_clients_agent_key_upstream() {
     .args(["-p", &rig.gw.addr.port().to_string()])
     .arg(format!("{USER}@prod@127.0.0.1"))
     .arg("ssh-add -l")
-    .env("SSH_AUTH_SOCK", &sock);
+    .env("SSH_AUTH_SOCK", &agent.sock);
     let done = SshRun::spawn(cmd).finish(T).await;
     assert!(done.status.success(), "{}", done.stderr);
     assert!(
-        done.stdout.contains(&agent_key.fingerprint),
+        done.stdout.contains(&agent.key.fingerprint),
         "{} / {}",
         done.stdout,
-        agent_key.fingerprint
+        agent.key.fingerprint
     );
-    let _ = agent.kill().await;
 }
 
 /// An ssh_config for the jump tests (ProxyJump passes `-F` on to the jump hop).

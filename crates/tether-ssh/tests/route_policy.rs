@@ -33,6 +33,20 @@ fn session_with_groups(email: &str, groups: &[&str]) -> Session {
     s
 }
 
+/// A rig whose route `prod` admits authenticated users passing `key_rule` (a
+/// criterion on the client's key or certificate).
+async fn key_policy_rig(key_rule: Criterion) -> Rig {
+    rig("", move |addr| {
+        vec![route(
+            "prod",
+            addr,
+            Some(vec![Criterion::AuthenticatedUser, key_rule]),
+            false,
+        )]
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_policy_refuses_a_user_without_the_group() {
     if !can_run_sshd() {
@@ -104,19 +118,7 @@ async fn publickey_policy_lets_the_client_fall_back_to_its_next_key() {
         return;
     }
     let listed = keygen();
-    let listed_line = public_line(&listed);
-    let rig = rig("", move |addr| {
-        vec![route(
-            "prod",
-            addr,
-            Some(vec![
-                Criterion::AuthenticatedUser,
-                Criterion::SshPublickey(vec![listed_line]),
-            ]),
-            false,
-        )]
-    })
-    .await;
+    let rig = key_policy_rig(Criterion::SshPublickey(vec![public_line(&listed)])).await;
     let other = keygen();
     // Both keys are bound to alice (one web session).
     let s = sign_in(&rig.gw, &other, "alice@example.com").await;
@@ -324,19 +326,7 @@ async fn ssh_ca_policy_admits_only_a_current_certificate_from_the_ca_naming_the_
         return;
     }
     let ca = keygen();
-    let ca_line = public_line(&ca);
-    let rig = rig("", move |addr| {
-        vec![route(
-            "prod",
-            addr,
-            Some(vec![
-                Criterion::AuthenticatedUser,
-                Criterion::SshCa(vec![ca_line]),
-            ]),
-            false,
-        )]
-    })
-    .await;
+    let rig = key_policy_rig(Criterion::SshCa(vec![public_line(&ca)])).await;
     let user = format!("{USER}@prod");
     let key = keygen();
     sign_in(&rig.gw, &key, "alice@example.com").await;

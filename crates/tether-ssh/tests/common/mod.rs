@@ -192,6 +192,46 @@ pub fn keygen() -> ClientKey {
     }
 }
 
+/// A real `ssh-agent` on a socket of its own, holding one fresh key; the agent is
+/// killed when this is dropped.
+pub struct TestAgent {
+    _dir: tempfile::TempDir,
+    _agent: Child,
+    /// The agent's socket (`SSH_AUTH_SOCK`).
+    pub sock: PathBuf,
+    /// The key it holds.
+    pub key: ClientKey,
+}
+
+pub async fn start_agent() -> TestAgent {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("agent socket", Duration::from_secs(30), || sock.exists()).await;
+    let key = keygen();
+    let st = std::process::Command::new("ssh-add")
+        .arg(&key.path)
+        .env("SSH_AUTH_SOCK", &sock)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "ssh-add failed");
+    TestAgent {
+        _dir: dir,
+        _agent: agent,
+        sock,
+        key,
+    }
+}
+
 pub fn ssh(
     gw: &Gateway,
     key: &ClientKey,
