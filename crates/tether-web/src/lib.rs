@@ -36,6 +36,7 @@ mod pages;
 mod session;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 pub use devidp::{DevIdp, DevIdpError};
 pub use metrics::metrics_router;
@@ -167,4 +168,15 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown.cancelled_owned())
     .await
+}
+
+/// Serves `app` over HTTPS on `listener` until `shutdown`, like [`serve`].
+pub async fn serve_tls(
+    listener: tls::TlsListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

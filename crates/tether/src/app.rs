@@ -95,6 +95,9 @@ pub fn describe(c: &Config) -> String {
     let redacted = |present: bool| if present { "[redacted]" } else { "(generated)" };
     let _ = writeln!(s, "address: {}", c.address);
     let _ = writeln!(s, "insecure_server: {}", c.insecure_server);
+    if let (false, Some(cert)) = (c.insecure_server, &c.certificate_file) {
+        let _ = writeln!(s, "certificate_file: {cert} (HTTPS on address)");
+    }
     let _ = writeln!(
         s,
         "authenticate_service_url: {}",
@@ -172,6 +175,22 @@ pub fn describe(c: &Config) -> String {
         let _ = writeln!(s, "  - ssh://{} -> {} ({access})", r.name, r.to);
     }
     s
+}
+
+/// The web listener's TLS: `None` with `insecure_server` (TLS ends at a proxy in
+/// front), else the certificate and key (required); `Err` is one line.
+pub fn web_tls(c: &Config) -> Result<Option<Arc<tether_web::tls::ServerConfig>>, String> {
+    if c.insecure_server {
+        return Ok(None);
+    }
+    match (&c.certificate_file, &c.certificate_key_file) {
+        (Some(cert), Some(key)) => tether_web::tls::server_config(cert, key).map(Some),
+        _ => Err(
+            "address: HTTPS needs certificate_file and certificate_key_file \
+                  (or insecure_server: true behind a TLS-terminating proxy)"
+                .to_string(),
+        ),
+    }
 }
 
 /// Live counts for the bindings page: this replica's from its registry, plus, when
@@ -254,6 +273,13 @@ pub async fn run(
         }
     };
 
+    let web_tls = match web_tls(&config) {
+        Ok(tls) => tls,
+        Err(line) => {
+            eprintln!("tether: {line}");
+            return Ok(Outcome::SetupFailed);
+        }
+    };
     let Some(web_listener) = bind("web", &config.address).await else {
         return Ok(Outcome::SetupFailed);
     };
@@ -325,7 +351,16 @@ pub async fn run(
     {
         let token = root.child_token();
         tracker.spawn(async move {
-            if let Err(e) = tether_web::serve(web_listener, web, token).await {
+            let served = match web_tls {
+                Some(tls) => {
+                    match tether_web::tls::TlsListener::new(web_listener, tls, token.clone()) {
+                        Ok(listener) => tether_web::serve_tls(listener, web, token).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                None => tether_web::serve(web_listener, web, token).await,
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "web server failed");
             }
         });

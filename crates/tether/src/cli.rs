@@ -143,6 +143,10 @@ fn check(path: &Path) -> ExitCode {
                 eprintln!("warning: {w}");
             }
             print!("{}", app::describe(&parsed.config));
+            if let Err(line) = app::web_tls(&parsed.config) {
+                eprintln!("{name}: {line}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
             println!("{name}: OK");
             ExitCode::SUCCESS
         }
