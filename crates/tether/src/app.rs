@@ -205,9 +205,11 @@ struct RegistryLive {
 #[async_trait::async_trait]
 impl LiveConnections for RegistryLive {
     async fn live_counts(&self, binding_ids: &[String]) -> HashMap<String, usize> {
+        // One snapshot of this replica's registry (one lock, one scan).
+        let here: HashMap<String, u32> = self.registry.live_counts().into_iter().collect();
         let mut counts: HashMap<String, usize> = binding_ids
             .iter()
-            .map(|id| (id.clone(), self.registry.live_count(id)))
+            .filter_map(|id| Some((id.clone(), usize::try_from(*here.get(id)?).ok()?)))
             .collect();
         if let Some((store, replica)) = &self.shared {
             let since = self.clock.now().minus(tether_ssh::LIVE_COUNTS_FRESH_FOR);

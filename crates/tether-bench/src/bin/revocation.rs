@@ -164,6 +164,11 @@ fn main_inner(args: &Args) -> Result<()> {
     }
 }
 
+/// Whether the bindings page's `rows` list `binding_id` with one live connection.
+fn listed_live(rows: &[(String, u32)], binding_id: &str) -> bool {
+    rows.iter().any(|(id, live)| id == binding_id && *live == 1)
+}
+
 /// Signs in and revokes on `gw`'s web app; the SSH clients connect to `ssh_gw`
 /// (the same gateway, or another replica).
 async fn run(args: &Args, gw: &Gateway, ssh_gw: &Gateway) -> Result<Report> {
@@ -205,11 +210,7 @@ async fn run(args: &Args, gw: &Gateway, ssh_gw: &Gateway) -> Result<Report> {
     let mut page = web.bindings_page().await?;
     for _ in 0..20 {
         let rows = binding_rows(&page);
-        let all_live = conns.iter().all(|c| {
-            rows.iter()
-                .any(|(id, live)| id == &c.binding_id && *live == 1)
-        });
-        if all_live {
+        if conns.iter().all(|c| listed_live(&rows, &c.binding_id)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -226,8 +227,7 @@ async fn run(args: &Args, gw: &Gateway, ssh_gw: &Gateway) -> Result<Report> {
     let rows = binding_rows(&page);
     for c in &conns {
         ensure!(
-            rows.iter()
-                .any(|(id, live)| id == &c.binding_id && *live == 1),
+            listed_live(&rows, &c.binding_id),
             "binding {} not listed with 1 live connection",
             c.binding_id
         );
@@ -294,10 +294,7 @@ async fn run(args: &Args, gw: &Gateway, ssh_gw: &Gateway) -> Result<Report> {
     let rows = binding_rows(&web.bindings_page().await?);
     let idle_listed_live = idle
         .iter()
-        .filter(|c| {
-            rows.iter()
-                .any(|(id, live)| id == &c.binding_id && *live == 1)
-        })
+        .filter(|c| listed_live(&rows, &c.binding_id))
         .count();
     let revoked_listed = conns[..args.revocations]
         .iter()
