@@ -114,6 +114,16 @@ pub(crate) enum OtherChannel {
     Unsupported(&'static str),
 }
 
+/// The actor's answer to an authentication request.
+#[derive(Debug)]
+pub(crate) struct AuthReply {
+    /// russh's verdict.
+    pub(crate) auth: Auth,
+    /// Text to send as SSH_MSG_USERAUTH_BANNER before the verdict (the sign-in URL
+    /// for clients that never show a keyboard-interactive instruction).
+    pub(crate) banner: Option<String>,
+}
+
 /// What the handler tells the actor.
 pub(crate) enum Event {
     /// An authentication request; the actor answers with russh's verdict.
@@ -123,7 +133,7 @@ pub(crate) enum Event {
         /// Method and payload.
         request: AuthRequest,
         /// The verdict.
-        reply: oneshot::Sender<Auth>,
+        reply: oneshot::Sender<AuthReply>,
     },
     /// The client opened a session channel.
     OpenSession {

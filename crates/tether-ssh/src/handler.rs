@@ -21,12 +21,17 @@ use crate::events::{AuthRequest, ChannelRequest, Event, OtherChannel};
 #[derive(Debug)]
 pub(crate) struct Handler {
     events: mpsc::Sender<Event>,
+    /// The banner that came with the last verdict, until russh sends it.
+    banner: Option<String>,
 }
 
 impl Handler {
     /// A handler that feeds `events`.
     pub(crate) fn new(events: mpsc::Sender<Event>) -> Self {
-        Self { events }
+        Self {
+            events,
+            banner: None,
+        }
     }
 
     async fn send(&self, event: Event) -> Result<(), HandlerError> {
@@ -45,14 +50,17 @@ impl Handler {
         rx.await.map_err(|_| HandlerError::ActorGone)
     }
 
-    async fn auth(&self, user: &str, request: AuthRequest) -> Result<Auth, HandlerError> {
+    async fn auth(&mut self, user: &str, request: AuthRequest) -> Result<Auth, HandlerError> {
         let user = user.to_string();
-        self.ask(|reply| Event::Auth {
-            user,
-            request,
-            reply,
-        })
-        .await
+        let reply = self
+            .ask(|reply| Event::Auth {
+                user,
+                request,
+                reply,
+            })
+            .await?;
+        self.banner = reply.banner;
+        Ok(reply.auth)
     }
 
     async fn request(
@@ -79,6 +87,10 @@ impl Handler {
 
 impl russh::server::Handler for Handler {
     type Error = HandlerError;
+
+    fn auth_banner(&mut self) -> Option<String> {
+        self.banner.take()
+    }
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         self.auth(user, AuthRequest::None).await

@@ -44,10 +44,7 @@ impl Tmux {
             .arg("-V")
             .output()
             .is_ok_and(|o| o.status.success());
-        if !ok {
-            eprintln!("skipping: needs tmux");
-        }
-        ok
+        upstream_support::require("tmux", ok)
     }
 
     /// Runs `command` (a shell command line) in a 120x40 terminal.

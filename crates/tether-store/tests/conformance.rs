@@ -28,18 +28,93 @@ fn postgres_url() -> Option<String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_backend() {
-    conformance::run_all(Arc::new(MemoryStore::new())).await;
+/// One `#[tokio::test]` per conformance check for a backend, in module `$backend`;
+/// `$open` (an async expression) gives the store under test, or `None` to skip.
+macro_rules! backend_checks {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            use super::*;
+            backend_checks!(@each $open; ping, sessions_crud, open_request_reuses_pending_code, drop_request_only_drops_pending, approve_creates_binding_and_decides_request, approve_refusals, deny, key_bound_to_other_user_via_client_binding, key_bound_to_other_user_via_identity_binding, invalid_binding_of_other_user_is_replaced, remember_creates_identity_binding, binding_expiry_is_min_of_ttl_and_session, binding_invalid_once_session_signed_out, sign_out_revokes_all_bindings_of_the_user, revoke_binding_checks_owner, revoke_identity_binding_checks_owner, touch_and_list_bindings, concurrent_approvals_for_one_key, pinned_host_keys, purge_expired, live_counts);
+        }
+    };
+    (@each $open:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let Some(under_test) = $open.await else { return };
+                conformance::checks::$check(Arc::clone(&under_test.store)).await;
+            }
+        )*
+
+        /// Every check of the suite has its own test here.
+        #[test]
+        fn every_check_has_a_test() {
+            let tested = [$(stringify!($check)),*];
+            let suite: Vec<&str> = conformance::CHECKS.iter().map(|(n, _)| *n).collect();
+            assert_eq!(suite, tested);
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_backend() {
+/// A store for one check, with what must live as long as it (a temp directory, a
+/// database dropped afterwards).
+struct UnderTest {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn memory() -> Option<UnderTest> {
+    Some(UnderTest {
+        store: Arc::new(MemoryStore::new()),
+        _dir: None,
+    })
+}
+
+async fn sqlite() -> Option<UnderTest> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tether.db");
     let store = SqlStore::open_sqlite(path.to_str().unwrap()).await.unwrap();
-    conformance::run_all(Arc::new(store)).await;
+    Some(UnderTest {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    })
 }
+
+/// A fresh database on the test server per check, so checks that purge or count
+/// cannot see each other's rows.
+async fn postgres() -> Option<UnderTest> {
+    let url = postgres_url()?;
+    let name = format!("conformance_{}", random_suffix());
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    // `name` is made here from digits and underscores only.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let db_url = match url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("TETHER_TEST_POSTGRES_URL has no database part: {url}"),
+    };
+    let store = SqlStore::open_postgres(&db_url).await.unwrap();
+    Some(UnderTest {
+        store: Arc::new(store),
+        _dir: None,
+    })
+}
+
+fn random_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}_{nanos}", std::process::id())
+}
+
+backend_checks!(memory_backend, memory());
+backend_checks!(sqlite_backend, sqlite());
+backend_checks!(postgres_backend, postgres());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_cross_process_feed() {
@@ -51,13 +126,6 @@ async fn sqlite_cross_process_feed() {
         .unwrap();
     assert_ne!(a.origin(), b.origin());
     conformance::cross_process_feed(Arc::new(a), Arc::new(b)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_backend() {
-    let Some(url) = postgres_url() else { return };
-    let store = SqlStore::open_postgres(&url).await.unwrap();
-    conformance::run_all(Arc::new(store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -200,19 +268,90 @@ async fn newer_schema_is_refused() {
     assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
 }
 
-#[tokio::test]
-async fn store_errors_after_the_database_vanishes() {
-    // A store opened on a database that is then closed underneath it answers with
-    // errors (the pool is closed here to simulate an unreachable database).
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tether.db");
-    let store: Arc<dyn Store> =
-        Arc::new(SqlStore::open_sqlite(path.to_str().unwrap()).await.unwrap());
+/// The database goes away under a running store (a throwaway PostgreSQL server is
+/// stopped): every call answers `Unavailable` within a bound, none panics, nothing
+/// is admitted (no binding found, no sign-in request opened, no approval) — the
+/// gateway above it refuses new connections — and once a server is back on the same
+/// data the store works again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_fails_closed_while_the_database_is_down() {
+    use tether_core::{BindingDetails, BindingRequest, RequestStatus, Timestamp, UserCode};
+    if !tether_testkit::require("postgresql server", tether_testkit::Postgres::available()) {
+        return;
+    }
+    let pg = tokio::task::spawn_blocking(tether_testkit::Postgres::start)
+        .await
+        .unwrap();
+    let store = SqlStore::open_postgres(&pg.url).await.unwrap();
     store.ping().await.unwrap();
-    drop(dir); // removes the directory and the database files
-               // SQLite keeps open files usable, so only check that nothing panics.
-    let _ = store.get_session("x").await;
-    let _ = store.purge_expired(tether_core::Timestamp(0)).await;
+    let now = Timestamp(1_900_000_000);
+    let request = |code: UserCode| BindingRequest {
+        code,
+        fingerprint: "SHA256:down".into(),
+        key_type: "ssh-ed25519".into(),
+        public_key: "ssh-ed25519 AAAA".into(),
+        details: BindingDetails::default(),
+        issued_at: now,
+        expires_at: Timestamp(now.0 + 900),
+        status: RequestStatus::Pending,
+    };
+
+    let stopper = Arc::new(pg);
+    let pg = Arc::clone(&stopper);
+    tokio::task::spawn_blocking(move || stopper.stop_server())
+        .await
+        .unwrap();
+    let bounded = Duration::from_secs(60);
+    let unavailable = |what: &str, r: Result<(), StoreError>| {
+        assert!(
+            matches!(r, Err(StoreError::Unavailable(_))),
+            "{what} while the database is down: {r:?}"
+        );
+    };
+    let r = tokio::time::timeout(bounded, store.ping())
+        .await
+        .expect("ping answers");
+    unavailable("ping", r);
+    let r = tokio::time::timeout(bounded, store.binding_for_key("SHA256:down"))
+        .await
+        .expect("binding_for_key answers");
+    unavailable("binding_for_key", r.map(|_| ()));
+    let r = tokio::time::timeout(
+        bounded,
+        store.open_request(request(UserCode::generate().unwrap()), now),
+    )
+    .await
+    .expect("open_request answers");
+    unavailable("open_request", r.map(|_| ()));
+    let r = tokio::time::timeout(bounded, store.get_session("s"))
+        .await
+        .expect("get_session answers");
+    unavailable("get_session", r.map(|_| ()));
+
+    // Back up on the same data: the same store object works again.
+    let starter = Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || starter.start_server())
+        .await
+        .unwrap();
+    let back = tokio::time::timeout(bounded, async {
+        loop {
+            if store.ping().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        back.is_ok(),
+        "the store did not recover after the database came back"
+    );
+    let opened = store
+        .open_request(request(UserCode::generate().unwrap()), now)
+        .await
+        .unwrap();
+    assert_eq!(opened.fingerprint, "SHA256:down");
+    drop(pg);
 }
 
 async fn assert_feed_closes_when_dropped(store: SqlStore) {

@@ -37,7 +37,7 @@ pub use ssh::{
     extract_url, fingerprint, gen_client_key, gen_key, run_ssh, shell_quote, sign_user_cert,
     SshClient, SSH, SSH_DEFAULT_ARGS,
 };
-pub use sshd::{ensure_user, Sshd, SSHD};
+pub use sshd::{ensure_user, kill_tagged, Sshd, SESSION_TAG_VAR, SSHD};
 pub use tether::{tether_bin, TetherProcess};
 
 use std::collections::HashSet;

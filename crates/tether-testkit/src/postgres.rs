@@ -81,31 +81,52 @@ impl Postgres {
         assert!(out.success(), "initdb failed: {out:?}");
 
         let port = free_port();
-        let mut start = as_postgres(&bin, "pg_ctl");
-        start
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.path().join("pg.log"))
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-                dir.path().display()
-            ))
-            .args(["-w", "-t", "60", "start"]);
-        let out = run_command(start, None, Duration::from_secs(90));
         let pg = Postgres {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             port,
             bin,
             dir,
         };
+        pg.start_server();
+        pg
+    }
+
+    /// `pg_ctl start` on this server's data directory and port (again, after
+    /// [`Postgres::stop_server`]).
+    pub fn start_server(&self) {
+        let mut start = as_postgres(&self.bin, "pg_ctl");
+        start
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("pg.log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                self.port,
+                self.dir.path().display()
+            ))
+            .args(["-w", "-t", "60", "start"]);
+        let out = run_command(start, None, Duration::from_secs(90));
         assert!(
             out.success(),
             "pg_ctl start failed: {out:?}\n{}",
-            tail(&pg.log(), 4000)
+            tail(&self.log(), 4000)
         );
-        pg
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: clients are disconnected) and keeps
+    /// its data, so [`Postgres::start_server`] brings it back.
+    pub fn stop_server(&self) {
+        self.pg_ctl_stop();
+    }
+
+    fn pg_ctl_stop(&self) {
+        let mut stop = as_postgres(&self.bin, "pg_ctl");
+        stop.arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "fast", "-w", "-t", "30", "stop"]);
+        let _ = run_command(stop, None, Duration::from_secs(40));
     }
 
     /// Runs `sql` with psql as the `postgres` superuser; returns its unaligned output.
@@ -136,28 +157,6 @@ impl Drop for Postgres {
         if std::thread::panicking() {
             eprintln!("--- postgres log ---\n{}", tail(&self.log(), 4000));
         }
-        let mut stop = as_postgres(&self.bin, "pg_ctl");
-        stop.arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-m", "fast", "-w", "-t", "30", "stop"]);
-        let _ = run_command(stop, None, Duration::from_secs(40));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::require;
-
-    #[test]
-    fn postgres_starts_and_answers() {
-        if !require("postgresql server", Postgres::available()) {
-            return;
-        }
-        let pg = Postgres::start();
-        assert_eq!(pg.psql("SELECT 40 + 2").trim(), "42");
-        let url = pg.create_database("tether_test");
-        assert!(url.ends_with("/tether_test"));
-        assert!(pg.url.starts_with("postgres://postgres@127.0.0.1:"));
+        self.pg_ctl_stop();
     }
 }

@@ -12,12 +12,55 @@ use tempfile::TempDir;
 /// Absolute path of the OpenSSH server (sshd refuses to run from a relative path).
 pub const SSHD: &str = "/usr/sbin/sshd";
 
-/// A running `sshd -D -e`. Killed on drop.
+/// A running `sshd -D -e`. Killed on drop, with every process of the sessions it
+/// started (login shells outlive sshd when their connection ends without a pty).
 pub struct Sshd {
     /// Its loopback port.
     pub port: u16,
     child: Child,
     dir: TempDir,
+    /// The value of [`SESSION_TAG_VAR`] in this sshd's sessions.
+    tag: String,
+}
+
+/// The environment variable sshd sets (`SetEnv`) in every session it starts, so the
+/// session's processes can be found and stopped when the test ends.
+pub const SESSION_TAG_VAR: &str = "TETHER_TESTKIT_SSHD";
+
+/// Kills (SIGKILL) every process whose environment holds `var=tag`; returns how
+/// many were signalled. Reads `/proc/*/environ` (root can read every process's).
+pub fn kill_tagged(var: &str, tag: &str) -> usize {
+    let needle = format!("{var}={tag}");
+    let mut killed = 0;
+    // Twice: a shell may fork a last child while the first pass runs.
+    for _ in 0..2 {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return killed;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if environ
+                .split(|b| *b == 0)
+                .any(|var| var == needle.as_bytes())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                killed += 1;
+            }
+        }
+    }
+    killed
 }
 
 impl Sshd {
@@ -46,8 +89,13 @@ impl Sshd {
         assert!(out.success(), "ssh-keygen for the sshd host key: {out:?}");
 
         let port = free_port();
+        let tag = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut cfg = format!(
             "Port {port}\n\
+             SetEnv {SESSION_TAG_VAR}={tag}\n\
              ListenAddress 127.0.0.1\n\
              HostKey {hostkey}\n\
              PidFile {pid}\n\
@@ -91,7 +139,12 @@ impl Sshd {
                 std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
             );
         }
-        Sshd { port, child, dir }
+        Sshd {
+            port,
+            child,
+            dir,
+            tag,
+        }
     }
 
     /// Everything sshd logged so far (`Accepted certificate ID "<key id>" …` lines
@@ -138,6 +191,7 @@ impl Drop for Sshd {
             eprintln!("--- sshd log ---\n{}", tail(&self.log(), 8000));
         }
         terminate(&mut self.child, Duration::from_secs(3));
+        kill_tagged(SESSION_TAG_VAR, &self.tag);
     }
 }
 

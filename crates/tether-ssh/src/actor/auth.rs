@@ -30,15 +30,50 @@ use crate::events::AuthRequest;
 /// The keyboard-interactive name (§3.4).
 const SIGN_IN_NAME: &str = "Please sign in to continue";
 
-/// Name and instruction of the sign-in INFO_REQUEST for a client. OpenSSH prints
-/// each on its own line and adds the line break itself (a trailing `\n` would show
-/// as a blank line); Dropbear runs them together unless each ends with `\n`, and
-/// other clients cope with the newline, so everyone but OpenSSH gets one.
-fn sign_in_text(client_version: &str, url: &str) -> (String, String) {
+/// Clients known to show a keyboard-interactive name and instruction to the user
+/// even when the request has no prompts (identification string prefixes): OpenSSH,
+/// PuTTY and the tools built on its code (plink, WinSCP), Dropbear.
+const SHOWS_INSTRUCTIONS: &[&str] = &[
+    "SSH-2.0-OpenSSH",
+    "SSH-2.0-PuTTY",
+    "SSH-2.0-WinSCP",
+    "SSH-2.0-dropbear",
+];
+
+/// What a client is shown when it must sign in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SignInText {
+    /// INFO_REQUEST name.
+    name: String,
+    /// INFO_REQUEST instruction.
+    instruction: String,
+    /// An SSH_MSG_USERAUTH_BANNER sent just before the INFO_REQUEST.
+    banner: Option<String>,
+}
+
+/// The sign-in text for a client. OpenSSH prints name and instruction each on its
+/// own line and adds the line break itself (a trailing `\n` would show as a blank
+/// line); Dropbear runs them together unless each ends with `\n`, and other clients
+/// cope with the newline, so everyone but OpenSSH gets one. Some clients (Node's
+/// `ssh2`, many libraries) answer a zero-prompt INFO_REQUEST by themselves and never
+/// show it: every client not known to show it also gets the text as a banner, which
+/// RFC 4252 allows before authentication succeeds (so OpenSSH, PuTTY and Dropbear
+/// users do not see it twice).
+fn sign_in_text(client_version: &str, url: &str) -> SignInText {
     if client_version.starts_with("SSH-2.0-OpenSSH") {
-        (SIGN_IN_NAME.to_string(), url.to_string())
-    } else {
-        (format!("{SIGN_IN_NAME}\n"), format!("{url}\n"))
+        return SignInText {
+            name: SIGN_IN_NAME.to_string(),
+            instruction: url.to_string(),
+            banner: None,
+        };
+    }
+    let shows = SHOWS_INSTRUCTIONS
+        .iter()
+        .any(|prefix| client_version.starts_with(prefix));
+    SignInText {
+        name: format!("{SIGN_IN_NAME}\n"),
+        instruction: format!("{url}\n"),
+        banner: (!shows).then(|| format!("{SIGN_IN_NAME}\n{url}\n")),
     }
 }
 
@@ -60,6 +95,8 @@ pub(crate) struct AuthState {
     pending: Option<PendingKey>,
     /// The sign-in request whose URL was shown.
     request: Option<BindingRequest>,
+    /// A banner to send with the next verdict (taken by the actor's loop).
+    pub(super) banner: Option<String>,
 }
 
 fn keyboard_interactive() -> MethodSet {
@@ -248,14 +285,14 @@ impl Actor {
             expires_at = %request.expires_at.rfc3339(),
         );
         let url = self.ctx.config.sign_in_url(request.code.as_str());
-        let (name, instructions) =
-            sign_in_text(&self.conn.probe.client_version().unwrap_or_default(), &url);
+        let text = sign_in_text(&self.conn.probe.client_version().unwrap_or_default(), &url);
         if let Some(state) = self.auth_state() {
             state.request = Some(request);
+            state.banner = text.banner;
         }
         Auth::Partial {
-            name: Cow::Owned(name),
-            instructions: Cow::Owned(instructions),
+            name: Cow::Owned(text.name),
+            instructions: Cow::Owned(text.instruction),
             prompts: Cow::Borrowed(&[]),
         }
     }
@@ -379,15 +416,22 @@ mod tests {
         let url = "https://auth.example.com/.pomerium/sign_in?user_code=x";
         assert_eq!(
             sign_in_text("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3", url),
-            ("Please sign in to continue".to_string(), url.to_string())
+            SignInText {
+                name: "Please sign in to continue".to_string(),
+                instruction: url.to_string(),
+                banner: None,
+            }
         );
-        assert_eq!(
-            sign_in_text("SSH-2.0-dropbear_2022.83", url),
-            (
-                "Please sign in to continue\n".to_string(),
-                format!("{url}\n")
-            )
-        );
-        assert_eq!(sign_in_text("", url).0, "Please sign in to continue\n");
+        let dropbear = sign_in_text("SSH-2.0-dropbear_2022.83", url);
+        assert_eq!(dropbear.name, "Please sign in to continue\n");
+        assert_eq!(dropbear.instruction, format!("{url}\n"));
+        assert_eq!(dropbear.banner, None, "Dropbear shows the instruction");
+        assert_eq!(sign_in_text("SSH-2.0-PuTTY_Release_0.78", url).banner, None);
+        for quiet in ["SSH-2.0-ssh2js1.16.0", "SSH-2.0-paramiko_5.1", ""] {
+            let text = sign_in_text(quiet, url);
+            assert_eq!(text.name, "Please sign in to continue\n");
+            let banner = text.banner.unwrap_or_default();
+            assert!(banner.contains(url), "{quiet}: {banner}");
+        }
     }
 }

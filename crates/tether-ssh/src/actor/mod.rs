@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::Event;
+use crate::events::{AuthReply, Event};
 use crate::registry::Revoker;
 use crate::relay::Relay;
 use crate::server::Ctx;
@@ -275,8 +275,9 @@ impl Actor {
                 request,
                 reply,
             } => {
-                let verdict = self.on_auth(&user, request).await;
-                let _ = reply.send(verdict);
+                let auth = self.on_auth(&user, request).await;
+                let banner = self.auth_state().and_then(|s| s.banner.take());
+                let _ = reply.send(AuthReply { auth, banner });
             }
             Event::OpenSession { channel, reply } => self.on_open_session(channel, reply).await,
             Event::OpenOther {

@@ -200,13 +200,25 @@ pub(crate) fn russh_config(
     }
 }
 
-/// Modern algorithms only (§3).
+/// The client-facing algorithm lists: what OpenSSH 9.x's sshd offers by default, in
+/// its order, minus what russh does not implement (`sntrup761x25519-sha512`, the
+/// `umac-*` MACs) and plus `mlkem768x25519-sha256` (OpenSSH 9.9's default) first.
+/// Clients built on libssh2 1.10 (curl, PHP, libgit2) need the non-ETM HMACs and the
+/// classic key exchanges; nothing here is broken (no SHA-1 key exchange, no `ssh-rsa`
+/// signatures, no CBC ciphers), and `docs/CLIENTS.md` lists what is left out and why.
 fn preferred() -> Preferred {
     Preferred {
         kex: vec![
             kex::MLKEM768X25519_SHA256,
             kex::CURVE25519,
             kex::CURVE25519_PRE_RFC_8731,
+            kex::ECDH_SHA2_NISTP256,
+            kex::ECDH_SHA2_NISTP384,
+            kex::ECDH_SHA2_NISTP521,
+            kex::DH_GEX_SHA256,
+            kex::DH_G16_SHA512,
+            kex::DH_G18_SHA512,
+            kex::DH_G14_SHA256,
             kex::EXTENSION_SUPPORT_AS_SERVER,
             kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
         ]
@@ -232,14 +244,22 @@ fn preferred() -> Preferred {
         .into(),
         cipher: vec![
             cipher::CHACHA20_POLY1305,
-            cipher::AES_256_GCM,
-            cipher::AES_128_GCM,
-            cipher::AES_256_CTR,
-            cipher::AES_192_CTR,
             cipher::AES_128_CTR,
+            cipher::AES_192_CTR,
+            cipher::AES_256_CTR,
+            cipher::AES_128_GCM,
+            cipher::AES_256_GCM,
         ]
         .into(),
-        mac: vec![mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM].into(),
+        mac: vec![
+            mac::HMAC_SHA256_ETM,
+            mac::HMAC_SHA512_ETM,
+            mac::HMAC_SHA1_ETM,
+            mac::HMAC_SHA256,
+            mac::HMAC_SHA512,
+            mac::HMAC_SHA1,
+        ]
+        .into(),
         ..Preferred::default()
     }
 }
@@ -274,6 +294,28 @@ mod tests {
             "no ssh-rsa (SHA-1)"
         );
         assert!(p.kex.iter().all(|k| !k.as_ref().contains("sha1")));
-        assert!(p.mac.iter().all(|m| m.as_ref().contains("etm")));
+        assert!(p.cipher.iter().all(|c| !c.as_ref().contains("cbc")));
+    }
+
+    #[test]
+    fn what_libssh2_1_10_needs_is_offered() {
+        // libssh2 1.10 (Debian 12): no ETM MACs, no AES-GCM.
+        let p = preferred();
+        assert!(p.mac.contains(&mac::HMAC_SHA256));
+        assert!(p.cipher.contains(&cipher::AES_128_CTR));
+        assert!(p.kex.contains(&kex::ECDH_SHA2_NISTP256));
+        assert!(p.kex.contains(&kex::DH_G14_SHA256));
+        // Every name is one russh implements.
+        let extensions = ["ext-info-", "kex-strict-"];
+        for k in p
+            .kex
+            .iter()
+            .filter(|k| !extensions.iter().any(|e| k.as_ref().starts_with(e)))
+        {
+            assert!(kex::ALL_KEX_ALGORITHMS.contains(&k), "{k:?}");
+        }
+        for m in p.mac.iter() {
+            assert!(mac::ALL_MAC_ALGORITHMS.contains(&m), "{m:?}");
+        }
     }
 }

@@ -26,18 +26,30 @@ use tether_store::Store;
 pub const USER: &str = "tetheruser";
 pub const EMAIL: &str = "alice@example.com";
 
-/// Whether this process may start sshd (root) and sshd exists; tests skip otherwise.
+/// Whether a test may go on: `true` when `present`. Otherwise, with `CI` set, panics
+/// (a missing component must fail CI, never pass silently); on a developer machine
+/// prints a skip notice and returns `false` so the test can return.
+pub fn require(component: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "required test component missing: {component} (CI is set, so this fails instead of skipping)"
+    );
+    eprintln!("SKIP: {component} is not available on this machine; test skipped");
+    false
+}
+
+/// Whether this process may start sshd (root) and sshd exists: under `CI` a missing
+/// one fails the test ([`require`]).
 pub fn can_run_sshd() -> bool {
     let root = Command::new("id")
         .arg("-u")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
-    let ok = root && Path::new("/usr/sbin/sshd").exists();
-    if !ok {
-        eprintln!("skipping: needs root and /usr/sbin/sshd");
-    }
-    ok
+    require("root", root) && require("/usr/sbin/sshd", Path::new("/usr/sbin/sshd").exists())
 }
 
 /// Creates the login user once (unlocked: `*` password, so sshd without PAM lets
@@ -100,6 +112,39 @@ pub struct Sshd {
     pub dir: tempfile::TempDir,
     pub host_key: PrivateKey,
     child: Child,
+    /// The value of [`SESSION_TAG_VAR`] in this sshd's sessions.
+    tag: String,
+}
+
+/// The environment variable sshd sets (`SetEnv`) in every session it starts, so
+/// the session's processes (a `sleep 600` outlives sshd when its connection ends
+/// without a pty) can be found and stopped with the server.
+pub const SESSION_TAG_VAR: &str = "TETHER_SSHD_SESSION_TAG";
+
+/// Kills every process whose environment holds `SESSION_TAG_VAR=tag` (twice: a
+/// shell may fork a last child during the first pass).
+fn kill_sessions(tag: &str) {
+    let needle = format!("{SESSION_TAG_VAR}={tag}");
+    for _ in 0..2 {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if environ.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
+        }
+    }
 }
 
 impl Sshd {
@@ -112,9 +157,10 @@ impl Sshd {
         let port = port.unwrap_or_else(free_port);
         write_private_key(&d.join("hostkey"), host_key);
         std::fs::write(d.join("ca.pub"), ca.to_openssh().unwrap()).unwrap();
+        let tag = d.file_name().unwrap().to_string_lossy().into_owned();
         // `extra` first: for most keywords sshd keeps the first value it reads.
         let cfg = format!(
-            "{extra}\nPort {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n\
+            "{extra}\nSetEnv {SESSION_TAG_VAR}={tag}\nPort {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n\
              TrustedUserCAKeys {d}/ca.pub\nAuthorizedKeysFile none\nStrictModes no\nUsePAM no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel VERBOSE\n\
              Subsystem sftp internal-sftp\nAcceptEnv TETHER_TEST_*\n",
@@ -148,6 +194,7 @@ impl Sshd {
             dir,
             host_key: host_key.clone(),
             child,
+            tag,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -190,6 +237,7 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        kill_sessions(&self.tag);
     }
 }
 

@@ -38,30 +38,129 @@ pub(crate) const MAX_TTL: Duration = Duration::from_secs(48 * 3600);
 /// How long a check waits for an event before failing.
 const EVENT_WAIT: Duration = Duration::from_secs(5);
 
-/// Runs every single-store check against `store`, one after the other.
+/// Runs every single-store check against `store`, one after the other (the backends'
+/// tests run each check as its own test instead: [`checks`], [`CHECKS`]).
 pub async fn run_all(store: Arc<dyn Store>) {
-    let s = store.as_ref();
-    s.ping().await.expect("ping");
-    requests::sessions_crud(s).await;
-    requests::open_request_reuses_pending_code(s).await;
-    requests::drop_request_only_drops_pending(s).await;
-    requests::approve_creates_binding_and_decides_request(s).await;
-    requests::approve_refusals(s).await;
-    requests::deny(s).await;
-    bindings::key_bound_to_other_user_via_client_binding(s).await;
-    bindings::key_bound_to_other_user_via_identity_binding(s).await;
-    bindings::invalid_binding_of_other_user_is_replaced(s).await;
-    bindings::remember_creates_identity_binding(s).await;
-    bindings::binding_expiry_is_min_of_ttl_and_session(s).await;
-    bindings::binding_invalid_once_session_signed_out(s).await;
-    bindings::sign_out_revokes_all_bindings_of_the_user(s).await;
-    bindings::revoke_binding_checks_owner(s).await;
-    bindings::revoke_identity_binding_checks_owner(s).await;
-    bindings::touch_and_list_bindings(s).await;
-    bindings::concurrent_approvals_for_one_key(Arc::clone(&store)).await;
-    requests::pinned_host_keys(Arc::clone(&store)).await;
-    requests::purge_expired(s).await;
-    requests::live_counts(s).await;
+    for (_, check) in CHECKS {
+        check(Arc::clone(&store)).await;
+    }
+}
+
+/// A conformance check: runs against the store it is given and panics on failure.
+pub type Check = fn(Arc<dyn Store>) -> futures::future::BoxFuture<'static, ()>;
+
+/// Every single-store check by name, in the order [`run_all`] runs them.
+pub const CHECKS: &[(&str, Check)] = &[
+    ("ping", |s| Box::pin(checks::ping(s))),
+    ("sessions_crud", |s| Box::pin(checks::sessions_crud(s))),
+    ("open_request_reuses_pending_code", |s| {
+        Box::pin(checks::open_request_reuses_pending_code(s))
+    }),
+    ("drop_request_only_drops_pending", |s| {
+        Box::pin(checks::drop_request_only_drops_pending(s))
+    }),
+    ("approve_creates_binding_and_decides_request", |s| {
+        Box::pin(checks::approve_creates_binding_and_decides_request(s))
+    }),
+    ("approve_refusals", |s| {
+        Box::pin(checks::approve_refusals(s))
+    }),
+    ("deny", |s| Box::pin(checks::deny(s))),
+    ("key_bound_to_other_user_via_client_binding", |s| {
+        Box::pin(checks::key_bound_to_other_user_via_client_binding(s))
+    }),
+    ("key_bound_to_other_user_via_identity_binding", |s| {
+        Box::pin(checks::key_bound_to_other_user_via_identity_binding(s))
+    }),
+    ("invalid_binding_of_other_user_is_replaced", |s| {
+        Box::pin(checks::invalid_binding_of_other_user_is_replaced(s))
+    }),
+    ("remember_creates_identity_binding", |s| {
+        Box::pin(checks::remember_creates_identity_binding(s))
+    }),
+    ("binding_expiry_is_min_of_ttl_and_session", |s| {
+        Box::pin(checks::binding_expiry_is_min_of_ttl_and_session(s))
+    }),
+    ("binding_invalid_once_session_signed_out", |s| {
+        Box::pin(checks::binding_invalid_once_session_signed_out(s))
+    }),
+    ("sign_out_revokes_all_bindings_of_the_user", |s| {
+        Box::pin(checks::sign_out_revokes_all_bindings_of_the_user(s))
+    }),
+    ("revoke_binding_checks_owner", |s| {
+        Box::pin(checks::revoke_binding_checks_owner(s))
+    }),
+    ("revoke_identity_binding_checks_owner", |s| {
+        Box::pin(checks::revoke_identity_binding_checks_owner(s))
+    }),
+    ("touch_and_list_bindings", |s| {
+        Box::pin(checks::touch_and_list_bindings(s))
+    }),
+    ("concurrent_approvals_for_one_key", |s| {
+        Box::pin(checks::concurrent_approvals_for_one_key(s))
+    }),
+    ("pinned_host_keys", |s| {
+        Box::pin(checks::pinned_host_keys(s))
+    }),
+    ("purge_expired", |s| Box::pin(checks::purge_expired(s))),
+    ("live_counts", |s| Box::pin(checks::live_counts(s))),
+];
+
+/// The single-store checks, each taking the store it runs against, so a backend's
+/// test file can run each one as its own test (a failure names itself).
+pub mod checks {
+    use std::sync::Arc;
+
+    use super::{bindings, requests};
+    use crate::Store;
+
+    /// The store answers a ping.
+    pub async fn ping(store: Arc<dyn Store>) {
+        store.ping().await.expect("ping");
+    }
+
+    macro_rules! checks_by_ref {
+        ($($module:ident :: $name:ident),* $(,)?) => {$(
+            #[doc = concat!("`", stringify!($module), "::", stringify!($name), "`.")]
+            pub async fn $name(store: Arc<dyn Store>) {
+                $module::$name(store.as_ref()).await
+            }
+        )*};
+    }
+
+    macro_rules! checks_by_arc {
+        ($($module:ident :: $name:ident),* $(,)?) => {$(
+            #[doc = concat!("`", stringify!($module), "::", stringify!($name), "`.")]
+            pub async fn $name(store: Arc<dyn Store>) {
+                $module::$name(store).await
+            }
+        )*};
+    }
+
+    checks_by_ref!(
+        requests::sessions_crud,
+        requests::open_request_reuses_pending_code,
+        requests::drop_request_only_drops_pending,
+        requests::approve_creates_binding_and_decides_request,
+        requests::approve_refusals,
+        requests::deny,
+        requests::purge_expired,
+        requests::live_counts,
+        bindings::key_bound_to_other_user_via_client_binding,
+        bindings::key_bound_to_other_user_via_identity_binding,
+        bindings::invalid_binding_of_other_user_is_replaced,
+        bindings::remember_creates_identity_binding,
+        bindings::binding_expiry_is_min_of_ttl_and_session,
+        bindings::binding_invalid_once_session_signed_out,
+        bindings::sign_out_revokes_all_bindings_of_the_user,
+        bindings::revoke_binding_checks_owner,
+        bindings::revoke_identity_binding_checks_owner,
+        bindings::touch_and_list_bindings,
+    );
+    checks_by_arc!(
+        bindings::concurrent_approvals_for_one_key,
+        requests::pinned_host_keys,
+    );
 }
 
 /// Two stores on the same database (two processes or replicas): a revocation made

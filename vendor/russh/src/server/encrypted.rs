@@ -117,6 +117,22 @@ impl Session {
                 }
                 Ok(())
             }
+            // tether patch 4: clients such as paramiko send a new SERVICE_REQUEST
+            // "ssh-userauth" before each authentication method. OpenSSH's sshd accepts
+            // it every time; without an answer the client waits until it times out.
+            // The authentication state (methods, partial success, limits) is kept.
+            (EncryptedState::WaitingAuthRequest(_), Some((&msg::SERVICE_REQUEST, mut r))) => {
+                let request = map_err!(String::decode(&mut r))?;
+                map_err!(ensure_end(&r))?;
+                debug!("repeated service request: {request:?}");
+                if request == "ssh-userauth" {
+                    push_packet!(enc.write, {
+                        enc.write.push(msg::SERVICE_ACCEPT);
+                        map_err!("ssh-userauth".encode(&mut enc.write))?;
+                    });
+                }
+                Ok(())
+            }
             (EncryptedState::WaitingAuthRequest(_), Some((&msg::USERAUTH_REQUEST, mut r))) => {
                 enc.server_read_auth_request(
                     rejection_wait_until,
@@ -1066,6 +1082,7 @@ impl Encrypted {
                 let auth = handler
                     .auth_keyboard_interactive(&user, &submethods, None)
                     .await?;
+                push_auth_banner(handler, &mut self.write)?;
                 if reply_userauth_info_response(until, auth_request, &mut self.write, auth).await? {
                     self.state = EncryptedState::InitCompression
                 }
@@ -1359,6 +1376,20 @@ async fn reject_auth_request(
     Ok(())
 }
 
+/// tether patch 5: sends the handler's [`Handler::auth_banner`] text, if any, as
+/// SSH_MSG_USERAUTH_BANNER (RFC 4252 §5.4: any time before authentication succeeds)
+/// ahead of the reply to a keyboard-interactive request.
+fn push_auth_banner<H: Handler + Send>(handler: &mut H, write: &mut Vec<u8>) -> Result<(), H::Error> {
+    if let Some(banner) = handler.auth_banner() {
+        push_packet!(write, {
+            write.push(msg::USERAUTH_BANNER);
+            map_err!(banner.as_str().encode(write))?;
+            map_err!("".encode(write))?;
+        });
+    }
+    Ok(())
+}
+
 fn server_auth_request_success(buffer: &mut Vec<u8>) {
     push_packet!(buffer, {
         buffer.push(msg::USERAUTH_SUCCESS);
@@ -1391,6 +1422,7 @@ async fn read_userauth_info_response<H: Handler + Send, R: Reader>(
         let auth = handler
             .auth_keyboard_interactive(user, submethods, Some(Response(&mut responses.into_iter())))
             .await?;
+        push_auth_banner(handler, write)?;
         let resp = reply_userauth_info_response(until, auth_request, write, auth)
             .await
             .map_err(H::Error::from)?;

@@ -373,6 +373,14 @@ pub trait Handler: Sized {
         async { Ok(None) }
     }
 
+    /// tether patch 5: called after each keyboard-interactive callback, just before
+    /// the server replies; a returned text is sent first as SSH_MSG_USERAUTH_BANNER.
+    /// Lets a server show text to clients that answer an INFO_REQUEST without
+    /// showing its name and instruction.
+    fn auth_banner(&mut self) -> Option<String> {
+        None
+    }
+
     /// Called when the client closes a channel.
     #[allow(unused_variables)]
     fn channel_close(
