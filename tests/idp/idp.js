@@ -1,7 +1,7 @@
 // The OpenID Connect provider used by tether's end-to-end tests. Development only.
 //
 // A real `oidc-provider` issuer on 127.0.0.1 with one static confidential client and
-// three static users, a plain HTML login form and automatic consent, so a browser flow
+// static users, a plain HTML login form and automatic consent, so a browser flow
 // is: relying party redirect -> login form -> submit -> redirect back to the callback.
 //
 // Environment:
@@ -44,6 +44,24 @@ const USERS = {
     password: 'carol-password',
     email: 'carol@example.com',
     name: 'Carol Example',
+    groups: [],
+  },
+  // Claims an address the IdP never verified (email_verified: false).
+  eve: {
+    sub: 'eve-sub',
+    password: 'eve-password',
+    email: 'eve@example.com',
+    emailVerified: false,
+    name: 'Eve Example',
+    groups: [],
+  },
+  // An IdP that never sends email_verified at all.
+  nora: {
+    sub: 'nora-sub',
+    password: 'nora-password',
+    email: 'nora@example.com',
+    emailVerified: null,
+    name: 'Nora Example',
     groups: [],
   },
 };
@@ -162,14 +180,17 @@ server.listen(port, '127.0.0.1', () => {
       return {
         accountId: id,
         async claims() {
-          return {
+          const claims = {
             sub: user.sub,
             email: user.email,
-            email_verified: true,
+            // Verified unless the user says otherwise; null = claim not sent.
+            email_verified: user.emailVerified === undefined ? true : user.emailVerified,
             name: user.name,
             preferred_username: user.email.split('@')[0],
             groups: user.groups,
           };
+          if (claims.email_verified === null) delete claims.email_verified;
+          return claims;
         },
       };
     },

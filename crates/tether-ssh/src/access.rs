@@ -54,7 +54,9 @@ impl AccessGranted {
         self.login.as_deref()
     }
 
-    /// Who logs in upstream: `None` in jump-host mode (no upstream login).
+    /// Who logs in upstream: `None` in jump-host mode (no upstream login). Its
+    /// `email` (the certificate's key id) is the verified email, or the IdP subject
+    /// when there is none.
     pub fn upstream_user(&self) -> Option<UpstreamUser> {
         Some(UpstreamUser {
             login: self.login.clone()?,
@@ -131,7 +133,13 @@ pub fn authorize(
             route: route.name.clone(),
             address: route.to.clone(),
         },
-        email: request.identity.email.clone(),
+        // The certificate's key id names the person in the upstream's auth log:
+        // the verified email, else the IdP subject (never an unverified address).
+        email: request
+            .identity
+            .verified_email()
+            .unwrap_or(&request.identity.subject)
+            .to_string(),
         login: request.login.map(str::to_string),
         binding_expires_at: request.binding_expires_at,
         reasons: decision
@@ -228,6 +236,15 @@ mod tests {
         );
         let jump = authorize(Some(&r), "prod", &ask(&id, None, &key)).unwrap();
         assert!(jump.upstream_user().is_none());
+
+        // No verified email: the key id falls back to the IdP subject.
+        let mut unverified = identity(&[]);
+        unverified.email.clear();
+        unverified
+            .claims
+            .insert("email".into(), serde_json::json!("alice@example.com"));
+        let g = authorize(Some(&r), "prod", &ask(&unverified, Some("alice"), &key)).unwrap();
+        assert_eq!(g.upstream_user().unwrap().email, "u-alice");
     }
 
     #[test]

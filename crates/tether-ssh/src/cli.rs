@@ -88,7 +88,15 @@ pub(crate) fn whoami(session: &Session, fingerprint: &str, now: Timestamp) -> St
     let id = &session.identity;
     let mut out = String::new();
     let _ = writeln!(out, "User ID:         {}", id.subject);
-    let _ = writeln!(out, "Email:           {}", id.email);
+    let email = match (id.verified_email(), id.claim_values("email").first()) {
+        (Some(verified), _) => one_line(verified),
+        (None, Some(claimed)) => format!(
+            "{} (not verified by the identity provider)",
+            one_line(claimed)
+        ),
+        (None, None) => "(none)".to_string(),
+    };
+    let _ = writeln!(out, "Email:           {email}");
     if let Some(name) = &id.name {
         let _ = writeln!(out, "Name:            {name}");
     }
@@ -330,6 +338,22 @@ mod tests {
             claims,
             "  age: 42\n  email: alice@example.com\n  groups: sre, dev\n"
         );
+    }
+
+    #[test]
+    fn whoami_marks_an_unverified_email() {
+        let mut s = session();
+        s.identity.email.clear();
+        let text = whoami(&s, "SHA256:abc", Timestamp(0));
+        assert!(
+            text.contains(
+                "Email:           alice@example.com (not verified by the identity provider)\n"
+            ),
+            "{text}"
+        );
+        s.identity.claims.remove("email");
+        let text = whoami(&s, "SHA256:abc", Timestamp(0));
+        assert!(text.contains("Email:           (none)\n"), "{text}");
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub(crate) fn test_config() -> Config {
             client_secret_file: None,
             scopes: vec!["openid".into()],
         },
+        assume_email_verified: false,
         cookie_secret: None,
         cookie_secret_file: None,
         cookie_name: "_pomerium".into(),

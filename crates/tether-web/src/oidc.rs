@@ -3,8 +3,9 @@
 //! is down), the authorization-code request with PKCE S256, `state` and `nonce`, the
 //! code exchange (client_secret_basic) and ID token verification — signature via
 //! JWKS, `iss`, `aud`, `exp` and `nonce` — with one JWKS refresh when the token names
-//! a key we do not know yet (key rotation). Produces an [`Identity`]; knows nothing
-//! about cookies, the store or pages.
+//! a key we do not know yet (key rotation). Produces an [`Identity`] whose `email`
+//! is set only when the IdP verified it (`email_verified`, see
+//! [`tether_core::identity`]); knows nothing about cookies, the store or pages.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use openidconnect::{
     SignatureVerificationError,
 };
 use tether_core::config::Config;
+use tether_core::identity::{email_is_verified, EmailVerified, EMAIL_VERIFIED_CLAIM};
 use tether_core::{Identity, Secret};
 use tokio::sync::Mutex;
 
@@ -85,6 +87,8 @@ pub(crate) struct Oidc {
     client_secret: Option<Secret<String>>,
     redirect_uri: String,
     scopes: Vec<String>,
+    /// `assume_email_verified`: no `email_verified` claim counts as verified.
+    assume_email_verified: bool,
     cache: Mutex<Option<Cached>>,
 }
 
@@ -133,6 +137,7 @@ impl Oidc {
             client_secret,
             redirect_uri: config.redirect_uri(),
             scopes: config.idp.scopes.clone(),
+            assume_email_verified: config.assume_email_verified,
             cache: Mutex::new(None),
         }
     }
@@ -260,7 +265,11 @@ impl Oidc {
             msg: "The identity token could not be verified.",
             detail: format!("ID token rejected: {}", chain(&e)),
         })?;
-        Ok(identity(&claims, &id_token.to_string()))
+        Ok(identity(
+            &claims,
+            &id_token.to_string(),
+            self.assume_email_verified,
+        ))
     }
 }
 
@@ -273,8 +282,10 @@ fn verify(
 }
 
 /// The identity from verified claims; other claims come from the (already
-/// verified) token payload so non-standard ones such as `groups` are kept.
-fn identity(claims: &CoreIdTokenClaims, raw_token: &str) -> Identity {
+/// verified) token payload so non-standard ones such as `groups` are kept. The
+/// email is kept only when verified (`assume` = `assume_email_verified`); an
+/// unverified address stays in the claims, where policies do not trust it.
+fn identity(claims: &CoreIdTokenClaims, raw_token: &str, assume: bool) -> Identity {
     let mut extra: BTreeMap<String, serde_json::Value> = raw_token
         .split('.')
         .nth(1)
@@ -283,9 +294,20 @@ fn identity(claims: &CoreIdTokenClaims, raw_token: &str) -> Identity {
         .map(|m| m.into_iter().collect())
         .unwrap_or_default();
     extra.retain(|k, _| !REGISTERED_CLAIMS.contains(&k.as_str()));
+    let verified = email_is_verified(
+        EmailVerified::from_claim(extra.get(EMAIL_VERIFIED_CLAIM)),
+        assume,
+    );
+    let email = claims.email().map(|e| e.to_string()).unwrap_or_default();
+    if !verified && !email.is_empty() {
+        tracing::info!(
+            subject = %claims.subject().as_str(),
+            "the IdP did not verify this user's email: email-based policy criteria will not match"
+        );
+    }
     Identity {
         subject: claims.subject().to_string(),
-        email: claims.email().map(|e| e.to_string()).unwrap_or_default(),
+        email: if verified { email } else { String::new() },
         name: claims
             .name()
             .and_then(|n| n.get(None))

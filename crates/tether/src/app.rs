@@ -110,6 +110,16 @@ pub fn describe(c: &Config) -> String {
     let _ = writeln!(s, "idp_scopes: [{}]", c.idp.scopes.join(", "));
     let _ = writeln!(
         s,
+        "assume_email_verified: {} ({})",
+        c.assume_email_verified,
+        if c.assume_email_verified {
+            "a missing email_verified claim counts as verified"
+        } else {
+            "only email_verified: true emails satisfy email criteria"
+        }
+    );
+    let _ = writeln!(
+        s,
         "cookie_secret: {}",
         redacted(c.cookie_secret.is_some() || c.cookie_secret_file.is_some())
     );

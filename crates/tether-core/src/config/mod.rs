@@ -124,6 +124,10 @@ pub struct Config {
     pub authenticate_service_url: String,
     /// Identity provider.
     pub idp: IdpConfig,
+    /// `assume_email_verified` (tether extension, default false): an ID token with
+    /// no `email_verified` claim counts as verified, for IdPs that never send it.
+    /// `email_verified: false` is never trusted.
+    pub assume_email_verified: bool,
     /// Inline cookie secret (base64 of 32 bytes).
     pub cookie_secret: Option<Secret<String>>,
     /// Cookie secret file.

@@ -3,6 +3,7 @@
 //! (`not in group sre`) — never the policy itself.
 
 use super::{Block, Criterion, Input, Op, Policy};
+use crate::identity::Identity;
 
 /// Why a criterion matched or not (Pomerium-style reason codes).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +52,10 @@ fn check(c: &Criterion, input: &Input, mode: Mode) -> (bool, Reason) {
         return (true, r("ssh-username-skipped", String::new()));
     }
     let id = input.identity;
-    let email = id.map_or("", |i| i.email.as_str());
+    // Only a verified email counts (identity module docs); an unverified one is
+    // named in the denial so the user knows why.
+    let email = id.and_then(Identity::verified_email).unwrap_or("");
+    let unverified = id.is_some() && email.is_empty();
     match c {
         Criterion::Accept => (true, r("accept", "accepted".into())),
         Criterion::Reject => (false, r("reject", "access is rejected by policy".into())),
@@ -60,29 +64,36 @@ fn check(c: &Criterion, input: &Input, mode: Mode) -> (bool, Reason) {
             None => (false, r("user-unauthenticated", "not signed in".into())),
         },
         Criterion::Email(m) => {
-            let ok = id.is_some() && m.matches(email);
-            (
-                ok,
-                r(
-                    if ok { "email-ok" } else { "email-unauthorized" },
-                    format!("email {email} is not allowed"),
+            let ok = !email.is_empty() && m.matches(email);
+            match (ok, unverified) {
+                (true, _) => (true, r("email-ok", format!("email {email} is not allowed"))),
+                (false, true) => (false, unverified_reason()),
+                (false, false) => (
+                    false,
+                    r(
+                        "email-unauthorized",
+                        format!("email {email} is not allowed"),
+                    ),
                 ),
-            )
+            }
         }
         Criterion::Domain(m) => {
             let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
-            let ok = id.is_some() && !domain.is_empty() && m.matches(domain);
-            (
-                ok,
-                r(
-                    if ok {
-                        "domain-ok"
-                    } else {
-                        "domain-unauthorized"
-                    },
-                    format!("domain {domain} is not allowed"),
+            let ok = !domain.is_empty() && m.matches(domain);
+            match (ok, unverified) {
+                (true, _) => (
+                    true,
+                    r("domain-ok", format!("domain {domain} is not allowed")),
                 ),
-            )
+                (false, true) => (false, unverified_reason()),
+                (false, false) => (
+                    false,
+                    r(
+                        "domain-unauthorized",
+                        format!("domain {domain} is not allowed"),
+                    ),
+                ),
+            }
         }
         Criterion::User(m) => {
             let ok = id.is_some_and(|i| m.matches(&i.subject));
@@ -95,7 +106,7 @@ fn check(c: &Criterion, input: &Input, mode: Mode) -> (bool, Reason) {
             )
         }
         Criterion::Claim { name, values } => {
-            let have = id.map(|i| i.claim_values(name)).unwrap_or_default();
+            let have = id.map(|i| i.trusted_claim_values(name)).unwrap_or_default();
             let ok = have.iter().any(|h| values.contains(h));
             (
                 ok,
@@ -176,7 +187,10 @@ fn check(c: &Criterion, input: &Input, mode: Mode) -> (bool, Reason) {
         Criterion::SshUsernameMatchesEmail => {
             let login = input.login.unwrap_or("");
             let local = email.rsplit_once('@').map_or("", |(l, _)| l);
-            let ok = id.is_some() && !login.is_empty() && login == local;
+            let ok = !local.is_empty() && login == local;
+            if !ok && unverified {
+                return (false, unverified_reason());
+            }
             (
                 ok,
                 r(
@@ -191,7 +205,11 @@ fn check(c: &Criterion, input: &Input, mode: Mode) -> (bool, Reason) {
         }
         Criterion::SshUsernameMatchesClaim(claim) => {
             let login = input.login.unwrap_or("");
-            let ok = id.is_some_and(|i| i.claim_values(claim).iter().any(|v| v == login));
+            let ok = id.is_some_and(|i| {
+                i.trusted_claim_values(claim)
+                    .iter()
+                    .any(|v| !v.is_empty() && v == login)
+            });
             (
                 ok,
                 r(
@@ -238,6 +256,14 @@ fn check(c: &Criterion, input: &Input, mode: Mode) -> (bool, Reason) {
                 ),
             )
         }
+    }
+}
+
+/// The denial when an email criterion meets an address the IdP did not verify.
+fn unverified_reason() -> Reason {
+    Reason {
+        code: "email-unverified",
+        text: "your email address is not verified by the identity provider".into(),
     }
 }
 

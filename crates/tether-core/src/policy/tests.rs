@@ -192,6 +192,62 @@ fn matchers_and_claims() {
     }
 }
 
+/// Issue 12 item 1: an email the IdP did not verify satisfies no email criterion.
+#[test]
+fn unverified_email_satisfies_no_email_criterion() {
+    let verified = identity("eve@example.com", &[]);
+    // As sign-in stores it: the address only in the raw claims, `email` empty.
+    let mut unverified = identity("", &[]);
+    unverified.subject = "eve-sub".into();
+    unverified
+        .claims
+        .insert("email".into(), serde_json::json!("eve@example.com"));
+    unverified
+        .claims
+        .insert("email_verified".into(), serde_json::json!(false));
+    // A session stored before the rule: the address kept, the claim says false.
+    let mut stale = identity("eve@example.com", &[]);
+    stale
+        .claims
+        .insert("email_verified".into(), serde_json::json!(false));
+    for yaml in [
+        "email: eve@example.com",
+        "domain: example.com",
+        "ssh_username_matches_email: true",
+        "claim/email: eve@example.com",
+        "ssh_username_matches_claim: email",
+    ] {
+        let p = policy(&format!("allow:\n  and:\n    - {yaml}\n"));
+        let login = if yaml.contains("claim: email") {
+            "eve@example.com"
+        } else {
+            "eve"
+        };
+        assert!(
+            decide(&p, Some(&verified), login, ALICE_KEY, WED_1030).allow,
+            "{yaml}: verified"
+        );
+        for id in [&unverified, &stale] {
+            let d = decide(&p, Some(id), login, ALICE_KEY, WED_1030);
+            assert!(!d.allow, "{yaml}: {id:?}");
+            if !yaml.starts_with("claim") && !yaml.contains("claim:") {
+                assert_eq!(
+                    d.message(),
+                    "your email address is not verified by the identity provider",
+                    "{yaml}"
+                );
+            }
+        }
+    }
+    // Criteria that do not read the email are unaffected.
+    let p = policy("allow:\n  and:\n    - user: eve-sub\n");
+    assert!(decide(&p, Some(&unverified), "eve", ALICE_KEY, WED_1030).allow);
+    // A deny on an email cannot be dodged with an unverified address either: it
+    // simply does not match, and the allow side must still pass on its own.
+    let p = policy("allow:\n  and:\n    - email: eve@example.com\ndeny:\n  or:\n    - email: bob@example.com\n");
+    assert!(!decide(&p, Some(&unverified), "eve", ALICE_KEY, WED_1030).allow);
+}
+
 #[test]
 fn unauthenticated_and_deny() {
     let p = policy("allow:\n  and:\n    - authenticated_user: true\ndeny:\n  or:\n    - email: bob@example.com\n");

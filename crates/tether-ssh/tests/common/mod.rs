@@ -57,6 +57,7 @@ pub fn config(sign_in_timeout: Duration) -> Config {
             client_secret_file: None,
             scopes: vec!["openid".into(), "email".into()],
         },
+        assume_email_verified: false,
         cookie_secret: None,
         cookie_secret_file: None,
         cookie_name: "_pomerium".into(),

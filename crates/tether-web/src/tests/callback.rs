@@ -16,7 +16,8 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::traits::PublicKeyParts;
-use tether_core::{Clock, SystemClock};
+use tether_core::{Clock, Identity, SystemClock};
+use tether_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use super::support::*;
@@ -116,7 +117,7 @@ fn claims(m: &MockIdp) -> serde_json::Value {
     let now = SystemClock.now().unix_seconds();
     serde_json::json!({
         "iss": m.base, "aud": CLIENT_ID, "sub": "alice", "email": "alice@example.com",
-        "name": "Alice", "groups": ["sre", "dev"], "nonce": "n-1", "iat": now, "exp": now + 600,
+        "email_verified": true, "name": "Alice", "groups": ["sre", "dev"], "nonce": "n-1", "iat": now, "exp": now + 600,
     })
 }
 
@@ -189,6 +190,71 @@ async fn good_token_creates_session_with_claims() {
         "groups kept: {body}"
     );
     assert!(!body.contains(">nonce<"), "registered claims dropped");
+}
+
+/// The session a successful callback created, read back through its cookie.
+async fn signed_in_identity(t: &TestApp, m: &MockIdp, claims: serde_json::Value) -> Identity {
+    *m.token.lock().unwrap() = Some(sign(TEST_KEY_1, "k1", &claims));
+    let cookie = t.login_cookie("st-1", "n-1", VERIFIER);
+    let res = t
+        .get("/oauth2/callback?code=abc&state=st-1", Some(&cookie))
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let value = res
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .find_map(|v| {
+            let v = v.to_str().unwrap();
+            v.strip_prefix("_pomerium=")
+                .map(|rest| rest.split(';').next().unwrap().to_string())
+        })
+        .unwrap();
+    let opened = crate::cookies::Sealer::new(&KEY)
+        .open_session(&value, t.now())
+        .unwrap();
+    t.store
+        .inner
+        .get_session(&opened.session_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .identity
+}
+
+#[tokio::test]
+async fn only_a_verified_email_reaches_the_session() {
+    let m = mock().await;
+    let t = app_for(&m);
+    let id = signed_in_identity(&t, &m, claims(&m)).await;
+    assert_eq!(id.email, "alice@example.com", "email_verified: true");
+
+    let mut c = claims(&m);
+    c["email_verified"] = serde_json::json!(false);
+    let id = signed_in_identity(&t, &m, c).await;
+    assert_eq!(id.email, "", "email_verified: false");
+    assert_eq!(id.verified_email(), None);
+    assert_eq!(
+        id.claim_values("email"),
+        vec!["alice@example.com"],
+        "raw claim kept"
+    );
+
+    let mut absent = claims(&m);
+    absent.as_object_mut().unwrap().remove("email_verified");
+    let id = signed_in_identity(&t, &m, absent.clone()).await;
+    assert_eq!(id.email, "", "no claim: not verified by default");
+
+    // `assume_email_verified: true`: an absent claim counts, `false` still does not.
+    let mut cfg = config("http://127.0.0.1:9", &m.base);
+    cfg.assume_email_verified = true;
+    let t = TestApp::build(cfg, None);
+    let id = signed_in_identity(&t, &m, absent).await;
+    assert_eq!(id.email, "alice@example.com", "no claim, assumed verified");
+    let mut c = claims(&m);
+    c["email_verified"] = serde_json::json!(false);
+    let id = signed_in_identity(&t, &m, c).await;
+    assert_eq!(id.email, "", "false is never assumed away");
 }
 
 #[tokio::test]

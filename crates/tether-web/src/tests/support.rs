@@ -53,6 +53,7 @@ pub fn config(base: &str, idp: &str) -> Config {
             client_secret_file: None,
             scopes: vec!["openid".into(), "profile".into(), "email".into()],
         },
+        assume_email_verified: false,
         cookie_secret: None,
         cookie_secret_file: None,
         cookie_name: "_pomerium".into(),

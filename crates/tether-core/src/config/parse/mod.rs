@@ -55,6 +55,7 @@ const TETHER_KEYS: &[&str] = &[
     "idp_client_secret",
     "idp_client_secret_file",
     "idp_scopes",
+    "assume_email_verified",
     "cookie_secret",
     "cookie_secret_file",
     "cookie_name",
@@ -496,6 +497,10 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         certificate_key_file,
         authenticate_service_url,
         idp,
+        assume_email_verified: get("assume_email_verified")
+            .map(|n| ctx.bool("assume_email_verified", n))
+            .transpose()?
+            .unwrap_or(false),
         cookie_secret: cookie_secret.map(Secret::new),
         cookie_secret_file: opt_string(&ctx, "cookie_secret_file")?,
         cookie_name: opt_string(&ctx, "cookie_name")?.unwrap_or_else(|| "_pomerium".into()),

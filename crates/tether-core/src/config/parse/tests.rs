@@ -25,6 +25,10 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.storage_type, StorageType::File);
     assert_eq!(c.idp.scopes, vec!["openid", "profile", "email"]);
     assert_eq!(c.ssh_address, None);
+    assert!(
+        !c.assume_email_verified,
+        "unverified emails are not trusted by default"
+    );
     assert!(p.warnings.is_empty());
     assert_eq!(
         c.sign_in_url("abc"),
@@ -194,6 +198,27 @@ fn dev_idp_users() {
 fn duplicate_top_level_key() {
     let err = parse("cookie_name: a\ncookie_name: b\n").unwrap_err();
     assert_eq!(err.to_string(), "config.yaml:7: duplicate key cookie_name");
+}
+
+#[test]
+fn assume_email_verified_is_an_explicit_bool() {
+    assert!(
+        parse("assume_email_verified: true\n")
+            .unwrap()
+            .config
+            .assume_email_verified
+    );
+    assert!(
+        !parse("assume_email_verified: false\n")
+            .unwrap()
+            .config
+            .assume_email_verified
+    );
+    let err = parse("assume_email_verified: yes\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config.yaml:6: assume_email_verified: expected true or false"
+    );
 }
 
 #[test]
