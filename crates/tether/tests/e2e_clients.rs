@@ -228,6 +228,7 @@ fn fresh_then_bound(
     );
     let status = first.wait_exit(T);
     let out = first.output();
+    eprintln!("--- {test}, fresh key: what the client printed ---\n{out}");
     assert_eq!(status, Some(0), "{test} (fresh key) exit status: {out}");
     assert!(
         has_ok_line(&out),
@@ -238,6 +239,7 @@ fn fresh_then_bound(
     let mut second = run(false);
     let status = second.wait_exit(T);
     let again = second.output();
+    eprintln!("--- {test}, bound key ---\n{again}");
     assert_eq!(status, Some(0), "{test} (bound key) exit status: {again}");
     assert!(
         has_ok_line(&again),
