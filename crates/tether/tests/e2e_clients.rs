@@ -780,7 +780,15 @@ impl Master {
 impl Drop for Master {
     fn drop(&mut self) {
         let _ = self.control("exit");
-        if let Some(pid) = self.pid {
+        let Some(pid) = self.pid else { return };
+        // Still there after `-O exit` (and still our ssh, not a reused pid): kill it.
+        let cmdline = format!("/proc/{pid}/cmdline");
+        let ours = || {
+            std::fs::read(&cmdline)
+                .map(|c| c.starts_with(b"ssh") || c.starts_with(SSH.as_bytes()))
+                .unwrap_or(false)
+        };
+        if !wait_until(Duration::from_secs(5), || !ours()) {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
     }
