@@ -100,6 +100,12 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     /// Closed SSH connections by outcome (see [`connection_outcome`]).
     pub connections_closed: LabeledCounter,
+    /// Connections refused or closed by a pre-authentication limit, by reason
+    /// (`per_source`, `total`, `shed`, `handshake_timeout`, `login_timeout`,
+    /// `sign_in_codes`, `http_total`, `http_per_source`).
+    pub connections_shed: LabeledCounter,
+    /// Unauthenticated SSH connections held now.
+    pub connections_unauthenticated: AtomicI64,
     /// Sign-in codes issued.
     pub codes_issued: AtomicU64,
     /// Sign-in codes decided, by outcome (`approved`, `denied`, `expired`, `abandoned`).
@@ -164,6 +170,18 @@ impl Metrics {
             "tether_ssh_connections_closed_total",
             "SSH connections closed, by outcome.",
             "outcome",
+        );
+        self.connections_shed.render(
+            &mut out,
+            "tether_connections_shed_total",
+            "Connections refused or closed by a pre-authentication limit, by reason.",
+            "reason",
+        );
+        gauge(
+            &mut out,
+            "tether_ssh_connections_unauthenticated",
+            "SSH connections not authenticated yet.",
+            self.connections_unauthenticated.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

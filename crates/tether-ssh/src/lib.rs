@@ -99,6 +99,7 @@ pub(crate) fn test_config() -> Config {
         ssh_sign_in_timeout: Duration::from_secs(900),
         ssh_upstream_known_hosts_file: None,
         ssh_upstream_host_key_policy: HostKeyPolicy::AcceptNew,
+        limits: Default::default(),
         log_format: LogFormat::Text,
         audit_log: None,
         dev_idp_users: vec![],

@@ -25,8 +25,125 @@ const MAX_ID_LINE: usize = 255;
 
 /// Read buffer under russh. russh reads every packet with two exact reads (the
 /// first block, then the rest), so without a buffer half of the `recvfrom` calls
-/// return 16 bytes; with one, a single call brings several packets.
+/// return 16 bytes; with one, a single call brings several packets. The buffer is
+/// held only while bytes flow ([`ReadBuffer`]): a quiet connection holds none.
 pub(crate) const READ_BUFFER: usize = 64 * 1024;
+
+/// A read buffer that exists only while there is something to read: allocated
+/// (without zero-filling) when the socket is readable, dropped as soon as it is
+/// drained and the socket has nothing more. Ten thousand idle connections then
+/// hold no read buffers at all, while a busy one reads 64 KiB per system call.
+#[derive(Debug, Default)]
+pub(crate) struct ReadBuffer {
+    /// Bytes read and not yet handed on: `buf[pos..]`.
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl ReadBuffer {
+    /// Whether every byte read has been handed on.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    /// An empty buffer with [`READ_BUFFER`] bytes of spare capacity to read into.
+    pub(crate) fn prepare(&mut self) -> &mut Vec<u8> {
+        self.buf.clear();
+        self.pos = 0;
+        if self.buf.capacity() < READ_BUFFER {
+            self.buf.reserve_exact(READ_BUFFER);
+        }
+        &mut self.buf
+    }
+
+    /// Gives the memory back (the connection went quiet).
+    pub(crate) fn release(&mut self) {
+        if self.is_drained() {
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+    }
+
+    /// The bytes read since the last [`ReadBuffer::prepare`].
+    pub(crate) fn filled(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Moves as many buffered bytes as fit into `out`.
+    pub(crate) fn copy_to(&mut self, out: &mut ReadBuf<'_>) {
+        let avail = self.buf.get(self.pos..).unwrap_or_default();
+        let n = avail.len().min(out.remaining());
+        out.put_slice(avail.get(..n).unwrap_or_default());
+        self.pos += n;
+    }
+
+    /// Bytes of memory held (for tests).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+/// A stream whose reads go through a [`ReadBuffer`] (the upstream leg; the client
+/// leg does the same inside [`ClientStream`]).
+#[derive(Debug)]
+pub(crate) struct Buffered<S> {
+    inner: S,
+    rbuf: ReadBuffer,
+}
+
+impl<S> Buffered<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Buffered {
+            inner,
+            rbuf: ReadBuffer::default(),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Buffered<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if this.rbuf.is_drained() {
+            let buf = this.rbuf.prepare();
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, buf) {
+                Poll::Pending => {
+                    this.rbuf.release();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+        this.rbuf.copy_to(out);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Buffered<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
 
 /// State shared by the stream and its probe.
 #[derive(Debug, Default)]
@@ -43,10 +160,8 @@ pub(crate) struct ClientStream {
     shared: Arc<Shared>,
     /// Bytes of the first line seen so far; `None` once the line is complete.
     id_line: Option<Vec<u8>>,
-    /// Bytes read from the socket and not yet handed to russh: `rbuf[rpos..rlen]`.
-    rbuf: Box<[u8]>,
-    rpos: usize,
-    rlen: usize,
+    /// Bytes read from the socket and not yet handed to russh.
+    rbuf: ReadBuffer,
 }
 
 /// The connection's side view of the socket.
@@ -70,9 +185,7 @@ impl ClientStream {
                 tcp,
                 shared,
                 id_line: Some(Vec::new()),
-                rbuf: vec![0u8; READ_BUFFER].into_boxed_slice(),
-                rpos: 0,
-                rlen: 0,
+                rbuf: ReadBuffer::default(),
             },
             probe,
         )
@@ -108,17 +221,17 @@ fn sanitize(s: &str) -> String {
 
 impl ClientStream {
     /// Refills the (drained) read buffer with one read from the socket, counting
-    /// and observing the bytes.
+    /// and observing the bytes. While the socket has nothing, no buffer is held.
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            ready!(self.tcp.poll_read_ready(cx))?;
-            match self.tcp.try_read(&mut self.rbuf) {
+            if self.tcp.poll_read_ready(cx)?.is_pending() {
+                self.rbuf.release();
+                return Poll::Pending;
+            }
+            match self.tcp.try_read_buf(self.rbuf.prepare()) {
                 Ok(n) => {
                     self.shared.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                    let fresh = self.rbuf.get(..n).unwrap_or_default();
-                    observe(&mut self.id_line, &self.shared, fresh);
-                    self.rpos = 0;
-                    self.rlen = n;
+                    observe(&mut self.id_line, &self.shared, self.rbuf.filled());
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -138,13 +251,10 @@ impl AsyncRead for ClientStream {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        if this.rpos == this.rlen {
+        if this.rbuf.is_drained() {
             ready!(this.fill(cx))?;
         }
-        let avail = this.rbuf.get(this.rpos..this.rlen).unwrap_or_default();
-        let n = avail.len().min(buf.remaining());
-        buf.put_slice(avail.get(..n).unwrap_or_default());
-        this.rpos += n;
+        this.rbuf.copy_to(buf);
         Poll::Ready(Ok(()))
     }
 }
@@ -279,6 +389,41 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(got, data);
         assert_eq!(probe.byte_counts().0, data.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_connection_holds_no_read_buffer() {
+        let (mut client, server) = pair().await;
+        let (mut stream, _probe) = ClientStream::new(server);
+        assert_eq!(stream.rbuf.held(), 0, "nothing read yet, nothing held");
+        client.write_all(&[7u8; 1000]).await.unwrap();
+        let mut got = vec![0u8; 1000];
+        stream.read_exact(&mut got).await.unwrap();
+        assert!(got.iter().all(|b| *b == 7));
+        // The next read finds the socket empty: the buffer goes before it waits.
+        let mut more = [0u8; 16];
+        let waited = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut more)).await;
+        assert!(waited.is_err(), "nothing more was sent");
+        assert_eq!(stream.rbuf.held(), 0);
+        // And it comes back when bytes do.
+        client.write_all(b"again").await.unwrap();
+        let n = stream.read(&mut more).await.unwrap();
+        assert_eq!(&more[..n], b"again");
+    }
+
+    #[tokio::test]
+    async fn buffered_upstream_leg_releases_its_buffer_when_quiet() {
+        let (mut client, server) = pair().await;
+        let mut stream = Buffered::new(server);
+        client.write_all(&[1u8; 70_000]).await.unwrap();
+        let mut got = vec![0u8; 70_000];
+        stream.read_exact(&mut got).await.unwrap();
+        let mut more = [0u8; 16];
+        let waited = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut more)).await;
+        assert!(waited.is_err());
+        assert_eq!(stream.rbuf.held(), 0);
+        drop(client);
+        assert_eq!(stream.read(&mut more).await.unwrap(), 0, "EOF after close");
     }
 
     #[tokio::test]

@@ -33,6 +33,7 @@ mod handlers;
 mod metrics;
 mod oidc;
 mod pages;
+pub mod serve;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -40,6 +41,8 @@ pub mod tls;
 
 pub use devidp::{DevIdp, DevIdpError};
 pub use metrics::metrics_router;
+pub use serve::WebLimits;
+use tether_core::metrics::Metrics;
 
 /// Everything the web app needs, handed in by the binary.
 pub struct WebDeps {
@@ -156,27 +159,25 @@ async fn security_headers(mut res: Response) -> Response {
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then stops accepting
-/// and lets in-flight requests finish.
+/// and lets in-flight requests finish; `limits` bound what clients can hold
+/// (`serve.rs`), refusals are counted in `metrics`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    limits: WebLimits,
+    metrics: Option<Arc<Metrics>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
+    serve::serve_with(listener, app, limits, metrics, shutdown).await
 }
 
 /// Serves `app` over HTTPS on `listener` until `shutdown`, like [`serve`].
 pub async fn serve_tls(
     listener: tls::TlsListener,
     app: Router,
+    limits: WebLimits,
+    metrics: Option<Arc<Metrics>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    serve::serve_with(listener, app, limits, metrics, shutdown).await
 }

@@ -52,7 +52,7 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Accepts TLS connections on a TCP listener, for `axum::serve`.
+/// Accepts TLS connections on a TCP listener, for [`crate::serve_tls`].
 #[derive(Debug)]
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -105,19 +105,18 @@ impl TlsListener {
     }
 }
 
-impl axum::serve::Listener for TlsListener {
+impl crate::serve::Accept for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The acceptor stopped (shutdown): nothing more will come.
-            None => std::future::pending().await,
-        }
+    async fn next(&mut self) -> Option<(Self::Io, SocketAddr)> {
+        // `None` once the acceptor stopped (shutdown): nothing more will come.
+        self.ready.recv().await
     }
+}
 
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
+impl TlsListener {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 }

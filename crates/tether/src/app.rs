@@ -168,6 +168,27 @@ pub fn describe(c: &Config) -> String {
         "ssh_sign_in_timeout: {}s",
         c.ssh_sign_in_timeout.as_secs()
     );
+    let l = &c.limits;
+    let _ = writeln!(
+        s,
+        "limits: ssh_handshake_timeout={}s ssh_login_grace_time={}s \
+         ssh_max_unauthenticated={} ssh_max_unauthenticated_per_source={} \
+         ssh_sign_in_codes_per_source={}",
+        l.ssh_handshake_timeout.as_secs(),
+        l.ssh_login_grace_time.as_secs(),
+        l.ssh_max_unauthenticated,
+        l.ssh_max_unauthenticated_per_source,
+        l.ssh_sign_in_codes_per_source,
+    );
+    let _ = writeln!(
+        s,
+        "limits: http_header_timeout={}s http_request_timeout={}s http_max_connections={} \
+         http_max_connections_per_source={}",
+        l.http_header_timeout.as_secs(),
+        l.http_request_timeout.as_secs(),
+        l.http_max_connections,
+        l.http_max_connections_per_source,
+    );
     let _ = writeln!(
         s,
         "runtime_flags: ssh_routes_portal={} ssh_allow_direct_tcpip={}",
@@ -360,17 +381,21 @@ pub async fn run(
         }),
         dev_idp,
     });
+    let web_limits = tether_web::WebLimits::from(&config.limits);
     {
         let token = root.child_token();
+        let metrics = Some(registry.metrics().clone());
         tracker.spawn(async move {
             let served = match web_tls {
                 Some(tls) => {
                     match tether_web::tls::TlsListener::new(web_listener, tls, token.clone()) {
-                        Ok(listener) => tether_web::serve_tls(listener, web, token).await,
+                        Ok(listener) => {
+                            tether_web::serve_tls(listener, web, web_limits, metrics, token).await
+                        }
                         Err(e) => Err(e),
                     }
                 }
-                None => tether_web::serve(web_listener, web, token).await,
+                None => tether_web::serve(web_listener, web, web_limits, metrics, token).await,
             };
             if let Err(e) = served {
                 tracing::error!(error = %e, "web server failed");
@@ -387,7 +412,7 @@ pub async fn run(
         );
         let token = root.child_token();
         tracker.spawn(async move {
-            if let Err(e) = tether_web::serve(listener, app, token).await {
+            if let Err(e) = tether_web::serve(listener, app, web_limits, None, token).await {
                 tracing::error!(error = %e, "metrics server failed");
             }
         });

@@ -109,6 +109,52 @@ pub struct DevIdpUser {
     pub groups: Vec<String>,
 }
 
+/// Limits that keep what unauthenticated clients can cost small and bounded
+/// (tether extensions; each is a top-level key of the same name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// From accept to the first authentication request (identification and key
+    /// exchange done): a connection that has not got there is closed.
+    pub ssh_handshake_timeout: Duration,
+    /// From accept until the connection is authenticated or has been shown a
+    /// sign-in link (the browser wait after that is `ssh_sign_in_timeout`).
+    pub ssh_login_grace_time: Duration,
+    /// Unauthenticated SSH connections at once, over all sources; at the cap a
+    /// newcomer sheds a connection of the source holding the most.
+    pub ssh_max_unauthenticated: usize,
+    /// Unauthenticated SSH connections at once from one source (an IPv4 address,
+    /// an IPv6 /64).
+    pub ssh_max_unauthenticated_per_source: usize,
+    /// Sign-in codes one source may be issued in a burst; one more per minute after.
+    pub ssh_sign_in_codes_per_source: u32,
+    /// Time a web client has to send a request's headers; also how long an idle
+    /// keep-alive connection stays open waiting for the next request.
+    pub http_header_timeout: Duration,
+    /// Time a request may take once its headers are in (reading its body and
+    /// answering it); past it the client gets 408.
+    pub http_request_timeout: Duration,
+    /// Open web connections at once.
+    pub http_max_connections: usize,
+    /// Open web connections at once from one source.
+    pub http_max_connections_per_source: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            ssh_handshake_timeout: Duration::from_secs(20),
+            ssh_login_grace_time: Duration::from_secs(60),
+            ssh_max_unauthenticated: 1024,
+            ssh_max_unauthenticated_per_source: 32,
+            ssh_sign_in_codes_per_source: 10,
+            http_header_timeout: Duration::from_secs(10),
+            http_request_timeout: Duration::from_secs(30),
+            http_max_connections: 1024,
+            http_max_connections_per_source: 128,
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -169,6 +215,8 @@ pub struct Config {
     pub ssh_upstream_known_hosts_file: Option<String>,
     /// Upstream host key policy.
     pub ssh_upstream_host_key_policy: HostKeyPolicy,
+    /// Pre-authentication and web connection limits.
+    pub limits: Limits,
     /// Log format.
     pub log_format: LogFormat,
     /// Audit JSON-lines file.

@@ -114,6 +114,8 @@ impl Actor {
             policy = ?grant.as_ref().map(AccessGranted::reasons),
         );
         self.phase = Phase::Authed(Box::new(Authed::new(init)));
+        // Authenticated: no longer counted among the unauthenticated.
+        self.slot = None;
         Auth::Accept
     }
 

@@ -97,6 +97,15 @@ pub(crate) struct AuthState {
     request: Option<BindingRequest>,
     /// A banner to send with the next verdict (taken by the actor's loop).
     pub(super) banner: Option<String>,
+    /// An authentication request arrived (the key exchange is done).
+    pub(super) started: bool,
+}
+
+impl AuthState {
+    /// Whether the client has been shown a sign-in link.
+    pub(super) fn signing_in(&self) -> bool {
+        self.request.is_some()
+    }
 }
 
 fn keyboard_interactive() -> MethodSet {
@@ -241,6 +250,25 @@ impl Actor {
             // Only after a publickey partial success.
             return self.fail().await;
         };
+        // One connection holds at most one pending sign-in request: a client that
+        // presents another key after a sign-in link was shown drops the first.
+        self.abandon_sign_in().await;
+        if !self
+            .ctx
+            .codes
+            .take(self.peer.ip(), tokio::time::Instant::now())
+        {
+            self.ctx
+                .registry
+                .metrics()
+                .connections_shed
+                .inc("sign_in_codes");
+            // `deny`, not `refuse`: OpenSSH gives up on a failed keyboard-interactive
+            // without reading the DISCONNECT that carries the reason.
+            return self
+                .deny("too many sign-in requests from your address; try again later")
+                .await;
+        }
         let code = match UserCode::generate() {
             Ok(c) => c,
             Err(e) => return self.refuse(&internal("code generation failed", &e)).await,
@@ -289,6 +317,9 @@ impl Actor {
         if let Some(state) = self.auth_state() {
             state.request = Some(request);
             state.banner = text.banner;
+        }
+        if let Some(slot) = &self.slot {
+            slot.signing_in();
         }
         Auth::Partial {
             name: Cow::Owned(text.name),

@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::{AuthReply, Event};
 use crate::registry::Revoker;
 use crate::relay::Relay;
+use crate::server::gate::{Refused, Slot};
 use crate::server::Ctx;
 use crate::stream::Probe;
 use crate::upstream::UpstreamEvent;
@@ -63,8 +64,21 @@ pub(crate) struct ActorInit {
     pub(crate) peer: SocketAddr,
     pub(crate) handle: Handle,
     pub(crate) probe: Probe,
-    pub(crate) auth_deadline: Instant,
+    pub(crate) deadlines: Deadlines,
     pub(crate) shutdown: CancellationToken,
+    /// The connection's place among the unauthenticated ones.
+    pub(crate) slot: Slot,
+}
+
+/// When an unauthenticated connection is closed, by stage.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadlines {
+    /// Key exchange done: the first authentication request has arrived.
+    pub(crate) handshake: Instant,
+    /// Authenticated, or shown a sign-in link.
+    pub(crate) login: Instant,
+    /// Authenticated at all (the sign-in code's lifetime, §3.5).
+    pub(crate) sign_in: Instant,
 }
 
 /// How a connection ended, for the audit log.
@@ -133,6 +147,8 @@ pub(crate) struct Close {
     notice: Option<String>,
     /// The DISCONNECT description (what OpenSSH prints).
     description: String,
+    /// A pre-authentication limit closed it: the `connections_shed` label.
+    shed_reason: Option<&'static str>,
 }
 
 impl Close {
@@ -141,6 +157,7 @@ impl Close {
         Close {
             notice: Some(format!("tether: access revoked: {reason}\r\n")),
             description: format!("access revoked: {reason}"),
+            shed_reason: None,
         }
     }
 
@@ -148,6 +165,7 @@ impl Close {
         Close {
             notice: Some("tether: server shutting down\r\n".to_string()),
             description: "server shutting down".to_string(),
+            shed_reason: None,
         }
     }
 
@@ -157,6 +175,7 @@ impl Close {
         Close {
             notice: Some(format!("tether: {text}\r\n")),
             description: text,
+            shed_reason: None,
         }
     }
 
@@ -164,6 +183,15 @@ impl Close {
         Close {
             notice: None,
             description: text.to_string(),
+            shed_reason: None,
+        }
+    }
+
+    /// A pre-authentication deadline passed.
+    fn limit(text: &str, reason: &'static str) -> Self {
+        Close {
+            shed_reason: Some(reason),
+            ..Close::message(text)
         }
     }
 }
@@ -194,6 +222,9 @@ pub(crate) struct Actor {
     peer: SocketAddr,
     conn: Arc<Conn>,
     auth_deadline: Instant,
+    deadlines: Deadlines,
+    /// Held until the connection authenticates (then dropped: the place is free).
+    slot: Option<Slot>,
     shutdown: CancellationToken,
     phase: Phase,
     /// What the route's upstream starts (channels, its disconnect); `None` for
@@ -219,7 +250,9 @@ impl Actor {
                 quiet_end: AtomicBool::new(false),
                 pickers: Mutex::new(BTreeSet::new()),
             }),
-            auth_deadline: init.auth_deadline,
+            auth_deadline: init.deadlines.sign_in,
+            deadlines: init.deadlines,
+            slot: Some(init.slot),
             shutdown: init.shutdown,
             phase: Phase::Auth(Box::default()),
             upstream_events: None,
@@ -241,7 +274,14 @@ impl Actor {
                     None => break,
                 },
                 () = tokio::time::sleep_until(deadline), if !self.closing => {
+                    if let Some(reason) = why.shed_reason {
+                        self.ctx.registry.metrics().connections_shed.inc(reason);
+                    }
                     self.begin_close(why);
+                }
+                () = shed(&self.slot), if !self.closing => {
+                    self.ctx.registry.metrics().connections_shed.inc("shed");
+                    self.begin_close(Close::message(&Refused::Total.to_string()));
                 }
                 reason = revoked(revoker), if !self.closing => {
                     tracing::info!(reason = %reason, "connection revoked");
@@ -275,6 +315,9 @@ impl Actor {
                 request,
                 reply,
             } => {
+                if let Some(state) = self.auth_state() {
+                    state.started = true;
+                }
                 let auth = self.on_auth(&user, request).await;
                 let banner = self.auth_state().and_then(|s| s.banner.take());
                 let _ = reply.send(AuthReply { auth, banner });
@@ -356,6 +399,14 @@ impl Actor {
     /// or session's expiry after.
     fn next_deadline(&self) -> (Instant, Close) {
         match &self.phase {
+            Phase::Auth(state) if !state.started => (
+                self.deadlines.handshake,
+                Close::limit("key exchange timeout", "handshake_timeout"),
+            ),
+            Phase::Auth(state) if !state.signing_in() => (
+                self.deadlines.login.min(self.auth_deadline),
+                Close::limit("authentication timeout", "login_timeout"),
+            ),
             Phase::Auth(_) => (
                 self.auth_deadline,
                 Close::message("authentication request timeout"),
@@ -430,6 +481,14 @@ async fn upstream_event(
 ) -> Option<UpstreamEvent> {
     match events {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the gate sheds this (still unauthenticated) connection.
+async fn shed(slot: &Option<Slot>) {
+    match slot {
+        Some(slot) => slot.shed.cancelled().await,
         None => std::future::pending().await,
     }
 }

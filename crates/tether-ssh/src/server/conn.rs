@@ -17,25 +17,36 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::gate::Slot;
 use super::Ctx;
-use crate::actor::{Actor, ActorInit};
+use crate::actor::{Actor, ActorInit, Deadlines};
 use crate::handler::Handler;
 use crate::stream::ClientStream;
 
 /// Handler → actor queue depth (bounded: a flooding client waits for the actor).
 const EVENT_QUEUE: usize = 32;
 
-/// Serves one accepted connection until it ends.
+/// Serves one accepted connection until it ends. `slot` is its place among the
+/// unauthenticated connections, given back once it authenticates.
 pub(crate) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: Arc<Ctx>,
     shutdown: CancellationToken,
+    slot: Slot,
 ) {
     let started = Instant::now();
     let mut counted = Counted::new(ctx.registry.metrics().clone());
-    // Nothing may outlive the sign-in timeout without authenticating (§3.5).
+    let limits = &ctx.config.limits;
+    // Nothing may outlive the sign-in timeout without authenticating (§3.5), the
+    // key exchange must be done within the handshake timeout and a sign-in link
+    // shown (or the key accepted) within the login grace time.
     let auth_deadline = started + ctx.config.ssh_sign_in_timeout;
+    let deadlines = Deadlines {
+        handshake: (started + limits.ssh_handshake_timeout).min(auth_deadline),
+        login: (started + limits.ssh_login_grace_time).min(auth_deadline),
+        sign_in: auth_deadline,
+    };
     tracing::debug!("connection accepted");
     let (stream, probe) = ClientStream::new(tcp);
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -45,8 +56,12 @@ pub(crate) async fn serve(
     // silence all end here, before any per-connection state exists.
     let setup = tokio::select! {
         () = shutdown.cancelled() => return,
+        () = slot.shed.cancelled() => {
+            ctx.registry.metrics().connections_shed.inc("shed");
+            return;
+        }
         r = tokio::time::timeout_at(
-            auth_deadline,
+            deadlines.handshake,
             russh::server::run_stream(ctx.russh.clone(), stream, handler),
         ) => r,
     };
@@ -57,7 +72,11 @@ pub(crate) async fn serve(
             return;
         }
         Err(_) => {
-            tracing::debug!("no SSH identification before the deadline");
+            tracing::debug!("no SSH identification before the handshake deadline");
+            ctx.registry
+                .metrics()
+                .connections_shed
+                .inc("handshake_timeout");
             return;
         }
     };
@@ -69,8 +88,9 @@ pub(crate) async fn serve(
         peer,
         handle: session.handle(),
         probe: probe.clone(),
-        auth_deadline,
+        deadlines,
         shutdown,
+        slot,
     });
     let (result, summary) = tokio::join!(session, actor.run(events_rx));
     if let Err(e) = result {

@@ -7,6 +7,7 @@
 //! shutting down, and waits a bounded time for the connections to end.
 
 mod conn;
+pub(crate) mod gate;
 mod workers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +48,10 @@ pub(crate) struct Ctx {
     pub(crate) russh: Arc<russh::server::Config>,
     /// Sign-in codes connections here are waiting on.
     pub(crate) waiters: crate::actor::wait::Waiters,
+    /// Unauthenticated connections and their caps.
+    pub(crate) gate: Arc<gate::Gate>,
+    /// Sign-in codes per source.
+    pub(crate) codes: gate::CodeBudget,
 }
 
 impl Ctx {
@@ -80,6 +85,14 @@ pub async fn run(
         deps.host_keys,
         deps.config.ssh_sign_in_timeout,
     ));
+    let limits = &deps.config.limits;
+    let max_unauthenticated = unauthenticated_cap(limits.ssh_max_unauthenticated);
+    let gate = gate::Gate::new(
+        max_unauthenticated,
+        limits.ssh_max_unauthenticated_per_source,
+        Some(deps.registry.metrics().clone()),
+    );
+    let codes = gate::CodeBudget::new(limits.ssh_sign_in_codes_per_source);
     let ctx = Arc::new(Ctx {
         config: deps.config,
         store: deps.store,
@@ -88,6 +101,8 @@ pub async fn run(
         user_ca: deps.user_ca,
         russh,
         waiters: Default::default(),
+        gate,
+        codes,
     });
     ctx.registry.adopt_config(ctx.config.clone());
     let workers = workers::Workers::per_core()?;
@@ -107,7 +122,12 @@ pub async fn run(
     }
     let next_id = AtomicU64::new(1);
     let mut backoff = Duration::from_millis(50);
-    tracing::info!(address = ?listener.local_addr().ok(), "SSH listening");
+    let refusals = Throttle::default();
+    tracing::info!(
+        address = ?listener.local_addr().ok(),
+        max_unauthenticated = ctx.gate.max_total(),
+        "SSH listening"
+    );
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -116,6 +136,13 @@ pub async fn run(
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = Duration::from_millis(50);
+                let slot = match ctx.gate.admit(peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(refused) => {
+                        refuse_early(&tcp, refused, &ctx, &refusals);
+                        continue;
+                    }
+                };
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::info_span!(
                     "ssh_conn",
@@ -137,7 +164,7 @@ pub async fn run(
                 };
                 let connection = async move {
                     match TcpStream::from_std(tcp) {
-                        Ok(tcp) => conn::serve(tcp, peer, ctx, token).await,
+                        Ok(tcp) => conn::serve(tcp, peer, ctx, token, slot).await,
                         Err(e) => tracing::warn!("cannot adopt accepted socket: {e}"),
                     }
                 };
@@ -170,6 +197,78 @@ pub async fn run(
     // Ends the worker threads; connections still open past the grace are dropped.
     workers.stop();
     Ok(())
+}
+
+/// File descriptors kept for everything that is not an SSH connection (the web
+/// app, the store, logs, upstream DNS).
+const FD_RESERVE: u64 = 256;
+
+/// The unauthenticated-connection cap in force: the configured one, lowered so
+/// that unauthenticated connections (one descriptor each, two once an upstream is
+/// connected) cannot exhaust the process's descriptor limit and starve the web app
+/// and authenticated users. The soft limit is raised to the hard one first.
+fn unauthenticated_cap(configured: usize) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return configured;
+    };
+    let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    // Half the budget at most goes to connections nobody has authenticated.
+    let budget = usize::try_from(soft.saturating_sub(FD_RESERVE) / 2).unwrap_or(usize::MAX);
+    let cap = configured.min(budget.max(16));
+    if cap < configured {
+        tracing::warn!(
+            configured,
+            cap,
+            nofile = soft,
+            "ssh_max_unauthenticated lowered to fit the open-file limit (raise ulimit -n)"
+        );
+    }
+    cap
+}
+
+/// Logs a burst of the same event at most once a second (with how many were not
+/// logged), so a flood cannot flood the log.
+#[derive(Default)]
+struct Throttle {
+    last_second: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    /// `Some(suppressed since the last line)` when a line may be written now.
+    fn allow(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_second.swap(now, Ordering::Relaxed);
+        if last == now {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        } else {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        }
+    }
+}
+
+/// Turns away a connection the gate refused: one line (RFC 4253 allows text before
+/// the identification string; OpenSSH prints it), then close.
+fn refuse_early(tcp: &TcpStream, refused: gate::Refused, ctx: &Ctx, throttle: &Throttle) {
+    let _ = tcp.try_write(format!("tether: {refused}\r\n").as_bytes());
+    ctx.registry.metrics().connections_shed.inc(refused.label());
+    if let Some(suppressed) = throttle.allow() {
+        let peer = tcp.peer_addr().ok();
+        tracing::warn!(
+            ?peer,
+            suppressed,
+            reason = refused.label(),
+            "connection refused: {refused}"
+        );
+    }
 }
 
 /// The russh server configuration: identification, algorithms, limits.

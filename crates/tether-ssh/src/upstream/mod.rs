@@ -214,8 +214,9 @@ pub async fn connect(
         route: route.clone(),
     };
 
-    // Buffered for the same reason as the client side (see `stream::READ_BUFFER`).
-    let stream = tokio::io::BufReader::with_capacity(crate::stream::READ_BUFFER, stream);
+    // Buffered for the same reason as the client side (see `stream::READ_BUFFER`),
+    // and like it holds no buffer while the upstream is quiet.
+    let stream = crate::stream::Buffered::new(stream);
     let handshake = client::connect_stream(Arc::new(config), stream, handler);
     let mut handle = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(h)) => h,

@@ -84,6 +84,7 @@ pub fn config(sign_in_timeout: Duration) -> Config {
         ssh_sign_in_timeout: sign_in_timeout,
         ssh_upstream_known_hosts_file: None,
         ssh_upstream_host_key_policy: HostKeyPolicy::AcceptNew,
+        limits: Default::default(),
         log_format: LogFormat::Text,
         audit_log: None,
         dev_idp_users: vec![],

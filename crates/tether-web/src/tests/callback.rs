@@ -101,7 +101,13 @@ async fn serve_mock(listener: tokio::net::TcpListener) -> Arc<MockIdp> {
         .route("/jwks", get(jwks))
         .route("/token", post(token))
         .with_state(m.clone());
-    tokio::spawn(crate::serve(listener, app, m.shutdown.clone()));
+    tokio::spawn(crate::serve(
+        listener,
+        app,
+        crate::WebLimits::default(),
+        None,
+        m.shutdown.clone(),
+    ));
     m
 }
 

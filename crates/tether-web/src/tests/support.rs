@@ -74,6 +74,7 @@ pub fn config(base: &str, idp: &str) -> Config {
         ssh_sign_in_timeout: Duration::from_secs(15 * 60),
         ssh_upstream_known_hosts_file: None,
         ssh_upstream_host_key_policy: HostKeyPolicy::AcceptNew,
+        limits: Default::default(),
         log_format: LogFormat::Text,
         audit_log: None,
         dev_idp_users: users(),
@@ -329,6 +330,8 @@ impl TestApp {
         tokio::spawn(crate::serve(
             listener,
             app.app.clone(),
+            crate::WebLimits::default(),
+            None,
             app.shutdown.clone(),
         ));
         app

@@ -8,7 +8,8 @@ use base64::Engine;
 
 use super::yaml::{parse_yaml, Node, Value};
 use super::{
-    Config, DevIdpUser, HostKeyPolicy, IdpConfig, LogFormat, Route, RuntimeFlags, StorageType,
+    Config, DevIdpUser, HostKeyPolicy, IdpConfig, Limits, LogFormat, Route, RuntimeFlags,
+    StorageType,
 };
 use crate::duration::parse_duration;
 use crate::secret::Secret;
@@ -79,6 +80,15 @@ const TETHER_KEYS: &[&str] = &[
     "log_format",
     "audit_log",
     "dev_idp",
+    "ssh_handshake_timeout",
+    "ssh_login_grace_time",
+    "ssh_max_unauthenticated",
+    "ssh_max_unauthenticated_per_source",
+    "ssh_sign_in_codes_per_source",
+    "http_header_timeout",
+    "http_request_timeout",
+    "http_max_connections",
+    "http_max_connections_per_source",
 ];
 
 /// Top-level keys Pomerium defines that tether does not use: accepted with a warning.
@@ -537,6 +547,7 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         ssh_sign_in_timeout: dur(&ctx, "ssh_sign_in_timeout", Duration::from_secs(15 * 60))?,
         ssh_upstream_known_hosts_file,
         ssh_upstream_host_key_policy,
+        limits: parse_limits(&ctx, &root)?,
         log_format,
         audit_log: opt_string(&ctx, "audit_log")?,
         dev_idp_users,
@@ -544,6 +555,56 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
     Ok(Parsed {
         config,
         warnings: ctx.warnings,
+    })
+}
+
+/// The `Limits` keys; absent ones keep their defaults. Counts must be at least 1
+/// and durations greater than zero: a limit of zero would refuse everyone.
+fn parse_limits(ctx: &Ctx, root: &Node) -> Result<Limits, ConfigError> {
+    let get = |key: &str| root.get(key).filter(|n| !n.is_null());
+    let dur = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        let Some(n) = get(key) else {
+            return Ok(default);
+        };
+        let d = ctx.duration(key, n)?;
+        if d.is_zero() {
+            return Err(ctx.err(n.line, format!("{key}: must be greater than zero")));
+        }
+        Ok(d)
+    };
+    let count = |key: &str, default: usize| -> Result<usize, ConfigError> {
+        let Some(n) = get(key) else {
+            return Ok(default);
+        };
+        match ctx.string(key, n)?.parse::<usize>() {
+            Ok(v) if (1..=1_000_000).contains(&v) => Ok(v),
+            _ => Err(ctx.err(
+                n.line,
+                format!("{key}: expected a whole number from 1 to 1000000"),
+            )),
+        }
+    };
+    let d = Limits::default();
+    let codes = count(
+        "ssh_sign_in_codes_per_source",
+        d.ssh_sign_in_codes_per_source as usize,
+    )?;
+    Ok(Limits {
+        ssh_handshake_timeout: dur("ssh_handshake_timeout", d.ssh_handshake_timeout)?,
+        ssh_login_grace_time: dur("ssh_login_grace_time", d.ssh_login_grace_time)?,
+        ssh_max_unauthenticated: count("ssh_max_unauthenticated", d.ssh_max_unauthenticated)?,
+        ssh_max_unauthenticated_per_source: count(
+            "ssh_max_unauthenticated_per_source",
+            d.ssh_max_unauthenticated_per_source,
+        )?,
+        ssh_sign_in_codes_per_source: u32::try_from(codes).unwrap_or(u32::MAX),
+        http_header_timeout: dur("http_header_timeout", d.http_header_timeout)?,
+        http_request_timeout: dur("http_request_timeout", d.http_request_timeout)?,
+        http_max_connections: count("http_max_connections", d.http_max_connections)?,
+        http_max_connections_per_source: count(
+            "http_max_connections_per_source",
+            d.http_max_connections_per_source,
+        )?,
     })
 }
 

@@ -239,3 +239,35 @@ fn example_config_parses() {
     let p = parse_config(text, "example.yaml").unwrap();
     assert!(!p.config.routes.is_empty());
 }
+
+#[test]
+fn limits_have_defaults_and_are_validated() {
+    let d = parse("").unwrap().config.limits;
+    assert_eq!(d, crate::config::Limits::default());
+    assert_eq!(d.ssh_handshake_timeout, Duration::from_secs(20));
+    let l = parse(
+        "ssh_handshake_timeout: 5s\nssh_max_unauthenticated: 64\n\
+         ssh_max_unauthenticated_per_source: 4\nssh_sign_in_codes_per_source: 3\n\
+         http_header_timeout: 2s\nhttp_max_connections: 10\n",
+    )
+    .unwrap()
+    .config
+    .limits;
+    assert_eq!(l.ssh_handshake_timeout, Duration::from_secs(5));
+    assert_eq!(l.ssh_max_unauthenticated, 64);
+    assert_eq!(l.ssh_max_unauthenticated_per_source, 4);
+    assert_eq!(l.ssh_sign_in_codes_per_source, 3);
+    assert_eq!(l.http_header_timeout, Duration::from_secs(2));
+    assert_eq!(l.http_max_connections, 10);
+    assert_eq!(l.ssh_login_grace_time, d.ssh_login_grace_time);
+    let err = parse("ssh_max_unauthenticated: 0\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config.yaml:6: ssh_max_unauthenticated: expected a whole number from 1 to 1000000"
+    );
+    let err = parse("http_header_timeout: 0s\n").unwrap_err();
+    assert!(
+        err.to_string().contains("must be greater than zero"),
+        "{err}"
+    );
+}
