@@ -215,9 +215,17 @@ fn fresh_then_bound(
 ) -> (String, String) {
     let browser = BrowserProfile::new(test);
     let mut first = run(true);
-    let url = first.wait_for_url(URL_WAIT).unwrap_or_else(|| {
+    // The URL, or the client gave up (then fail at once, with what it said).
+    let mut url = None;
+    wait_until(URL_WAIT, || {
+        let exited = !first.is_running();
+        url = extract_url(&first.output());
+        url.is_some() || exited
+    });
+    let url = url.unwrap_or_else(|| {
         panic!(
-            "{test}: no sign-in URL in the client's output (fresh key):\n{}",
+            "{test}: no sign-in URL in the client's output (fresh key; exit status {:?}):\n{}",
+            first.wait_exit(Duration::ZERO),
             first.output()
         )
     });
