@@ -1,4 +1,4 @@
-//! Pre-authentication limits (docs/SECURITY.md "Limits"): what an unauthenticated
+//! Pre-authentication limits (docs/LIMITS.md): what an unauthenticated
 //! client can hold. Real TCP clients from several loopback addresses and the real
 //! OpenSSH client against the gateway in this process; each limit is shown doing
 //! what a user (or an attacker) would notice: a refused connection gets one line and
