@@ -1,5 +1,6 @@
-//! Test helpers for the upstream tests: a throwaway OpenSSH sshd (run as root, per
-//! /work/shared/TESTING.md) trusting a user CA generated here, keys, free ports.
+//! Test helpers for the upstream tests: a throwaway OpenSSH sshd (run as root, with
+//! its own config on a free loopback port, as docs/TESTING.md describes) trusting a
+//! user CA generated here, keys, free ports.
 //! Deliberately local (no tether-testkit dependency).
 
 #![allow(
