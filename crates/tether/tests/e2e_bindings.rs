@@ -1,4 +1,4 @@
-//! Issue "binding management and revocation": the bindings page in a real browser,
+//! Binding management and revocation (docs/SPEC.md §4, §5): the bindings page in a real browser,
 //! revocation cutting live OpenSSH connections, sign-out, ownership, and expiry of
 //! the web session and of the binding ending live connections.
 #![allow(

@@ -1,4 +1,4 @@
-//! Issue 9, "every SSH client gets in": client interoperability through the real
+//! Every SSH client gets in (docs/CLIENTS.md): client interoperability through the real
 //! binary. Each client goes through a route (`alice@prod`) to a real OpenSSH sshd
 //! trusting tether's user CA, first on a fresh key (it must show the sign-in URL in
 //! its own output; headless Chromium signs in at the real test IdP and clicks

@@ -1,4 +1,5 @@
-//! Issues "routes to real servers" and "policy per route", through the real binary:
+//! Routes to real servers and policy per route (docs/SPEC.md §2, §6, §8), through
+//! the real binary:
 //! the real OpenSSH client → tether → a real OpenSSH sshd trusting tether's user CA,
 //! with the sign-in done by the real IdP in headless Chromium. Live config reload
 //! ends a now-denied relayed connection; a broken edit leaves the old config working.

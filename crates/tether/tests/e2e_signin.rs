@@ -1,4 +1,4 @@
-//! Issue "client bindings, end to end": the real OpenSSH client, the real tether
+//! Client bindings end to end (docs/SPEC.md §1, §3–§5): the real OpenSSH client, the real tether
 //! binary, the npm oidc-provider IdP and headless Chromium clicking the real pages.
 #![allow(
     clippy::unwrap_used,
