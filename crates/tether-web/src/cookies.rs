@@ -1,5 +1,7 @@
 //! Cookies: sealing (encrypt + authenticate) payloads with the cookie secret, the
-//! session cookie and the short-lived login-state cookie, and `Set-Cookie` syntax.
+//! session cookie, the short-lived login-state cookie, the one-shot "opened
+//! directly" mark that carries a code link's `Sec-Fetch-Site: none` through the IdP
+//! round trip, and `Set-Cookie` syntax.
 //!
 //! A sealed value is `base64url(nonce ‖ XChaCha20-Poly1305(payload))`, the
 //! associated data naming the cookie's purpose so one cookie cannot stand in for
@@ -21,8 +23,13 @@ use tether_core::Timestamp;
 const SESSION_PURPOSE: &[u8] = b"tether session cookie v1";
 /// Associated data of the login-state cookie.
 const LOGIN_PURPOSE: &[u8] = b"tether login state v1";
+/// Associated data of the "opened directly" mark.
+const DIRECT_PURPOSE: &[u8] = b"tether direct open v1";
 /// How long a login (IdP round trip) may take.
 pub(crate) const LOGIN_STATE_TTL_SECS: u64 = 600;
+/// How long the "opened directly" mark lives: the callback's redirect back to the
+/// sign-in link follows at once.
+pub(crate) const DIRECT_MARK_TTL_SECS: u64 = 60;
 
 /// Why a value could not be sealed.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +118,17 @@ impl Sealer {
         self.open::<LoginState>(LOGIN_PURPOSE, value)
             .filter(|c| now.millis() < c.expires)
     }
+
+    /// Seals an "opened directly" mark.
+    pub(crate) fn seal_direct(&self, c: &DirectMark) -> Result<String, CookieError> {
+        self.seal(DIRECT_PURPOSE, c)
+    }
+
+    /// Opens an "opened directly" mark; `None` when invalid or expired at `now`.
+    pub(crate) fn open_direct(&self, value: &str, now: Timestamp) -> Option<DirectMark> {
+        self.open::<DirectMark>(DIRECT_PURPOSE, value)
+            .filter(|c| now.millis() < c.expires)
+    }
 }
 
 /// What the session cookie carries.
@@ -133,6 +151,25 @@ pub(crate) struct LoginState {
     pub(crate) pkce_verifier: String,
     /// Local path to return to after sign-in.
     pub(crate) return_to: String,
+    /// The login started from a code link the person opened directly
+    /// (`Sec-Fetch-Site: none`), so Remember me may still apply after the IdP round
+    /// trip, which arrives back as `cross-site`.
+    #[serde(default)]
+    pub(crate) opened_directly: bool,
+    /// Expiry, Unix milliseconds.
+    pub(crate) expires: i64,
+}
+
+/// "This code link was opened directly": set by the OIDC callback when the login
+/// began with `Sec-Fetch-Site: none`, read (and cleared) by the sign-in page.
+/// Bound to the code's return path and the new web session, so it cannot vouch
+/// for any other link or browser.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DirectMark {
+    /// The local path the login returned to (`/.pomerium/sign_in?user_code=C`).
+    pub(crate) return_to: String,
+    /// The web session the callback created.
+    pub(crate) session_id: String,
     /// Expiry, Unix milliseconds.
     pub(crate) expires: i64,
 }
@@ -140,6 +177,11 @@ pub(crate) struct LoginState {
 /// The name of the login-state cookie, derived from the session cookie's name.
 pub(crate) fn login_cookie_name(session_cookie_name: &str) -> String {
     format!("{session_cookie_name}_login")
+}
+
+/// The name of the "opened directly" mark, derived from the session cookie's name.
+pub(crate) fn direct_cookie_name(session_cookie_name: &str) -> String {
+    format!("{session_cookie_name}_direct")
 }
 
 /// All values of cookie `name` in the request, in order.
@@ -200,6 +242,7 @@ mod tests {
         assert_eq!(s.open_session(&tampered, Timestamp(0)), None);
         assert_eq!(Sealer::new(&[8; 32]).open_session(&v, Timestamp(0)), None);
         assert!(s.open_login(&v, Timestamp(0)).is_none(), "purpose bound");
+        assert!(s.open_direct(&v, Timestamp(0)).is_none(), "purpose bound");
         assert_eq!(s.open_session("!!", Timestamp(0)), None);
         assert_eq!(s.open_session("", Timestamp(0)), None);
     }

@@ -112,3 +112,138 @@ fn unverified_email_opens_no_email_route() {
         assert!(err.contains("unreachable"), "{route}: {err}");
     }
 }
+
+/// A page on another site (127.0.0.2 is another site than 127.0.0.1) whose script
+/// navigates the browser to `target` at once, as an attacker's page would. Served
+/// by a thread for the rest of the test process.
+fn cross_site_page(target: &str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = format!(
+        "<!doctype html><html><body><p>cute cats</p>\
+         <script>location.href = {};</script></body></html>",
+        serde_json::to_string(target).unwrap()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://127.0.0.2:{port}/")
+}
+
+/// Item 2: with Remember me, a code link another site navigates the browser to
+/// shows the Verify page (and decides nothing); the same link opened directly is
+/// approved at once, also after a round trip through the IdP. Item 3 on the way:
+/// another user cannot deny the key's pending request.
+#[test]
+fn remember_me_needs_a_directly_opened_link() {
+    if !components_present() {
+        return;
+    }
+    let gw = Gateway::start("ssh_sign_in_timeout: 2m\n");
+    let keys = key_dir();
+    let key = new_key(keys.path(), "remembered");
+    let fp = fingerprint(&key);
+    let alice = BrowserProfile::new("direct_alice");
+
+    // Alice authorizes with Remember me, then the client binding is revoked (the
+    // identity binding stays), so the next connection needs a code again.
+    let mut ssh = gw.ssh(&key, "alice", &["whoami"]);
+    let url = sign_in_url(&ssh);
+    alice
+        .run(json!([
+            {"goto": url},
+            {"login": {"user": "alice", "password": "alice-password"}},
+            {"check": "#remember"},
+            {"click": "#authorize"},
+            {"expectText": "Sign in successful"},
+        ]))
+        .assert_ok();
+    assert_eq!(ssh.wait_exit(T), Some(0), "{}", ssh.output());
+    let revoke = || {
+        let out = gw
+            .tether
+            .cli(&["bindings", "revoke", &format!("sshkey-{fp}")]);
+        assert!(out.success(), "{}{}", out.stdout, out.stderr);
+    };
+    revoke();
+
+    // Another site navigates alice's signed-in browser to the code link.
+    let mut ssh = gw.ssh(&key, "alice", &["whoami"]);
+    let url = sign_in_url(&ssh);
+    alice
+        .run(json!([
+            {"goto": cross_site_page(&url)},
+            {"expectText": "Authorize SSH sign-in?"},
+            {"expectText": "opened from another site"},
+            {"expectUrl": "/.pomerium/sign_in?user_code="},
+            {"screenshot": "remembered-but-cross-site"},
+        ]))
+        .assert_ok();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(ssh.is_running(), "nothing approved: {}", ssh.output());
+
+    // Item 3: bob, holding the code of a key tied to alice, can neither authorize
+    // nor deny it; alice's connection keeps waiting.
+    let bob = BrowserProfile::new("direct_bob");
+    bob.run(json!([
+        {"goto": url},
+        {"login": {"user": "bob", "password": "bob-password"}},
+        {"click": "#deny"},
+        {"expectStatus": 409},
+        {"expectText": "key is bound to another user; that user must revoke it first"},
+        {"screenshot": "deny-by-another-user"},
+    ]))
+    .assert_ok();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(ssh.is_running(), "bob's deny ended nothing: {}", ssh.output());
+
+    // Alice opens the link herself: approved at once.
+    alice
+        .run(json!([
+            {"goto": url},
+            {"expectText": "Sign in successful"},
+            {"expectNoText": "Authorize"},
+        ]))
+        .assert_ok();
+    assert_eq!(ssh.wait_exit(T), Some(0), "{}", ssh.output());
+    revoke();
+
+    // A browser with no tether session, link opened directly: the IdP round trip
+    // comes back `cross-site`, and Remember me still applies.
+    let mut ssh = gw.ssh(&key, "alice", &["whoami"]);
+    let url = sign_in_url(&ssh);
+    BrowserProfile::new("direct_fresh")
+        .run(json!([
+            {"goto": url},
+            {"login": {"user": "alice", "password": "alice-password"}},
+            {"expectText": "Sign in successful"},
+            {"expectNoText": "Authorize"},
+        ]))
+        .assert_ok();
+    assert_eq!(ssh.wait_exit(T), Some(0), "{}", ssh.output());
+    revoke();
+
+    // The same round trip started by another site: the Verify page.
+    let mut ssh = gw.ssh(&key, "alice", &["whoami"]);
+    let url = sign_in_url(&ssh);
+    BrowserProfile::new("cross_site_fresh")
+        .run(json!([
+            {"goto": cross_site_page(&url)},
+            {"login": {"user": "alice", "password": "alice-password"}},
+            {"expectText": "Authorize SSH sign-in?"},
+            {"expectText": "opened from another site"},
+        ]))
+        .assert_ok();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(ssh.is_running(), "nothing approved: {}", ssh.output());
+}

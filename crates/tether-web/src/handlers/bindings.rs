@@ -100,7 +100,7 @@ pub(crate) async fn list(
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     let Some(session) = current(&state, &headers).await? else {
-        return start_login(&state, PAGE).await;
+        return start_login(&state, PAGE, false).await;
     };
     let rows = rows(&state, &session).await?;
     let csrf = state.csrf.token(&session.id);

@@ -1,6 +1,8 @@
 //! `GET /oauth2/callback`: the OIDC redirect URI. Checks `state` against the
 //! login-state cookie, exchanges the code (PKCE), verifies the ID token, creates the
-//! web session in the store and sets the session cookie. Any failure creates nothing.
+//! web session in the store and sets the session cookie (plus the one-shot
+//! "opened directly" mark when the login began from a directly opened code link,
+//! see `sign_in`). Any failure creates nothing.
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -8,7 +10,10 @@ use axum::response::Response;
 use tether_core::Session;
 
 use super::{add_cookie, is_local_path, redirect};
-use crate::cookies::{clear_cookie, login_cookie_name, read_cookies};
+use crate::cookies::{
+    clear_cookie, direct_cookie_name, login_cookie_name, read_cookies, set_cookie, DirectMark,
+    DIRECT_MARK_TTL_SECS,
+};
 use crate::error::WebError;
 use crate::form::Fields;
 use crate::session::{new_session_id, session_set_cookie};
@@ -86,6 +91,26 @@ pub(crate) async fn callback(
     let mut res = redirect(StatusCode::SEE_OTHER, to)?;
     add_cookie(&mut res, &session_set_cookie(&state, &session)?)?;
     add_cookie(&mut res, &clear_cookie(&login_name, state.secure_cookies))?;
+    if login.opened_directly {
+        // The redirect back arrives as `cross-site` (it passed through the IdP):
+        // carry "the person opened this link directly" to the sign-in page.
+        let mark = state.sealer.seal_direct(&DirectMark {
+            return_to: to.to_string(),
+            session_id: session.id.clone(),
+            expires: now
+                .plus(std::time::Duration::from_secs(DIRECT_MARK_TTL_SECS))
+                .millis(),
+        })?;
+        add_cookie(
+            &mut res,
+            &set_cookie(
+                &direct_cookie_name(&state.config.cookie_name),
+                &mark,
+                DIRECT_MARK_TTL_SECS,
+                state.secure_cookies,
+            ),
+        )?;
+    }
     Ok(res)
 }
 

@@ -17,7 +17,7 @@ pub(crate) async fn whoami(
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     let Some(session) = current(&state, &headers).await? else {
-        return start_login(&state, "/.pomerium/").await;
+        return start_login(&state, "/.pomerium/", false).await;
     };
     let now = state.clock.now();
     // BTreeMap iteration is already sorted by claim name.

@@ -3,15 +3,26 @@
 //! The code is checked before anything else (so a bad link never costs a sign-in):
 //! malformed or unknown → 400 `code invalid`, decided → 409, expired → 400. Then a
 //! signed-out browser is sent through the OIDC login; a user who chose Remember me
-//! for this key is approved at once; everyone else sees the Verify page.
+//! for this key is approved at once — but only when the person opened the link
+//! directly (issue 12): the browser sent `Sec-Fetch-Site: none` (from the terminal,
+//! the address bar), or did so before an IdP round trip, as the callback's one-shot
+//! mark for this code and session says. The session cookie is SameSite=Lax, so
+//! another site can navigate a signed-in browser to a code link; without this check
+//! that navigation would silently bind whatever key waits behind the code. Everyone
+//! else, and every indirect navigation, sees the Verify page (one click).
+//!
+//! Deciding is owner-checked both ways: when a request's key is tied to a user
+//! (see `check_may_deny`), only that user may authorize or deny it.
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use tether_core::{BindingRequest, RequestStatus, Session, UserCode};
+use tether_core::binding::{key_owner, may_bind};
+use tether_core::{BindingRequest, RequestStatus, Session, Timestamp, UserCode};
 
-use super::start_login;
+use super::{add_cookie, opened_directly, start_login};
+use crate::cookies::{clear_cookie, direct_cookie_name, read_cookies};
 use crate::error::WebError;
 use crate::form::Fields;
 use crate::pages::{self, html};
@@ -52,21 +63,28 @@ pub(crate) async fn show(
 ) -> Result<Response, WebError> {
     let query = Fields::query(query.as_deref());
     let req = pending_request(&state, query.get("user_code")).await?;
+    let return_to = format!("/.pomerium/sign_in?user_code={}", req.code);
     let Some(session) = current(&state, &headers).await? else {
-        return start_login(
-            &state,
-            &format!("/.pomerium/sign_in?user_code={}", req.code),
-        )
-        .await;
+        return start_login(&state, &return_to, opened_directly(&headers)).await;
     };
     let now = state.clock.now();
+    let direct_name = direct_cookie_name(&state.config.cookie_name);
+    let had_mark = !read_cookies(&headers, &direct_name).is_empty();
+    let direct = opened_directly(&headers)
+        || read_cookies(&headers, &direct_name).into_iter().any(|v| {
+            state
+                .sealer
+                .open_direct(v, now)
+                .is_some_and(|m| m.return_to == return_to && m.session_id == session.id)
+        });
 
-    if let Some(ib) = state
+    let remembered = state
         .store
         .identity_binding_for_key(&req.fingerprint)
         .await?
-    {
-        if ib.user_id == session.user_id() {
+        .is_some_and(|ib| ib.user_id == session.user_id());
+    let mut res = if remembered {
+        if direct {
             let approval = state
                 .store
                 .approve_request(
@@ -87,18 +105,88 @@ pub(crate) async fn show(
                 fingerprint = %req.fingerprint,
                 binding_id = %approval.binding.id,
             );
-            return Ok(html(
-                StatusCode::OK,
-                pages::success(display_name(&session), true),
-            ));
+            html(StatusCode::OK, pages::success(display_name(&session), true))
+        } else {
+            tracing::info!(
+                user = %session.user_id(),
+                fingerprint = %req.fingerprint,
+                "Remember me not applied: the link was not opened directly; showing the Verify page"
+            );
+            verify_page(&state, &req, &session, true)
         }
+    } else {
+        verify_page(&state, &req, &session, false)
+    };
+    if had_mark {
+        // One shot: whatever this page did, the mark is spent.
+        add_cookie(&mut res, &clear_cookie(&direct_name, state.secure_cookies))?;
     }
+    Ok(res)
+}
 
+/// The Verify page for `req`; `remembered` says Remember me was not applied
+/// because the link was not opened directly (the page says so).
+fn verify_page(
+    state: &AppState,
+    req: &BindingRequest,
+    session: &Session,
+    remembered: bool,
+) -> Response {
     let csrf = state.csrf.token(&session.id);
-    Ok(html(
+    html(
         StatusCode::OK,
-        pages::verify::page(&req, display_name(&session), &csrf, now),
-    ))
+        pages::verify::page(
+            req,
+            display_name(session),
+            &csrf,
+            state.clock.now(),
+            remembered,
+        ),
+    )
+}
+
+/// Whether `session`'s user may deny the request behind `code`: the same rule as
+/// approving (`Store::approve_request` checks it inside its transaction).
+///
+/// The *owner* of a pending request is the user its key is tied to right now —
+/// through a valid client binding or an identity binding ("Remember me"), as
+/// [`key_owner`] decides. A request whose key is tied to nobody has no owner, and
+/// any signed-in user holding the code may decide it (approving it binds the key to
+/// them). A request owned by someone else can be neither approved nor denied by
+/// anyone else: denying would end that user's waiting connection.
+///
+/// Checked before the store's deny, outside its transaction. That is safe: the
+/// owner can only change by approving a request for this key — this one, since a
+/// key has at most one pending request, after which the deny finds it decided —
+/// or by revocation, which only removes an owner.
+async fn check_may_deny(
+    state: &AppState,
+    code: &UserCode,
+    session: &Session,
+    now: Timestamp,
+) -> Result<(), WebError> {
+    let req = state
+        .store
+        .get_request(code.as_str())
+        .await?
+        .ok_or(WebError::CodeInvalid)?;
+    if req.status != RequestStatus::Pending {
+        return Err(WebError::CodeProcessed);
+    }
+    if req.is_expired(now) {
+        return Err(WebError::CodeExpired);
+    }
+    let client = state.store.binding_for_key(&req.fingerprint).await?;
+    let identity = state
+        .store
+        .identity_binding_for_key(&req.fingerprint)
+        .await?;
+    let owner = key_owner(
+        now,
+        client.as_ref().map(|(b, s)| (b, s.as_ref())),
+        identity.as_ref(),
+    );
+    may_bind(owner, session.user_id()).map_err(|_| WebError::KeyBoundToOtherUser)
 }
 
 /// `POST /.pomerium/sign_in?user_code=C` with `confirm`, `create_id_binding`,
@@ -155,6 +243,16 @@ pub(crate) async fn decide(
             Ok(html(StatusCode::OK, pages::success(who, false)))
         }
         Some("false") => {
+            if let Err(e) = check_may_deny(&state, &code, &session, now).await {
+                tracing::info!(
+                    target: "audit",
+                    event = "code_decision_refused",
+                    outcome = "denied",
+                    user = %session.user_id(),
+                    reason = %e,
+                );
+                return Err(e);
+            }
             state
                 .store
                 .deny_request(code.as_str(), session.user_id(), now)

@@ -24,8 +24,23 @@ clearInterval(timer);return;}\
 el.textContent='expires in '+pad(Math.floor(left/60))+':'+pad(left%60);}\
 var timer=setInterval(tick,500);tick();})();</script>";
 
-/// Renders the Verify page for `req`, signed in as `who`.
-pub(crate) fn page(req: &BindingRequest, who: &str, csrf: &str, now: Timestamp) -> String {
+/// Renders the Verify page for `req`, signed in as `who`. `remembered_indirect`:
+/// Remember me holds for this key but the link was not opened directly, so the
+/// page explains why it asks anyway.
+pub(crate) fn page(
+    req: &BindingRequest,
+    who: &str,
+    csrf: &str,
+    now: Timestamp,
+    remembered_indirect: bool,
+) -> String {
+    let indirect = if remembered_indirect {
+        "<p class=\"warn\" id=\"not-direct\">This key is remembered for you, but this link \
+         was opened from another site or page rather than from your terminal, so confirm it \
+         here.</p>"
+    } else {
+        ""
+    };
     let left = now.until(req.expires_at).as_secs();
     let route = match &req.details.route {
         Some(r) => esc(r).into_owned(),
@@ -34,7 +49,7 @@ pub(crate) fn page(req: &BindingRequest, who: &str, csrf: &str, now: Timestamp) 
     let body = format!(
         "<h1>Authorize SSH sign-in?</h1>\
          <p>An SSH client asked to sign in as you. Authorize only if you started it \
-         yourself just now and the details below match.</p>\
+         yourself just now and the details below match.</p>{indirect}\
          <table>\
          <tr><th>Protocol</th><td id=\"protocol\">ssh</td></tr>\
          <tr><th>Key fingerprint</th><td><code id=\"fingerprint\">{fp}</code>\

@@ -255,6 +255,64 @@ async fn key_bound_to_other_user_is_refused_and_request_stays_open() {
             .user_id,
         "alice"
     );
+
+    // Nor may bob deny it (that would end alice's waiting connection): 409, the
+    // request stays open, no decision is published.
+    let mut feed = t.store.subscribe();
+    let form = format!("confirm=false&csrf_token={}", t.csrf(&bob));
+    let (status, body) = read(t.post(&sign_in_uri(&code2), Some(&bob_cookie), &form).await).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body.contains("This key is bound to another user"), "{body}");
+    let req = t.store.get_request(&code2).await.unwrap().unwrap();
+    assert_eq!(req.status, RequestStatus::Pending, "stays open for alice");
+    assert!(feed.try_recv().is_err(), "nothing published");
+
+    // Alice, the owner, may deny it.
+    let form = format!("confirm=false&csrf_token={}", t.csrf(&alice));
+    let (status, body) = read(
+        t.post(&sign_in_uri(&code2), Some(&alice_cookie), &form)
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("Request denied"));
+    let req = t.store.get_request(&code2).await.unwrap().unwrap();
+    assert!(matches!(req.status, RequestStatus::Denied { .. }));
+}
+
+/// The owner through Remember me alone (no client binding) counts too.
+#[tokio::test]
+async fn deny_of_a_remembered_key_is_owner_only() {
+    let t = TestApp::spawn().await;
+    let (alice, alice_cookie) = t.sign_in("alice").await;
+    let (bob, bob_cookie) = t.sign_in("bob").await;
+    let code = t.open_request(FP).await;
+    let form = format!(
+        "confirm=true&create_id_binding=true&csrf_token={}",
+        t.csrf(&alice)
+    );
+    t.post(&sign_in_uri(&code), Some(&alice_cookie), &form)
+        .await;
+    t.store
+        .revoke_binding(&binding_id(FP), None, "test")
+        .await
+        .unwrap();
+    let code = t.open_request(FP).await;
+    let form = format!("confirm=false&csrf_token={}", t.csrf(&bob));
+    let res = t.post(&sign_in_uri(&code), Some(&bob_cookie), &form).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let req = t.store.get_request(&code).await.unwrap().unwrap();
+    assert_eq!(req.status, RequestStatus::Pending);
+    // Decided and unknown codes keep their own answers.
+    let form = format!("confirm=false&csrf_token={}", t.csrf(&bob));
+    let res = t
+        .post(
+            &sign_in_uri("AAAAAAAAAAAAAAAAAAAAAA"),
+            Some(&bob_cookie),
+            &form,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
@@ -280,8 +338,57 @@ async fn remember_me_skips_verify_for_same_user_only() {
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("id=\"authorize\""));
 
-    // Alice is approved at once, without the Verify page.
-    let (status, body) = read(t.get(&sign_in_uri(&code2), Some(&alice_cookie)).await).await;
+    // Alice, when another site (or anything but the person) navigates her browser
+    // to the link: the Verify page, saying why; nothing decided (issue 12).
+    for headers in [
+        &[][..],
+        &[("sec-fetch-site", "cross-site")][..],
+        &[("sec-fetch-site", "same-site")][..],
+        &[("sec-fetch-site", "same-origin")][..],
+    ] {
+        let res = t
+            .get_with(&sign_in_uri(&code2), Some(&alice_cookie), headers)
+            .await;
+        let (status, body) = read(res).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("id=\"authorize\""), "{headers:?}: {body}");
+        assert!(body.contains("id=\"not-direct\""), "{headers:?}: {body}");
+        let req = t.store.get_request(&code2).await.unwrap().unwrap();
+        assert_eq!(req.status, RequestStatus::Pending, "{headers:?}");
+    }
+
+    // A callback's "opened directly" mark for another code, or another session,
+    // vouches for nothing.
+    let (_, alice_cookie2) = t.sign_in("alice").await;
+    for mark in [
+        t.direct_mark(
+            "/.pomerium/sign_in?user_code=AAAAAAAAAAAAAAAAAAAAAA",
+            &alice.id,
+        ),
+        t.direct_mark(&sign_in_uri(&code2), "sess-someone-else"),
+    ] {
+        let cookie = format!("{alice_cookie}; {mark}");
+        let (_, body) = read(t.get(&sign_in_uri(&code2), Some(&cookie)).await).await;
+        assert!(body.contains("id=\"not-direct\""), "{body}");
+    }
+    let mark = t.direct_mark(&sign_in_uri(&code2), &alice.id);
+    let cookie = format!("{alice_cookie2}; {mark}");
+    let (_, body) = read(t.get(&sign_in_uri(&code2), Some(&cookie)).await).await;
+    assert!(
+        body.contains("id=\"not-direct\""),
+        "mark of another session: {body}"
+    );
+
+    // Alice opening the link herself (from the terminal: `Sec-Fetch-Site: none`)
+    // is approved at once, without the Verify page.
+    let res = t
+        .get_with(
+            &sign_in_uri(&code2),
+            Some(&alice_cookie),
+            &[("sec-fetch-site", "none")],
+        )
+        .await;
+    let (status, body) = read(res).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("Sign in successful"));
     assert!(!body.contains("id=\"authorize\""));
@@ -297,6 +404,27 @@ async fn remember_me_skips_verify_for_same_user_only() {
             .is_some(),
         "kept"
     );
+
+    // After an IdP round trip the browser says `cross-site`; the callback's mark for
+    // this code and session stands in for the `none` it saw first, once.
+    let code3 = t.open_request(FP).await;
+    let mark = t.direct_mark(&sign_in_uri(&code3), &alice.id);
+    let res = t
+        .get_with(
+            &sign_in_uri(&code3),
+            Some(&format!("{alice_cookie}; {mark}")),
+            &[("sec-fetch-site", "cross-site")],
+        )
+        .await;
+    let cleared = res.headers().get_all(header::SET_COOKIE).iter().any(|v| {
+        v.to_str()
+            .unwrap()
+            .starts_with("_pomerium_direct=; Max-Age=0")
+    });
+    let (status, body) = read(res).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("Sign in successful"), "{body}");
+    assert!(cleared, "the mark is one-shot");
 }
 
 #[tokio::test]

@@ -238,3 +238,86 @@ async fn dev_idp_refuses_bad_authorization_and_token_requests() {
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"], "invalid_grant");
 }
+
+/// Signs in through the dev IdP from a fresh browser, starting at the code link
+/// with `Sec-Fetch-Site: first` and coming back the way a browser does after a
+/// round trip through another site (`cross-site`). Returns the sign-in page and
+/// the browser (with its session).
+async fn round_trip(t: &TestApp, code: &str, first: &str) -> (String, reqwest::Client) {
+    let browser = client(true);
+    let sign_in = format!("{}/.pomerium/sign_in?user_code={code}", t.base);
+    let res = browser
+        .get(&sign_in)
+        .header("sec-fetch-site", first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let authorize = loc(&res);
+    let url = url::Url::parse(&authorize).unwrap();
+    let mut fields: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    fields.push(("username".into(), "alice".into()));
+    fields.push(("password".into(), "alice-pw".into()));
+    let res = browser
+        .post(format!("{}/dev-idp/authorize", t.base))
+        .header("sec-fetch-site", "same-origin")
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let res = browser
+        .get(loc(&res))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(absolute(&t.base, &loc(&res)), sign_in);
+    let res = browser
+        .get(&sign_in)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    (res.text().await.unwrap(), browser)
+}
+
+/// Issue 12: Remember me approves at once only for a link the person opened
+/// directly, and that fact survives the IdP round trip.
+#[tokio::test]
+async fn remember_me_across_the_idp_round_trip_only_when_opened_directly() {
+    let t = TestApp::spawn_with(|users, issuer| DevIdp::new(users, issuer).unwrap()).await;
+    // Alice authorizes a first code with Remember me.
+    let code = t.open_request(FP).await;
+    let (page, browser) = round_trip(&t, &code, "none").await;
+    assert!(page.contains("id=\"authorize\""), "nothing remembered yet");
+    let csrf = hidden(&page, "csrf_token");
+    let res = browser
+        .post(format!("{}/.pomerium/sign_in?user_code={code}", t.base))
+        .form(&[
+            ("confirm", "true"),
+            ("create_id_binding", "true"),
+            ("csrf_token", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.text().await.unwrap().contains("Sign in successful"));
+
+    // A link opened from the terminal in a signed-out browser: approved at once
+    // after the IdP.
+    let code = t.open_request(FP).await;
+    let (page, _) = round_trip(&t, &code, "none").await;
+    assert!(page.contains("Sign in successful"), "{page}");
+    let req = t.store.get_request(&code).await.unwrap().unwrap();
+    assert!(matches!(req.status, RequestStatus::Approved { .. }));
+
+    // The same, started by another site: the Verify page, nothing decided.
+    let code = t.open_request(FP).await;
+    let (page, _) = round_trip(&t, &code, "cross-site").await;
+    assert!(page.contains("id=\"not-direct\""), "{page}");
+    let req = t.store.get_request(&code).await.unwrap().unwrap();
+    assert_eq!(req.status, RequestStatus::Pending);
+}

@@ -26,7 +26,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::cookies::{LoginState, Sealer, SessionCookie};
+use crate::cookies::{DirectMark, LoginState, Sealer, SessionCookie};
 use crate::csrf::CsrfKey;
 use crate::{router, DevIdp, LiveConnections, WebDeps};
 
@@ -427,6 +427,18 @@ impl TestApp {
         CsrfKey::new(&KEY).token(&session.id)
     }
 
+    /// An "opened directly" mark as the callback would have set it.
+    pub fn direct_mark(&self, return_to: &str, session_id: &str) -> String {
+        let value = Sealer::new(&KEY)
+            .seal_direct(&DirectMark {
+                return_to: return_to.into(),
+                session_id: session_id.into(),
+                expires: self.now().plus(Duration::from_secs(60)).millis(),
+            })
+            .unwrap();
+        format!("{}_direct={value}", self.config.cookie_name)
+    }
+
     /// A login-state cookie as `start_login` would have set it.
     pub fn login_cookie(&self, state: &str, nonce: &str, verifier: &str) -> String {
         let value = Sealer::new(&KEY)
@@ -435,6 +447,7 @@ impl TestApp {
                 nonce: nonce.into(),
                 pkce_verifier: verifier.into(),
                 return_to: "/.pomerium/".into(),
+                opened_directly: false,
                 expires: self.now().plus(Duration::from_secs(600)).millis(),
             })
             .unwrap();
@@ -442,9 +455,22 @@ impl TestApp {
     }
 
     pub async fn get(&self, uri: &str, cookie: Option<&str>) -> Response<Body> {
+        self.get_with(uri, cookie, &[]).await
+    }
+
+    /// GET with extra request headers (e.g. `Sec-Fetch-Site`).
+    pub async fn get_with(
+        &self,
+        uri: &str,
+        cookie: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Response<Body> {
         let mut req = Request::get(uri);
         if let Some(c) = cookie {
             req = req.header(header::COOKIE, c);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         self.app
             .clone()
