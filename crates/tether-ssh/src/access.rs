@@ -21,8 +21,9 @@ use crate::upstream::{UpstreamTarget, UpstreamUser};
 pub struct AccessRequest<'a> {
     /// The signed-in identity (from the binding's web session).
     pub identity: &'a Identity,
-    /// The requested upstream login; `None` in jump-host mode (§8), where the
-    /// `ssh_username*` criteria are skipped.
+    /// The requested upstream login; `None` in jump-host mode (§8), where there is
+    /// none: the `ssh_username*` criteria (and `ssh_ca`'s principal check) cannot
+    /// be evaluated there and deny (fail closed, issue 12).
     pub login: Option<&'a str>,
     /// The client's key (and certificate, if it authenticated with one).
     pub key: &'a KeyInput,
@@ -148,6 +149,23 @@ pub fn authorize(
             .map(|r| r.code.to_string())
             .collect(),
     })
+}
+
+/// Whether `route` belongs in a list of the routes `request`'s user may use: the
+/// policy allows, or (with no login in `request`) denies only on login-name
+/// criteria that some login might pass. For the `routes` listing only — access
+/// always goes through [`authorize`].
+pub fn may_list(route: &Route, request: &AccessRequest<'_>) -> bool {
+    let decision = evaluate(
+        &route.effective_policy(),
+        &Input {
+            identity: Some(request.identity),
+            login: request.login,
+            key: request.key,
+            now: request.now,
+        },
+    );
+    decision.allow || decision.login_undetermined
 }
 
 /// `type base64` of a public key (no comment).
@@ -286,10 +304,35 @@ mod tests {
         let r = route(Some(vec![Criterion::SshUsernameMatchesEmail]), false);
         assert!(authorize(Some(&r), "prod", &ask(&id, Some("root"), &key)).is_err());
         assert!(authorize(Some(&r), "prod", &ask(&id, Some("alice"), &key)).is_ok());
-        assert!(
-            authorize(Some(&r), "prod", &ask(&id, None, &key)).is_ok(),
-            "jump mode"
+    }
+
+    /// Issue 12 item 4: a jump-host pipe has no login, so a route whose policy
+    /// checks the login is refused there (it used to skip the check and allow),
+    /// while `routes` still lists it.
+    #[test]
+    fn jump_mode_refuses_login_restricted_routes() {
+        let id = identity(&["sre"]);
+        let key = KeyInput::default();
+        let deploy_only = route(
+            Some(vec![
+                Criterion::AuthenticatedUser,
+                Criterion::SshUsername(tether_core::policy::StringMatcher::Is("deploy".into())),
+            ]),
+            false,
         );
+        let err = authorize(Some(&deploy_only), "prod", &ask(&id, None, &key)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "access denied: route \"prod\": the route's policy checks the login name, \
+             which a jump-host connection does not have"
+        );
+        assert!(authorize(Some(&deploy_only), "prod", &ask(&id, Some("deploy"), &key)).is_ok());
+        assert!(may_list(&deploy_only, &ask(&id, None, &key)), "listed");
+        // No login criteria: the pipe is allowed as before.
+        let sre = route(Some(vec![Criterion::Groups(vec!["sre".into()])]), false);
+        assert!(authorize(Some(&sre), "prod", &ask(&id, None, &key)).is_ok());
+        let ops = route(Some(vec![Criterion::Groups(vec!["ops".into()])]), false);
+        assert!(!may_list(&ops, &ask(&id, None, &key)), "not listed");
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! connection, a `direct-tcpip` channel whose host is a route name becomes a raw TCP
 //! pipe to that route's upstream address, so `ssh -J alice@gateway bob@prod`
 //! authenticates end to end with the upstream. The pipe needs an [`AccessGranted`]
-//! (the route's policy, evaluated without a login: the `ssh_username*` criteria are
-//! skipped); the port the client asked for is ignored, the route decides.
+//! (the route's policy, evaluated without a login). tether never learns the login
+//! the client uses upstream, so criteria on it (`ssh_username*`, `ssh_ca`'s
+//! principal) cannot be evaluated and deny: a route only `deploy` may use is no raw
+//! TCP pipe for everyone else (fail closed). The port the client asked for is
+//! ignored, the route decides.
 //!
 //! Flow control: a TCP read is written to the channel only once the client's window
 //! has room, and a channel message is read only after the previous one was written

@@ -1,10 +1,10 @@
 //! Which routes a signed-in user may use, and the `ssh` command that reaches each
 //! (the internal CLI's `routes` and `portal`, SPEC §7).
 //!
-//! A route is listed when its policy in force ([`crate::access::authorize`]) allows
-//! the identity and key **without a login**: the `ssh_username*` criteria are skipped,
-//! as in jump-host mode, because the login is the user's to choose on the command
-//! line and should not hide a route. The command shows the login the user connected
+//! A route is listed when its policy in force ([`crate::access::may_list`]) allows
+//! the identity and key **for some login**: the `ssh_username*` criteria, which
+//! cannot be evaluated without a login, do not hide a route, because the login is
+//! the user's to choose on the command line (access itself never skips them). The command shows the login the user connected
 //! to the gateway with (`alice` in `ssh alice@gateway routes`); choosing a route in
 //! the portal decides with that login, so a login rule can still refuse there.
 //!
@@ -19,7 +19,7 @@ use tether_core::config::Config;
 use tether_core::policy::KeyInput;
 use tether_core::{Identity, Timestamp};
 
-use crate::access::{authorize, AccessRequest};
+use crate::access::{may_list, AccessRequest};
 
 /// Longest route name the listing pads others to (longer names still print whole).
 const NAME_COLUMN: usize = 32;
@@ -47,7 +47,7 @@ pub(crate) fn allowed(config: &Config, viewer: &Viewer<'_>) -> Vec<String> {
     config
         .routes
         .iter()
-        .filter(|r| authorize(Some(r), &r.name, &request).is_ok())
+        .filter(|r| may_list(r, &request))
         .map(|r| r.name.clone())
         .collect()
 }

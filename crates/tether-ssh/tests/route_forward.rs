@@ -205,11 +205,12 @@ async fn jump_host_mode_pipes_to_the_route_and_applies_its_policy() {
         &format!("AuthorizedKeysFile {}", authorized.display()),
         |addr| {
             let mut c = config_with(vec![
-                // Login criteria are skipped in jump mode: this admits alice.
+                // No login criteria: a jump pipe has no login for them to check
+                // (a route with them refuses, see jump_policy.rs).
                 route(
                     "prod",
                     addr,
-                    Some(vec![Criterion::SshUsernameMatchesEmail]),
+                    Some(vec![Criterion::Groups(vec!["sre".into()])]),
                     false,
                 ),
                 route(

@@ -1,6 +1,13 @@
 //! Policy evaluation: a pure function of the policy and an [`Input`]. Returns the
 //! decision, the reason codes that decided it, and one plain sentence for a denial
 //! (`not in group sre`) — never the policy itself.
+//!
+//! Fail closed (issue 12): a criterion that cannot be evaluated with the input — a
+//! login-name criterion (`ssh_username*`, and `ssh_ca`'s principal check) on a
+//! connection that has no login, i.e. a jump-host pipe — is *unknown*, never
+//! matched. Blocks combine unknowns three-valued (an `or` with a match still
+//! matches; an `and` with a failure still fails; otherwise the block is unknown),
+//! and an unknown allow block does not allow while an unknown deny block denies.
 
 use super::{Block, Criterion, Input, Op, Policy};
 use crate::identity::Identity;
@@ -24,6 +31,10 @@ pub struct Decision {
     /// Denied only because of key-specific criteria (`ssh_publickey`, `ssh_ca`):
     /// the client may try its next key.
     pub key_specific: bool,
+    /// Denied with no login given, but only because login-name criteria could
+    /// not be evaluated: some login name might be allowed. For listing routes
+    /// (`routes`), never for access.
+    pub login_undetermined: bool,
 }
 
 impl Decision {
@@ -40,17 +51,59 @@ enum Mode {
     Normal,
     /// Key-specific criteria count as matched (to tell key-specific denials apart).
     IgnoreKeys,
+    /// Unknown allow blocks count as matched and unknown deny blocks as not:
+    /// "could some login name be allowed?" (listing routes, never access).
+    AnyLogin,
 }
 
-/// Evaluates `criterion`; `Ok` carries the match and its reason.
-fn check(c: &Criterion, input: &Input, mode: Mode) -> (bool, Reason) {
-    let r = |code: &'static str, text: String| Reason { code, text };
+/// A criterion's or block's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tri {
+    /// Matched.
+    Yes,
+    /// Did not match.
+    No,
+    /// Cannot be evaluated with this input (a login criterion without a login).
+    Unknown,
+}
+
+/// Plain words for a criterion that needs a login name when there is none.
+const LOGIN_UNKNOWN: &str =
+    "the route's policy checks the login name, which a jump-host connection does not have";
+
+/// The reason for an unknown login criterion.
+fn login_unknown() -> Reason {
+    Reason {
+        code: "ssh-username-unknown",
+        text: LOGIN_UNKNOWN.into(),
+    }
+}
+
+/// Evaluates `c` three-valued: login criteria without a login are unknown.
+fn check3(c: &Criterion, input: &Input, mode: Mode) -> (Tri, Reason) {
     if matches!(mode, Mode::IgnoreKeys) && c.is_key_specific() {
-        return (true, r("key-ignored", String::new()));
+        return (
+            Tri::Yes,
+            Reason {
+                code: "key-ignored",
+                text: String::new(),
+            },
+        );
     }
     if c.is_username_specific() && input.login.is_none() {
-        return (true, r("ssh-username-skipped", String::new()));
+        return (Tri::Unknown, login_unknown());
     }
+    let (ok, reason) = check(c, input);
+    if ok && input.login.is_none() && matches!(c, Criterion::SshCa(_)) {
+        // The certificate is good, but whether it names the login cannot be told.
+        return (Tri::Unknown, login_unknown());
+    }
+    (if ok { Tri::Yes } else { Tri::No }, reason)
+}
+
+/// Evaluates `criterion` on known input: (matched, its reason).
+fn check(c: &Criterion, input: &Input) -> (bool, Reason) {
+    let r = |code: &'static str, text: String| Reason { code, text };
     let id = input.identity;
     // Only a verified email counts (identity module docs); an unverified one is
     // named in the denial so the user knows why.
@@ -267,44 +320,60 @@ fn unverified_reason() -> Reason {
     }
 }
 
-/// Evaluates a block: (matched, the reasons that decided it).
-fn block(b: &Block, input: &Input, mode: Mode) -> (bool, Vec<Reason>) {
+/// Evaluates a block: (outcome, the reasons that decided it). A hit is explained by
+/// what matched (for `not`/`nor`, by what did not), a miss by what failed (for
+/// `not`/`nor`, by what matched), an unknown by the unknown criteria.
+fn block(b: &Block, input: &Input, mode: Mode) -> (Tri, Vec<Reason>) {
     if b.criteria.is_empty() {
-        return (false, Vec::new());
+        return (Tri::No, Vec::new());
     }
-    let results: Vec<(bool, Reason)> = b.criteria.iter().map(|c| check(c, input, mode)).collect();
-    let (matched, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(ok, _)| *ok);
-    let hit = match b.op {
-        Op::And => failed.is_empty(),
-        Op::Or => !matched.is_empty(),
-        // Pomerium: NOT => (NOT A) AND (NOT B); NOR => (NOT A) OR (NOT B).
-        Op::Not => matched.is_empty(),
-        Op::Nor => !failed.is_empty(),
-    };
-    // A hit is explained by what matched (or, for not/nor, what did not); a miss by
-    // what failed (or, for not/nor, what matched).
-    let positive = matches!(b.op, Op::And | Op::Or);
-    let reasons = if hit == positive { matched } else { failed };
-    let reasons = reasons.into_iter().map(|(_, r)| r).collect();
-    (hit, reasons)
+    let mut yes = Vec::new();
+    let mut no = Vec::new();
+    let mut unknown = Vec::new();
+    for c in &b.criteria {
+        let (t, reason) = check3(c, input, mode);
+        match t {
+            Tri::Yes => yes.push(reason),
+            Tri::No => no.push(reason),
+            Tri::Unknown => unknown.push(reason),
+        }
+    }
+    let known = unknown.is_empty();
+    // Pomerium: NOT => (NOT A) AND (NOT B); NOR => (NOT A) OR (NOT B).
+    match b.op {
+        Op::And if !no.is_empty() => (Tri::No, no),
+        Op::And if known => (Tri::Yes, yes),
+        Op::Or if !yes.is_empty() => (Tri::Yes, yes),
+        Op::Or if known => (Tri::No, no),
+        Op::Not if !yes.is_empty() => (Tri::No, yes),
+        Op::Not if known => (Tri::Yes, no),
+        Op::Nor if !no.is_empty() => (Tri::Yes, no),
+        Op::Nor if known => (Tri::No, yes),
+        _ => (Tri::Unknown, unknown),
+    }
 }
 
 fn decide(policy: &Policy, input: &Input, mode: Mode) -> (bool, Vec<Reason>) {
+    let optimistic = matches!(mode, Mode::AnyLogin);
     let mut allow_hit: Option<Vec<Reason>> = None;
     let mut allow_miss = Vec::new();
     for rule in &policy.rules {
         if let Some(d) = &rule.deny {
-            let (hit, reasons) = block(d, input, mode);
-            if hit {
+            let (t, reasons) = block(d, input, mode);
+            if t == Tri::Yes || (t == Tri::Unknown && !optimistic) {
                 let detail = reasons.iter().find(|r| !r.text.is_empty()).map(|r| r.code);
-                let text = "access is denied by policy".to_string();
+                let text = if t == Tri::Unknown {
+                    LOGIN_UNKNOWN.to_string()
+                } else {
+                    "access is denied by policy".to_string()
+                };
                 let code = detail.unwrap_or("deny");
                 return (false, vec![Reason { code, text }]);
             }
         }
         if let Some(a) = &rule.allow {
-            let (hit, reasons) = block(a, input, mode);
-            if hit {
+            let (t, reasons) = block(a, input, mode);
+            if t == Tri::Yes || (t == Tri::Unknown && optimistic) {
                 allow_hit.get_or_insert_with(Vec::new).extend(reasons);
             } else {
                 let first = reasons.into_iter().find(|r| !r.text.is_empty());
@@ -327,13 +396,17 @@ fn decide(policy: &Policy, input: &Input, mode: Mode) -> (bool, Vec<Reason>) {
     (false, allow_miss)
 }
 
-/// Evaluates a policy. Deny wins over allow; no allow rule → deny.
+/// Evaluates a policy. Deny wins over allow; no allow rule → deny; a block that
+/// cannot be evaluated never allows and always denies (module docs).
 pub fn evaluate(policy: &Policy, input: &Input) -> Decision {
     let (allow, reasons) = decide(policy, input, Mode::Normal);
     let key_specific = !allow && decide(policy, input, Mode::IgnoreKeys).0;
+    let login_undetermined =
+        !allow && input.login.is_none() && decide(policy, input, Mode::AnyLogin).0;
     Decision {
         allow,
         reasons,
         key_specific,
+        login_undetermined,
     }
 }

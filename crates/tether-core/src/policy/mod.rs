@@ -158,7 +158,8 @@ impl Criterion {
         matches!(self, Criterion::SshPublickey(_) | Criterion::SshCa(_))
     }
 
-    /// Login-name criteria, skipped in jump-host mode (§8).
+    /// Login-name criteria: they cannot be evaluated without a login (jump-host
+    /// mode, §8), and there they deny rather than match.
     pub fn is_username_specific(&self) -> bool {
         matches!(
             self,
@@ -194,7 +195,8 @@ pub struct KeyInput {
 pub struct Input<'a> {
     /// Signed-in identity (`None` = nobody).
     pub identity: Option<&'a Identity>,
-    /// Requested login name (`None` in jump-host mode: login criteria are skipped).
+    /// Requested login name. `None` when the connection has no login (jump-host
+    /// mode): login criteria are then unknown, and an unknown never allows.
     pub login: Option<&'a str>,
     /// The client's key.
     pub key: &'a KeyInput,

@@ -125,17 +125,71 @@ fn ssh_username_criteria() {
     let p = policy("allow:\n  and:\n    - ssh_username_matches_claim: department\n");
     assert!(decide(&p, Some(&alice), "ops", ALICE_KEY, WED_1030).allow);
     assert!(!decide(&p, Some(&alice), "dev", ALICE_KEY, WED_1030).allow);
+}
 
-    // Jump-host mode: login criteria are skipped.
-    let key = KeyInput::default();
+/// Issue 12 item 4: without a login (a jump-host pipe) a login criterion cannot
+/// be evaluated, and an unevaluable criterion never allows.
+#[test]
+fn login_criteria_without_a_login_deny() {
+    let alice = identity("alice@example.com", &["sre"]);
+    let key = KeyInput {
+        public_key: BOB_KEY.into(),
+        cert: Some(CertInput {
+            ca_key: ALICE_KEY.into(),
+            principals: vec!["deploy".into()],
+            valid: true,
+        }),
+    };
     let jump = Input {
         identity: Some(&alice),
         login: None,
         key: &key,
         now: WED_1030,
     };
-    let p = policy("allow:\n  and:\n    - ssh_username: root\n    - email: alice@example.com\n");
+    let denied = |yaml: &str| {
+        let d = evaluate(&policy(yaml), &jump);
+        assert!(!d.allow, "{yaml}");
+        d
+    };
+    for yaml in [
+        "allow:\n  and:\n    - ssh_username: deploy\n",
+        "allow:\n  and:\n    - ssh_username: root\n    - email: alice@example.com\n",
+        "allow:\n  and:\n    - ssh_username_matches_email: true\n",
+        "allow:\n  and:\n    - ssh_username_matches_claim: groups\n",
+        "allow:\n  not:\n    - ssh_username: root\n",
+        "allow:\n  nor:\n    - ssh_username: root\n",
+        "allow:\n  or:\n    - ssh_username: deploy\n    - email: bob@example.com\n",
+        &format!("allow:\n  and:\n    - ssh_ca:\n        - {ALICE_KEY}\n"),
+    ] {
+        let d = denied(yaml);
+        assert_eq!(
+            d.message(),
+            "the route's policy checks the login name, which a jump-host connection does not have",
+            "{yaml}"
+        );
+        assert!(d.login_undetermined, "some login might pass: {yaml}");
+    }
+    // A deny that cannot be evaluated denies.
+    let d = denied("allow:\n  and:\n    - accept: true\ndeny:\n  or:\n    - ssh_username: root\n");
+    assert!(d.login_undetermined);
+    // Settled without the login: an `or` with a match allows, an `and` with a
+    // failure fails for its own reason.
+    let p = policy("allow:\n  or:\n    - ssh_username: deploy\n    - email: alice@example.com\n");
     assert!(evaluate(&p, &jump).allow);
+    let d = denied("allow:\n  and:\n    - ssh_username: deploy\n    - groups:\n        has: dev\n");
+    assert_eq!(d.message(), "not in group dev");
+    assert!(!d.login_undetermined, "no login helps");
+    // No login criteria: unaffected.
+    let p = policy("allow:\n  and:\n    - groups:\n        has: sre\n");
+    assert!(evaluate(&p, &jump).allow);
+    // A certificate from another CA fails on its own.
+    let d = denied(&format!(
+        "allow:\n  and:\n    - ssh_ca:\n        - {BOB_KEY}\n"
+    ));
+    assert!(!d.login_undetermined && d.key_specific);
+    // With a login the same policies decide normally.
+    let p = policy("allow:\n  and:\n    - ssh_username: deploy\n");
+    assert!(decide(&p, Some(&alice), "deploy", ALICE_KEY, WED_1030).allow);
 }
 
 #[test]
@@ -345,6 +399,26 @@ proptest! {
         prop_assume!(name != "groups" && name != "department");
         let p = allow(Op::And, vec![Criterion::Claim { name, values: vec!["ops".into(), "a".into()] }]);
         prop_assert!(!decide(&p, Some(&id), "a", ALICE_KEY, WED_1030).allow);
+    }
+
+    #[test]
+    fn without_a_login_login_criteria_never_allow(
+        c in prop_oneof![
+            "[a-c]".prop_map(|l| Criterion::SshUsername(StringMatcher::Is(l))),
+            Just(Criterion::SshUsernameMatchesEmail),
+            "[a-z]{1,8}".prop_map(Criterion::SshUsernameMatchesClaim),
+        ],
+        op in prop_oneof![Just(Op::And), Just(Op::Or), Just(Op::Not), Just(Op::Nor)],
+        id in arb_identity(),
+    ) {
+        let key = KeyInput::default();
+        let jump = Input { identity: Some(&id), login: None, key: &key, now: WED_1030 };
+        prop_assert!(!evaluate(&allow(op, vec![c.clone()]), &jump).allow);
+        let denying = Policy { rules: vec![
+            Rule { allow: Some(Block { op: Op::Or, criteria: vec![Criterion::Accept] }), deny: None },
+            Rule { allow: None, deny: Some(Block { op, criteria: vec![c] }) },
+        ]};
+        prop_assert!(!evaluate(&denying, &jump).allow);
     }
 
     #[test]

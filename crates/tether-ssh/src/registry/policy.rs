@@ -209,20 +209,22 @@ mod tests {
         assert_eq!(reg.recheck_policies(&config(None, true)), 0);
         assert!(reg.config().is_some());
         let ended = reg.recheck_policies(&config(Some(Criterion::SshUsernameMatchesEmail), false));
-        assert_eq!(ended, 1);
+        assert_eq!(ended, 2, "root, and the jump pipe (no login to check)");
         assert_eq!(
             root.revoker().revoked().await,
             format!("access denied: route \"prod\": {}", root_reason())
         );
         assert!(!a.revoker().is_revoked());
-        assert!(
-            !jump.revoker().is_revoked(),
-            "jump mode skips login criteria"
+        assert_eq!(
+            jump.revoker().revoked().await,
+            "access denied: route \"prod\": the route's policy checks the login name, \
+             which a jump-host connection does not have",
+            "a login criterion cannot be evaluated on a jump pipe: it denies (issue 12)"
         );
 
         let ended =
             reg.recheck_policies(&config(Some(Criterion::Groups(vec!["sre".into()])), false));
-        assert_eq!(ended, 2, "alice and the jump pipe; root is already ending");
+        assert_eq!(ended, 1, "alice; root and the jump pipe are already ending");
         assert_eq!(
             a.revoker().revoked().await,
             "access denied: route \"prod\": not in group sre"
