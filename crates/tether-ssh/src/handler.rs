@@ -20,14 +20,16 @@ use crate::events::{AuthRequest, ChannelRequest, Event, OtherChannel};
 /// The per-connection russh handler.
 #[derive(Debug)]
 pub(crate) struct Handler {
-    events: mpsc::Sender<Event>,
+    /// Boxed events: tokio allocates a channel's slots 32 at a time, up front, so
+    /// the queue costs 32 pointers per connection instead of 32 events.
+    events: mpsc::Sender<Box<Event>>,
     /// The banner that came with the last verdict, until russh sends it.
     banner: Option<String>,
 }
 
 impl Handler {
     /// A handler that feeds `events`.
-    pub(crate) fn new(events: mpsc::Sender<Event>) -> Self {
+    pub(crate) fn new(events: mpsc::Sender<Box<Event>>) -> Self {
         Self {
             events,
             banner: None,
@@ -36,7 +38,7 @@ impl Handler {
 
     async fn send(&self, event: Event) -> Result<(), HandlerError> {
         self.events
-            .send(event)
+            .send(Box::new(event))
             .await
             .map_err(|_| HandlerError::ActorGone)
     }

@@ -29,15 +29,32 @@ const MAX_ID_LINE: usize = 255;
 /// held only while bytes flow ([`ReadBuffer`]): a quiet connection holds none.
 pub(crate) const READ_BUFFER: usize = 64 * 1024;
 
+/// The read buffer a connection starts with: key exchange and authentication
+/// packets fit many times over, so a burst of new connections does not cost 64 KiB
+/// each. A read that fills the buffer doubles the next one, up to [`READ_BUFFER`].
+const FIRST_READ_BUFFER: usize = 8 * 1024;
+
 /// A read buffer that exists only while there is something to read: allocated
 /// (without zero-filling) when the socket is readable, dropped as soon as it is
 /// drained and the socket has nothing more. Ten thousand idle connections then
 /// hold no read buffers at all, while a busy one reads 64 KiB per system call.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ReadBuffer {
     /// Bytes read and not yet handed on: `buf[pos..]`.
     buf: Vec<u8>,
     pos: usize,
+    /// The size of the next buffer allocated.
+    next: usize,
+}
+
+impl Default for ReadBuffer {
+    fn default() -> Self {
+        ReadBuffer {
+            buf: Vec::new(),
+            pos: 0,
+            next: FIRST_READ_BUFFER,
+        }
+    }
 }
 
 impl ReadBuffer {
@@ -46,12 +63,16 @@ impl ReadBuffer {
         self.pos >= self.buf.len()
     }
 
-    /// An empty buffer with [`READ_BUFFER`] bytes of spare capacity to read into.
+    /// An empty buffer with spare capacity to read into: [`FIRST_READ_BUFFER`] at
+    /// first, twice as much after a read that filled it, up to [`READ_BUFFER`].
     pub(crate) fn prepare(&mut self) -> &mut Vec<u8> {
+        if !self.buf.is_empty() && self.buf.len() == self.buf.capacity() {
+            self.next = (self.next * 2).min(READ_BUFFER);
+        }
         self.buf.clear();
         self.pos = 0;
-        if self.buf.capacity() < READ_BUFFER {
-            self.buf.reserve_exact(READ_BUFFER);
+        if self.buf.capacity() < self.next {
+            self.buf.reserve_exact(self.next);
         }
         &mut self.buf
     }
@@ -409,6 +430,28 @@ mod tests {
         client.write_all(b"again").await.unwrap();
         let n = stream.read(&mut more).await.unwrap();
         assert_eq!(&more[..n], b"again");
+    }
+
+    #[tokio::test]
+    async fn the_buffer_starts_small_and_grows_for_bulk_reads() {
+        let (mut client, server) = pair().await;
+        let (mut stream, _probe) = ClientStream::new(server);
+        client.write_all(b"SSH-2.0-x\r\n").await.unwrap();
+        let mut line = [0u8; 11];
+        stream.read_exact(&mut line).await.unwrap();
+        assert!(stream.rbuf.held() <= FIRST_READ_BUFFER);
+        let data = vec![9u8; 1 << 20];
+        let writer = tokio::spawn(async move {
+            client.write_all(&data).await.unwrap();
+            client
+        });
+        let mut got = vec![0u8; 1 << 20];
+        stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(
+            stream.rbuf.next, READ_BUFFER,
+            "bulk reads use the full buffer"
+        );
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test]

@@ -264,13 +264,13 @@ impl Actor {
     }
 
     /// Serves events until the handler is gone (the russh session ended).
-    pub(crate) async fn run(mut self, mut events: mpsc::Receiver<Event>) -> Summary {
+    pub(crate) async fn run(mut self, mut events: mpsc::Receiver<Box<Event>>) -> Summary {
         loop {
             let (deadline, why) = self.next_deadline();
             let revoker = self.revoker();
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Some(ev) => self.on_event(ev).await,
+                    Some(ev) => self.on_event(*ev).await,
                     None => break,
                 },
                 () = tokio::time::sleep_until(deadline), if !self.closing => {
@@ -301,7 +301,7 @@ impl Actor {
                 relay.disconnect(why).await;
             }
         }
-        self.abandon_sign_in().await;
+        Box::pin(self.abandon_sign_in()).await;
         Summary {
             authenticated: matches!(self.phase, Phase::Authed(_)),
             ended_by: self.ended_by.unwrap_or_else(|| "client".to_string()),
@@ -318,16 +318,22 @@ impl Actor {
                 if let Some(state) = self.auth_state() {
                     state.started = true;
                 }
-                let auth = self.on_auth(&user, request).await;
+                // Boxed, like the channel opens below: authentication (with its
+                // upstream connect) is the largest state of this future, and a
+                // future is as big as its largest state for as long as it lives.
+                // Boxed, it costs memory only while a request is being answered.
+                let auth = Box::pin(self.on_auth(&user, request)).await;
                 let banner = self.auth_state().and_then(|s| s.banner.take());
                 let _ = reply.send(AuthReply { auth, banner });
             }
-            Event::OpenSession { channel, reply } => self.on_open_session(channel, reply).await,
+            Event::OpenSession { channel, reply } => {
+                Box::pin(self.on_open_session(channel, reply)).await;
+            }
             Event::OpenOther {
                 kind,
                 channel,
                 reply,
-            } => self.on_open_other(kind, channel, reply).await,
+            } => Box::pin(self.on_open_other(kind, channel, reply)).await,
             Event::Request {
                 channel,
                 request,

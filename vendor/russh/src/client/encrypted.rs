@@ -341,7 +341,7 @@ impl Session {
 
                                     self.sender
                                         .send(Reply::SignRequestCert {
-                                            cert: cert.clone(),
+                                            cert: Box::new(cert.clone()),
                                             hash_alg,
                                             data: buf,
                                         })
