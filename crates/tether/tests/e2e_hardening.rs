@@ -205,7 +205,11 @@ fn remember_me_needs_a_directly_opened_link() {
     ]))
     .assert_ok();
     std::thread::sleep(Duration::from_secs(1));
-    assert!(ssh.is_running(), "bob's deny ended nothing: {}", ssh.output());
+    assert!(
+        ssh.is_running(),
+        "bob's deny ended nothing: {}",
+        ssh.output()
+    );
 
     // Alice opens the link herself: approved at once.
     alice
