@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tether_core::config::{Config, LogFormat, StorageType};
+use tether_core::config::{Config, StorageType};
 use tether_core::{Clock, SystemClock};
 use tether_ssh::{Registry, SshDeps};
 use tether_store::Store;
@@ -32,53 +32,6 @@ pub enum Outcome {
 
 /// Grace period for draining connections on shutdown.
 const GRACE: Duration = Duration::from_secs(10);
-
-/// Sets up `tracing` per `log_format` (`RUST_LOG` overrides the level), plus the
-/// audit JSON-lines file when `audit_log` is set: every event of the `audit` target
-/// (sign-in, code issued/decided, binding created/revoked, connection opened/closed).
-pub fn init_logging(config: &Config) -> Result<()> {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
-
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let console = match config.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed(),
-    };
-    let audit = match &config.audit_log {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("audit_log: cannot open {path}"))?;
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::sync::Mutex::new(file))
-                    .with_filter(
-                        tracing_subscriber::filter::Targets::new()
-                            .with_target("audit", tracing::Level::INFO),
-                    ),
-            )
-        }
-        None => None,
-    };
-    let _ = tracing_subscriber::registry()
-        .with(console)
-        .with(audit)
-        .try_init();
-    Ok(())
-}
 
 /// `:443` → `0.0.0.0:443`.
 fn listen_addr(addr: &str) -> String {

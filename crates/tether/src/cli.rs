@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tether_core::config::{parse_config, Config, StorageType};
 use tether_store::Store;
 
-use crate::{app, demo, keys};
+use crate::{app, demo, keys, logging};
 
 #[derive(Parser)]
 #[command(name = "tether", version, about = "An identity-aware SSH gateway")]
@@ -171,7 +171,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 fn run_app(config: Config, demo: bool, config_path: Option<PathBuf>) -> ExitCode {
-    if let Err(e) = app::init_logging(&config) {
+    if let Err(e) = logging::init_logging(&config) {
         eprintln!("tether: {e:#}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -212,7 +212,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 fn admin(config: Config, action: BindingsAction) -> ExitCode {
-    if let Err(e) = app::init_logging(&config) {
+    if let Err(e) = logging::init_logging(&config) {
         eprintln!("tether: {e:#}");
         return ExitCode::from(EXIT_CONFIG);
     }

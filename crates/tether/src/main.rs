@@ -5,6 +5,7 @@ mod app;
 mod cli;
 mod demo;
 mod keys;
+mod logging;
 mod reload;
 
 use std::process::ExitCode;
