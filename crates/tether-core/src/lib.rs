@@ -6,6 +6,7 @@
 //! the caller hands in, and nothing here may depend on tokio, russh, axum or sqlx:
 //! the rules must be testable as plain functions of their inputs and a clock.
 
+pub mod audit;
 pub mod binding;
 pub mod code;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod secret;
 pub mod time;
 pub mod username;
 
+pub use audit::AuditEvent;
 pub use binding::{
     BindingDetails, BindingRequest, ClientBinding, IdentityBinding, RequestStatus, Session,
 };

@@ -14,7 +14,25 @@ use tether_core::config::Route;
 use tether_core::policy::{evaluate, normalize_key_line, CertInput, Decision, Input, KeyInput};
 use tether_core::{Identity, Timestamp};
 
-use crate::upstream::{UpstreamTarget, UpstreamUser};
+/// Where to connect: a route and its upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    /// Route name (for messages and logs).
+    pub route: String,
+    /// Upstream `host:port` (`[v6]:port` for IPv6 literals).
+    pub address: String,
+}
+
+/// Who logs in upstream, and for how long at most.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamUser {
+    /// The upstream login name (the certificate's only principal).
+    pub login: String,
+    /// The user's email (the certificate's key id; the upstream's auth log shows it).
+    pub email: String,
+    /// The client binding's expiry; the certificate never outlives it.
+    pub binding_expires_at: Timestamp,
+}
 
 /// What a policy decision is asked about.
 #[derive(Clone, Copy, Debug)]

@@ -11,14 +11,15 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use tether_core::audit::{AuditEvent, Via};
 use tether_core::config::Config;
-use tether_core::policy::KeyInput;
 use tether_core::time::human_duration;
 use tether_core::{Clock, Session, Timestamp};
 use tether_store::Store;
 
+use crate::admission::{self, Principal};
 use crate::error::internal;
-use crate::routes::{self, Gateway, Viewer};
+use crate::routes::{self, Gateway};
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +101,6 @@ pub(crate) fn whoami(session: &Session, fingerprint: &str, now: Timestamp) -> St
     if let Some(name) = &id.name {
         let _ = writeln!(out, "Name:            {name}");
     }
-    let _ = writeln!(out, "Session ID:      {}", session.id);
     let expiry = if session.is_live(now) {
         format!("in {}", human_duration(now.until(session.expires_at)))
     } else {
@@ -179,14 +179,8 @@ pub(crate) struct CliContext {
     /// The configuration in force (routes, policies, runtime flags).
     pub(crate) config: Arc<Config>,
     pub(crate) portal_enabled: bool,
-    /// The web session the connection authenticated through (as of then).
-    pub(crate) session: Session,
-    /// The connection's key.
-    pub(crate) fingerprint: String,
-    /// The policy's view of the connection's key.
-    pub(crate) key: KeyInput,
-    /// The client binding's expiry.
-    pub(crate) binding_expires_at: Timestamp,
+    /// Who the connection acts for (the web session as of admission).
+    pub(crate) principal: Arc<Principal>,
     /// The login the client connected with (`alice` in `alice@gateway`).
     pub(crate) login: String,
     /// The gateway port this connection reached.
@@ -198,13 +192,7 @@ pub(crate) struct CliContext {
 impl CliContext {
     /// The `routes` listing for this user.
     fn routes(&self) -> String {
-        let viewer = Viewer {
-            identity: &self.session.identity,
-            key: &self.key,
-            binding_expires_at: self.binding_expires_at,
-            now: self.clock.now(),
-        };
-        let names = routes::allowed(&self.config, &viewer);
+        let names = admission::listable(&self.principal, &self.config, self.clock.now());
         let gateway = Gateway::new(&self.config, self.port);
         routes::listing(&names, &gateway, &self.login)
     }
@@ -215,21 +203,26 @@ pub(crate) async fn execute(command: Option<&str>, cx: &CliContext) -> Outcome {
     match parse(command) {
         Command::Whoami => {
             // Fresh from the store: the session may have changed since sign-in.
-            let session = match cx.store.get_session(&cx.session.id).await {
+            let session = match cx.store.get_session(&cx.principal.session.id).await {
                 Ok(Some(s)) => s,
                 Ok(None) => return Outcome::err("your session has ended\n".to_string()),
                 Err(e) => return Outcome::err(format!("{}\n", internal("whoami", &e))),
             };
-            Outcome::ok(whoami(&session, &cx.fingerprint, cx.clock.now()))
+            Outcome::ok(whoami(&session, &cx.principal.fingerprint, cx.clock.now()))
         }
-        Command::Logout => match cx.store.sign_out(&cx.session.id, "logged out").await {
+        Command::Logout => match cx
+            .store
+            .sign_out(&cx.principal.session.id, "logged out")
+            .await
+        {
             Ok(out) => {
-                tracing::info!(
-                    target: "audit",
-                    event = "sign_out",
-                    session = %cx.session.id,
-                    revoked_bindings = out.revoked_bindings.len(),
-                );
+                AuditEvent::SignOut {
+                    via: Via::Ssh,
+                    user_id: cx.principal.binding.user_id.clone(),
+                    email: cx.principal.identity().email.clone(),
+                    revoked_bindings: out.revoked_bindings.len(),
+                }
+                .emit();
                 Outcome {
                     logged_out: true,
                     ..Outcome::ok("Logged out successfully\n".to_string())
@@ -330,7 +323,7 @@ mod tests {
         let text = whoami(&session(), "SHA256:abc", now);
         assert!(text.contains("User ID:         u-alice\n"), "{text}");
         assert!(text.contains("Email:           alice@example.com\n"));
-        assert!(text.contains("Session ID:      sess-1\n"));
+        assert!(!text.contains("sess-1"), "no web session id: {text}");
         assert!(text.contains("Session expires: in 13h42m ("), "{text}");
         assert!(text.contains("Key fingerprint: SHA256:abc\n"));
         let claims = text.split("Claims:\n").nth(1).unwrap();

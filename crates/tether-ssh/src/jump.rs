@@ -17,15 +17,29 @@ use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use tether_core::audit::AuditEvent;
+
 use crate::access::AccessGranted;
 use crate::upstream::CONNECT_TIMEOUT;
+
+/// Who a pipe is for, for its audit events.
+#[derive(Clone, Debug)]
+pub(crate) struct JumpAudit {
+    pub(crate) conn: u64,
+    pub(crate) email: String,
+}
 
 /// Bytes read from the upstream socket per channel write.
 const CHUNK: usize = 32 * 1024;
 
 /// Connects to the granted route's upstream and pipes the channel to it; the
 /// channel open is accepted only once the TCP connection stands.
-pub(crate) async fn pipe(grant: AccessGranted, channel: Channel<Msg>, reply: ChannelOpenHandle) {
+pub(crate) async fn pipe(
+    grant: AccessGranted,
+    audit: JumpAudit,
+    channel: Channel<Msg>,
+    reply: ChannelOpenHandle,
+) {
     let target = grant.target();
     let connected =
         tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.address)).await;
@@ -44,15 +58,20 @@ pub(crate) async fn pipe(grant: AccessGranted, channel: Channel<Msg>, reply: Cha
     };
     let _ = tcp.set_nodelay(true);
     reply.accept().await;
-    tracing::info!(target: "audit", event = "jump_opened", route = %target.route);
+    AuditEvent::JumpOpened {
+        conn: audit.conn,
+        route: target.route.clone(),
+        email: audit.email,
+    }
+    .emit();
     let (to_client, to_upstream) = relay(channel, tcp).await;
-    tracing::info!(
-        target: "audit",
-        event = "jump_closed",
-        route = %target.route,
-        bytes_to_upstream = to_upstream,
-        bytes_to_client = to_client,
-    );
+    AuditEvent::JumpClosed {
+        conn: audit.conn,
+        route: target.route.clone(),
+        bytes_to_upstream: to_upstream,
+        bytes_to_client: to_client,
+    }
+    .emit();
 }
 
 fn unreachable(route: &str) -> ChannelOpenFailure {

@@ -17,17 +17,24 @@
 //! crate or on a particular store backend.
 
 mod actor;
+mod admission;
 mod cli;
+mod client;
+mod context;
 mod error;
 mod events;
+mod gate;
 mod handler;
 mod jump;
+mod live;
 mod portal;
+mod pty;
 mod registry;
 mod relay;
 mod routes;
 mod server;
 mod stream;
+mod wait;
 
 pub mod access;
 pub mod cert;
@@ -40,6 +47,7 @@ use tether_core::Clock;
 use tether_store::Store;
 
 pub use error::HandlerError;
+pub use live::LiveConfig;
 pub use registry::{Registry, LIVE_COUNTS_EVERY, LIVE_COUNTS_FRESH_FOR};
 pub use server::run;
 

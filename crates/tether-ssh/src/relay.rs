@@ -33,15 +33,13 @@ use tokio::task::JoinSet;
 
 use tether_core::metrics::Metrics;
 
-use crate::access::AccessGranted;
 use crate::events::ChannelRequest;
 use crate::upstream::{
-    self, bounded, pump, HostKeyCheck, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent,
-    UpstreamReader,
+    bounded, pump, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent, UpstreamReader,
 };
 
-/// Depth of the upstream → actor event queue.
-const UPSTREAM_EVENTS: usize = 16;
+/// Depth of the upstream → connection event queue (route relay and portal).
+pub(crate) const UPSTREAM_EVENTS: usize = 16;
 /// Channel requests waiting for the upstream, per channel.
 const REQUEST_QUEUE: usize = 32;
 
@@ -92,23 +90,18 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// Connects the upstream for `grant`; the receiver carries its events.
-pub(crate) async fn connect(
-    grant: &AccessGranted,
-    ca: &russh::keys::PrivateKey,
-    host_keys: &HostKeyCheck,
-    metrics: Arc<Metrics>,
-) -> Result<(Relay, mpsc::Receiver<UpstreamEvent>), UpstreamError> {
-    let (tx, rx) = mpsc::channel(UPSTREAM_EVENTS);
-    let upstream = upstream::connect(grant, ca, host_keys, tx).await?;
-    let relay = Relay {
-        route: grant.target().route.clone(),
-        banner: upstream.banner().map(str::to_string),
-        upstream: Arc::new(upstream),
-        channels: HashMap::new(),
-        metrics,
-    };
-    Ok((relay, rx))
+impl Relay {
+    /// The relay of a connection whose upstream [`crate::admission::connect`] just
+    /// logged in to.
+    pub(crate) fn new(upstream: Upstream, metrics: Arc<Metrics>) -> Self {
+        Relay {
+            route: upstream.target().route.clone(),
+            banner: upstream.banner().map(str::to_string),
+            upstream: Arc::new(upstream),
+            channels: HashMap::new(),
+            metrics,
+        }
+    }
 }
 
 fn refusal(e: &UpstreamError) -> ChannelOpenFailure {

@@ -1,7 +1,7 @@
 //! Which routes a signed-in user may use, and the `ssh` command that reaches each
 //! (the internal CLI's `routes` and `portal`, SPEC §7).
 //!
-//! A route is listed when its policy in force ([`crate::access::may_list`]) allows
+//! A route is listed ([`crate::admission::listable`]) when its policy in force allows
 //! the identity and key **for some login**: the `ssh_username*` criteria, which
 //! cannot be evaluated without a login, do not hide a route, because the login is
 //! the user's to choose on the command line (access itself never skips them). The command shows the login the user connected
@@ -16,41 +16,11 @@
 use std::fmt::Write as _;
 
 use tether_core::config::Config;
-use tether_core::policy::KeyInput;
-use tether_core::{Identity, Timestamp};
-
-use crate::access::{may_list, AccessRequest};
 
 /// Longest route name the listing pads others to (longer names still print whole).
 const NAME_COLUMN: usize = 32;
 /// Shown when `authenticate_service_url` has no usable host.
 const UNKNOWN_HOST: &str = "GATEWAY";
-
-/// Who is asking, as the policy sees it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Viewer<'a> {
-    pub(crate) identity: &'a Identity,
-    pub(crate) key: &'a KeyInput,
-    pub(crate) binding_expires_at: Timestamp,
-    pub(crate) now: Timestamp,
-}
-
-/// The names of the routes `viewer` may use, in configuration order.
-pub(crate) fn allowed(config: &Config, viewer: &Viewer<'_>) -> Vec<String> {
-    let request = AccessRequest {
-        identity: viewer.identity,
-        login: None,
-        key: viewer.key,
-        binding_expires_at: viewer.binding_expires_at,
-        now: viewer.now,
-    };
-    config
-        .routes
-        .iter()
-        .filter(|r| may_list(r, &request))
-        .map(|r| r.name.clone())
-        .collect()
-}
 
 /// Where the printed commands point.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,71 +110,6 @@ fn url_host(url: &str) -> Option<String> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-    use tether_core::config::Route;
-    use tether_core::policy::{Block, Criterion, Op, Policy, Rule};
-
-    fn route(name: &str, criteria: Option<Vec<Criterion>>, any: bool) -> Route {
-        Route {
-            name: name.into(),
-            to: "10.0.0.5:22".into(),
-            allow_any_authenticated_user: any,
-            policy: criteria.map(|criteria| Policy {
-                rules: vec![Rule {
-                    allow: Some(Block {
-                        op: Op::And,
-                        criteria,
-                    }),
-                    deny: None,
-                }],
-            }),
-            line: 1,
-        }
-    }
-
-    fn identity() -> Identity {
-        let mut claims = BTreeMap::new();
-        claims.insert("groups".to_string(), serde_json::json!(["dev"]));
-        Identity {
-            subject: "u".into(),
-            email: "alice@example.com".into(),
-            name: None,
-            claims,
-        }
-    }
-
-    #[test]
-    fn lists_allowed_routes_without_login_rules() {
-        let mut config = crate::test_config();
-        config.routes = vec![
-            route("prod", None, true),
-            route(
-                "sre",
-                Some(vec![Criterion::Groups(vec!["sre".into()])]),
-                false,
-            ),
-            route("locked", None, false),
-            route(
-                "mine",
-                Some(vec![Criterion::SshUsernameMatchesEmail]),
-                false,
-            ),
-            route(
-                "dev",
-                Some(vec![Criterion::Groups(vec!["dev".into()])]),
-                false,
-            ),
-        ];
-        let id = identity();
-        let key = KeyInput::default();
-        let viewer = Viewer {
-            identity: &id,
-            key: &key,
-            binding_expires_at: Timestamp(10_000_000),
-            now: Timestamp(1_000),
-        };
-        assert_eq!(allowed(&config, &viewer), vec!["prod", "mine", "dev"]);
-    }
 
     #[test]
     fn commands_name_the_service_host_and_the_port() {

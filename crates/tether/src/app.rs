@@ -289,9 +289,10 @@ pub async fn run(
     let root = CancellationToken::new();
     let tracker = TaskTracker::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // The SSH server runs the registry's watch of the store feed in its own task
+    // tree (revocations only matter where SSH connections live).
     let registry = Arc::new(Registry::new());
 
-    tracker.spawn(registry.clone().watch(store.clone(), root.child_token()));
     // Several replicas can share only PostgreSQL: there, each publishes its live
     // connection counts so every replica's bindings page shows them all.
     let shared = (config.storage_type == StorageType::Postgres).then(|| {

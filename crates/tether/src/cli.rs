@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use tether_core::audit::{AuditEvent, Via};
 use tether_core::config::{parse_config, Config, StorageType};
 use tether_store::Store;
 
@@ -250,14 +251,14 @@ fn admin(config: Config, action: BindingsAction) -> ExitCode {
                     .await
                 {
                     Ok(b) => {
-                        tracing::info!(
-                            target: "audit",
-                            event = "binding_revoked",
-                            binding_id = %b.id,
-                            user = %b.email,
-                            by = "administrator (tether bindings revoke)",
-                            reason = "revoked by administrator"
-                        );
+                        AuditEvent::BindingRevoked {
+                            via: Via::Admin,
+                            binding_id: b.id.clone(),
+                            user: b.email.clone(),
+                            by: "administrator (tether bindings revoke)".to_string(),
+                            reason: "revoked by administrator".to_string(),
+                        }
+                        .emit();
                         println!("revoked {} ({})", b.id, b.email);
                         Ok(ExitCode::SUCCESS)
                     }

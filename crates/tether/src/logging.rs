@@ -20,6 +20,7 @@
 //! The text layer has ANSI colours off: the escaping would show its codes anyway.
 
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::{Context, Result};
 use tether_core::config::{Config, LogFormat};
@@ -124,8 +125,8 @@ impl<W: Write> Write for EscapingWriter<W> {
 }
 
 /// Sets up `tracing` per `log_format` (`RUST_LOG` overrides the level), plus the
-/// audit JSON-lines file when `audit_log` is set: every event of the `audit` target
-/// (sign-in, code issued/decided, binding created/revoked, connection opened/closed).
+/// audit JSON-lines file when `audit_log` is set ([`AuditFile`]: every
+/// `tether_core::AuditEvent`, schema in docs/AUDIT.md).
 /// Every sink escapes what clients and the IdP control (module docs).
 pub fn init_logging(config: &Config) -> Result<()> {
     use tracing_subscriber::layer::SubscriberExt;
@@ -147,22 +148,7 @@ pub fn init_logging(config: &Config) -> Result<()> {
             .boxed(),
     };
     let audit = match &config.audit_log {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("audit_log: cannot open {path}"))?;
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(Escaping::new(std::sync::Mutex::new(file), Format::Json))
-                    .with_filter(
-                        tracing_subscriber::filter::Targets::new()
-                            .with_target("audit", tracing::Level::INFO),
-                    ),
-            )
-        }
+        Some(path) => Some(AuditFile::open(path)?),
         None => None,
     };
     let _ = tracing_subscriber::registry()
@@ -170,6 +156,86 @@ pub fn init_logging(config: &Config) -> Result<()> {
         .with(audit)
         .try_init();
     Ok(())
+}
+
+/// The `audit_log` file: one JSON object per line for each event of the `audit`
+/// target — the `tether_core::AuditEvent` as it serializes (its message), with
+/// `time` (RFC 3339, UTC) added first; the schema is docs/AUDIT.md. Written with
+/// the same JSON escaping as the console ([`escape_event`]). A message that is not
+/// an event object (nothing in tether logs one) is kept as `{"event": "log",
+/// "message": ...}` rather than dropped.
+pub struct AuditFile {
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl AuditFile {
+    /// Opens (creating, appending) `path`.
+    pub fn open(path: &str) -> Result<Self> {
+        // Owner-only, like the rest of tether's state: the trail names people.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("audit_log: cannot open {path}"))?;
+        Ok(AuditFile {
+            file: std::sync::Mutex::new(file),
+        })
+    }
+
+    /// The file line for an event whose message is `message`.
+    fn line(message: &str, time: &str) -> String {
+        let mut out = serde_json::Map::new();
+        out.insert("time".into(), serde_json::Value::String(time.to_string()));
+        match serde_json::from_str::<serde_json::Value>(message) {
+            Ok(serde_json::Value::Object(fields)) => out.extend(fields),
+            _ => {
+                out.insert("event".into(), "log".into());
+                out.insert("message".into(), message.into());
+            }
+        }
+        let text = serde_json::Value::Object(out).to_string();
+        escape_event(&format!("{text}\n"), Format::Json)
+    }
+}
+
+/// Collects an event's `message` field.
+#[derive(Default)]
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = value.to_string();
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AuditFile {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if event.metadata().target() != "audit" {
+            return;
+        }
+        let mut message = Message::default();
+        event.record(&mut message);
+        let time = tether_core::Clock::now(&tether_core::SystemClock).rfc3339();
+        let line = AuditFile::line(&message.0, &time);
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            // Not through tracing: that would come back here.
+            eprintln!("tether: audit_log: write failed: {e}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +270,26 @@ mod tests {
         );
         let back: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
         assert_eq!(back["fields"]["user"], HOSTILE);
+    }
+
+    #[test]
+    fn audit_lines_are_the_event_with_its_time() {
+        let event = tether_core::AuditEvent::ConfigReloaded {
+            routes: 2,
+            connections_ended: 0,
+        };
+        let line = AuditFile::line(&event.to_json(), "2026-12-03T21:00:00Z");
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["time"], "2026-12-03T21:00:00Z");
+        assert_eq!(v["event"], "config_reloaded");
+        assert_eq!(v["routes"], 2);
+        let odd: serde_json::Value =
+            serde_json::from_str(AuditFile::line("not json", "t").trim_end()).unwrap();
+        assert_eq!(
+            (odd["event"].as_str(), odd["message"].as_str()),
+            (Some("log"), Some("not json"))
+        );
     }
 
     /// A writer the test can read back.

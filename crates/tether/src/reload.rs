@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tether_core::audit::AuditEvent;
 use tether_core::config::{parse_config, Config};
 use tether_ssh::Registry;
 use tokio_util::sync::CancellationToken;
@@ -141,13 +142,11 @@ pub async fn watch(
                     );
                 }
                 let ended = registry.recheck_policies(&new);
-                tracing::info!(
-                    target: "audit",
-                    event = "config_reloaded",
-                    routes = new.routes.len(),
-                    connections_ended = ended,
-                    "config reloaded"
-                );
+                AuditEvent::ConfigReloaded {
+                    routes: new.routes.len(),
+                    connections_ended: ended,
+                }
+                .emit();
                 current = Arc::new(new);
             }
         }

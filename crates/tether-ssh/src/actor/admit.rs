@@ -1,7 +1,8 @@
-//! Admission of an authenticated key (SPEC §3.3, §6, §8): for a route connection,
-//! the route's policy decides ([`crate::access::authorize`]), then the upstream is
-//! connected ([`crate::relay`]) while the client still waits in authentication;
-//! only then is the connection accepted and registered as live.
+//! Admission of an authenticated key (SPEC §3.3, §6, §8): the connection's
+//! [`Principal`] is made, and for a route connection the route's policy decides
+//! ([`admission::authorize`]), then the upstream is connected
+//! ([`admission::connect`]) while the client still waits in authentication; only
+//! then is the connection accepted and registered as live.
 //!
 //! Outcomes the client sees: allow → success; a denial on a key-specific criterion
 //! (`ssh_publickey`, `ssh_ca`) → failure with `publickey` still offered, so the
@@ -14,15 +15,19 @@ use std::sync::Arc;
 
 use russh::server::Auth;
 use russh::{MethodKind, MethodSet};
+use tether_core::audit::{AuditEvent, Via};
+use tether_core::username::WireUser;
+use tokio::sync::mpsc;
 
 use super::auth::reject;
 use super::channels::{Authed, AuthedInit};
 use super::limits::LimitExceeded;
 use super::{Actor, Phase};
-use crate::access::{authorize, AccessGranted, AccessRequest};
+use crate::access::AccessGranted;
+use crate::admission::{self, Principal};
 use crate::registry::{LiveAccess, Revoker};
-use crate::relay::{self, Relay};
-use crate::upstream::{HostKeyCheck, UpstreamEvent};
+use crate::relay::{Relay, UPSTREAM_EVENTS};
+use crate::upstream::UpstreamEvent;
 
 fn publickey() -> MethodSet {
     MethodSet::from(&[MethodKind::PublicKey][..])
@@ -53,24 +58,27 @@ impl Actor {
         Auth::Accept
     }
 
-    /// A valid binding for the key: decide the route's policy, activate the registry
-    /// entry, connect the upstream, and switch to the authenticated phase.
-    pub(super) async fn accept(&mut self, mut init: AuthedInit, via: &'static str) -> Auth {
-        let grant = match self.decide(&init) {
+    /// A valid binding for the key: make the connection's [`Principal`], decide the
+    /// route's policy, activate the registry entry, connect the upstream, and switch
+    /// to the authenticated phase.
+    pub(super) async fn accept(&mut self, init: AuthedInit, via: Via) -> Auth {
+        let AuthedInit {
+            user,
+            principal,
+            registration,
+        } = init;
+        let principal = Arc::new(principal);
+        let grant = match self.decide(&principal, &user) {
             Ok(grant) => grant,
             Err(verdict) => return verdict.apply(self).await,
         };
-        let registration = &init.registration;
-        registration.activate(&init.session.id);
+        registration.activate(&principal.session.id);
         registration.set_access(LiveAccess {
-            identity: init.session.identity.clone(),
-            key: init.key.clone(),
-            binding_expires_at: init.binding.expires_at,
-            routes: init
-                .user
+            principal: principal.clone(),
+            routes: user
                 .route
                 .iter()
-                .map(|r| (r.clone(), Some(init.user.login.clone())))
+                .map(|r| (r.clone(), Some(user.login.clone())))
                 .collect(),
         });
         let revoker = registration.revoker();
@@ -78,10 +86,11 @@ impl Actor {
             let reason = revoker.revoked().await;
             return self.deny(&format!("access revoked: {reason}")).await;
         }
+        let mut relay = None;
         if let Some(grant) = &grant {
-            match self.connect_upstream(grant, revoker).await {
-                Ok((relay, events)) => {
-                    init.relay = Some(relay);
+            match self.connect_upstream(&principal, grant, revoker).await {
+                Ok((connected, events)) => {
+                    relay = Some(connected);
                     self.upstream_events = Some(events);
                 }
                 Err(NotConnected::Refuse(text)) => return self.deny(&text).await,
@@ -95,25 +104,29 @@ impl Actor {
         if let Err(e) = self
             .ctx
             .store
-            .touch_binding(&init.binding.id, self.ctx.clock.now())
+            .touch_binding(&principal.binding.id, self.ctx.clock.now())
             .await
         {
             tracing::warn!("recording the binding's use failed: {e}");
         }
         self.span
-            .record("user", init.session.identity.email.as_str());
-        tracing::info!(
-            target: "audit",
-            event = "ssh_authenticated",
+            .record("user", principal.identity().email.as_str());
+        AuditEvent::SshAuthenticated {
+            conn: principal.conn,
             via,
-            user_id = %init.binding.user_id,
-            email = %init.session.identity.email,
-            binding = %init.binding.id,
-            login = %init.user.login,
-            route = init.user.route.as_deref().unwrap_or("-"),
-            policy = ?grant.as_ref().map(AccessGranted::reasons),
-        );
-        self.phase = Phase::Authed(Box::new(Authed::new(init)));
+            user_id: principal.binding.user_id.clone(),
+            email: principal.identity().email.clone(),
+            binding_id: principal.binding.id.clone(),
+            fingerprint: principal.fingerprint.clone(),
+            login: user.login.clone(),
+            route: user.route.clone(),
+            policy: grant
+                .as_ref()
+                .map(|g| g.reasons().to_vec())
+                .unwrap_or_default(),
+        }
+        .emit();
+        self.phase = Phase::Authed(Box::new(Authed::new(user, principal, registration, relay)));
         // Authenticated: no longer counted among the unauthenticated.
         self.slot = None;
         Auth::Accept
@@ -121,37 +134,27 @@ impl Actor {
 
     /// The route's policy for a connection about to be accepted: `Ok(None)` for a
     /// route-less connection (any signed-in user), `Ok(Some)` when allowed.
-    fn decide(&self, init: &AuthedInit) -> Result<Option<AccessGranted>, Verdict> {
-        let Some(route) = &init.user.route else {
+    fn decide(
+        &self,
+        principal: &Principal,
+        user: &WireUser,
+    ) -> Result<Option<AccessGranted>, Verdict> {
+        let Some(route) = &user.route else {
             return Ok(None);
         };
-        let config = self.ctx.current_config();
-        let request = AccessRequest {
-            identity: &init.session.identity,
-            login: Some(&init.user.login),
-            key: &init.key,
-            binding_expires_at: init.binding.expires_at,
-            now: self.ctx.clock.now(),
-        };
-        match authorize(config.route(route), route, &request) {
+        let config = self.ctx.config();
+        let now = self.ctx.clock.now();
+        match admission::authorize(
+            principal,
+            &config,
+            route,
+            Some(&user.login),
+            Via::Route,
+            now,
+        ) {
             Ok(grant) => Ok(Some(grant)),
-            Err(denied) => {
-                tracing::info!(
-                    target: "audit",
-                    event = "policy_denied",
-                    route = %route,
-                    login = %init.user.login,
-                    email = %init.session.identity.email,
-                    fingerprint = %init.fingerprint,
-                    reason = %denied,
-                    key_specific = denied.key_specific(),
-                );
-                if denied.key_specific() {
-                    Err(Verdict::NextKey)
-                } else {
-                    Err(Verdict::Refuse(denied.to_string()))
-                }
-            }
+            Err(denied) if denied.key_specific() => Err(Verdict::NextKey),
+            Err(denied) => Err(Verdict::Refuse(denied.to_string())),
         }
     }
 
@@ -159,16 +162,16 @@ impl Actor {
     /// revocation, shutdown or the client leaving cuts the wait short.
     async fn connect_upstream(
         &mut self,
+        principal: &Principal,
         grant: &AccessGranted,
         revoker: Arc<Revoker>,
-    ) -> Result<(Relay, tokio::sync::mpsc::Receiver<UpstreamEvent>), NotConnected> {
-        let config = self.ctx.current_config();
-        let host_keys = HostKeyCheck::from_config(&config, self.ctx.store.clone());
-        let ca = self.ctx.user_ca.clone();
+    ) -> Result<(Relay, mpsc::Receiver<UpstreamEvent>), NotConnected> {
+        let (tx, events) = mpsc::channel(UPSTREAM_EVENTS);
         let probe = self.conn.probe.clone();
-        let started = tokio::time::Instant::now();
-        let result = tokio::select! {
-            r = relay::connect(grant, &ca, &host_keys, self.ctx.registry.metrics().clone()) => r,
+        let ctx = self.ctx.clone();
+        let connect = admission::connect(&ctx.upstreams, principal, grant, Via::Route, tx);
+        let upstream = tokio::select! {
+            r = connect => r.map_err(|e| NotConnected::Refuse(e.to_string()))?,
             reason = revoker.revoked() => {
                 return Err(NotConnected::Refuse(format!("access revoked: {reason}")))
             }
@@ -177,15 +180,7 @@ impl Actor {
             }
             () = probe.peer_closed() => return Err(NotConnected::PeerGone),
         };
-        let metrics = self.ctx.registry.metrics();
-        crate::upstream::record_connect(
-            metrics,
-            grant,
-            "route",
-            started,
-            result.as_ref().map(|_| ()),
-        );
-        result.map_err(|e| NotConnected::Refuse(e.to_string()))
+        Ok((Relay::new(upstream, ctx.metrics.clone()), events))
     }
 }
 

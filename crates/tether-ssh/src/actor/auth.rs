@@ -19,13 +19,16 @@ use tether_core::policy::KeyInput;
 use tether_core::username::{parse_wire_user, WireUser};
 use tether_core::{BindingDetails, BindingRequest, RequestStatus, UserCode};
 
+use tether_core::audit::{AuditEvent, Via};
+
 use super::channels::AuthedInit;
 use super::limits::{AuthLimits, LimitExceeded};
-use super::wait::{self, Decision};
 use super::{Actor, Phase};
 use crate::access::key_input;
+use crate::admission::Principal;
 use crate::error::internal;
 use crate::events::AuthRequest;
+use crate::wait::{self, Decision};
 
 /// The keyboard-interactive name (§3.4).
 const SIGN_IN_NAME: &str = "Please sign in to continue";
@@ -205,14 +208,16 @@ impl Actor {
             Ok(Some((binding, Some(session)))) if binding.is_valid(now, Some(&session)) => {
                 let init = AuthedInit {
                     user,
-                    fingerprint,
-                    key: key_input,
-                    binding,
-                    session,
+                    principal: Principal {
+                        conn: self.conn.id,
+                        binding,
+                        session,
+                        fingerprint,
+                        key: key_input,
+                    },
                     registration,
-                    relay: None,
                 };
-                return self.accept(init, "binding").await;
+                return self.accept(init, Via::Binding).await;
             }
             Ok(_) => {}
         }
@@ -290,7 +295,7 @@ impl Actor {
                 login: pending.user.login.clone(),
             },
             issued_at: now,
-            expires_at: now.plus(self.ctx.config.ssh_sign_in_timeout),
+            expires_at: now.plus(self.ctx.config().ssh_sign_in_timeout),
             status: RequestStatus::Pending,
         };
         let request = match self.ctx.store.open_request(fresh, now).await {
@@ -302,17 +307,17 @@ impl Actor {
             }
         };
         self.ctx
-            .registry
-            .metrics()
+            .metrics
             .codes_issued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(
-            target: "audit",
-            event = "code_issued",
-            fingerprint = %request.fingerprint,
-            expires_at = %request.expires_at.rfc3339(),
-        );
-        let url = self.ctx.config.sign_in_url(request.code.as_str());
+        AuditEvent::CodeIssued {
+            conn: self.conn.id,
+            peer: self.peer.to_string(),
+            fingerprint: request.fingerprint.clone(),
+            expires_at: request.expires_at.rfc3339(),
+        }
+        .emit();
+        let url = self.ctx.config().sign_in_url(request.code.as_str());
         let text = sign_in_text(&self.conn.probe.client_version().unwrap_or_default(), &url);
         if let Some(state) = self.auth_state() {
             state.request = Some(request);
@@ -344,14 +349,26 @@ impl Actor {
         let probe = self.conn.probe.clone();
         let guard = ctx.waiters.enter(&code);
         let decision = wait::decision(&*ctx.store, &code, deadline, &probe, &self.shutdown).await;
-        tracing::info!(target: "audit", event = "code_decided", outcome = ?decision);
-        let metrics = self.ctx.registry.metrics();
+        let metrics = &self.ctx.metrics;
         let outcome = match &decision {
             Decision::Approved { .. } => "approved",
             Decision::Denied => "denied",
             Decision::Expired => "expired",
             Decision::PeerGone | Decision::Shutdown => "abandoned",
         };
+        // Approvals and denials are audited where they are made (the web app).
+        if matches!(outcome, "expired" | "abandoned") {
+            AuditEvent::CodeDecided {
+                via: Via::Ssh,
+                outcome: outcome.to_string(),
+                user_id: None,
+                email: None,
+                fingerprint: Some(pending.fingerprint.clone()),
+                binding_id: None,
+                remembered: None,
+            }
+            .emit();
+        }
         metrics.codes_decided.inc(outcome);
         metrics
             .code_decision
@@ -427,14 +444,16 @@ impl Actor {
         };
         let init = AuthedInit {
             user: pending.user,
-            fingerprint: pending.fingerprint,
-            key: pending.key_input,
-            binding,
-            session,
+            principal: Principal {
+                conn: self.conn.id,
+                binding,
+                session,
+                fingerprint: pending.fingerprint,
+                key: pending.key_input,
+            },
             registration,
-            relay: None,
         };
-        self.accept(init, "sign_in").await
+        self.accept(init, Via::SignIn).await
     }
 }
 

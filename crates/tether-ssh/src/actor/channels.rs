@@ -15,17 +15,19 @@ use std::sync::Arc;
 
 use russh::server::{ChannelOpenHandle, Msg};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
-use tether_core::policy::KeyInput;
+use tether_core::audit::Via;
 use tether_core::username::WireUser;
-use tether_core::{ClientBinding, Session};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::{Actor, Conn, Phase};
-use crate::access::{authorize, AccessRequest};
+use super::{Actor, Phase};
+use crate::admission::{self, Principal};
 use crate::cli::{self, CliContext};
+use crate::client::{finish_channel, Conn};
 use crate::events::{ChannelRequest, OtherChannel};
-use crate::portal::{self, Carried, Held, PortalInit, PortalLink, Size, Terminal};
+use crate::jump::JumpAudit;
+use crate::portal::{self, Carried, Held, PortalInit, PortalLink};
+use crate::pty::{Size, Terminal};
 use crate::registry::Registration;
 use crate::relay::Relay;
 
@@ -69,46 +71,41 @@ pub(crate) struct Authed {
     pub(crate) mode: Mode,
     /// The login name on the wire (`alice` in `alice@gateway`).
     pub(crate) login: String,
-    pub(crate) fingerprint: String,
-    /// The policy's view of the client's key (jump-host decisions).
-    pub(crate) key: KeyInput,
-    pub(crate) binding: ClientBinding,
-    pub(crate) session: Session,
+    /// Who the connection acts for.
+    pub(crate) principal: Arc<Principal>,
     pub(crate) registration: Registration,
     /// The upstream side, for a route connection.
     pub(crate) relay: Option<Relay>,
     channels: HashMap<ChannelId, ChannelState>,
 }
 
-/// Everything an authenticated connection starts with.
+/// What admission starts from: a key with a valid binding.
 pub(crate) struct AuthedInit {
     pub(crate) user: WireUser,
-    pub(crate) fingerprint: String,
-    pub(crate) key: KeyInput,
-    pub(crate) binding: ClientBinding,
-    pub(crate) session: Session,
+    pub(crate) principal: Principal,
     pub(crate) registration: Registration,
-    pub(crate) relay: Option<Relay>,
 }
 
 impl Authed {
-    pub(crate) fn new(init: AuthedInit) -> Self {
-        let mode = match &init.user.route {
+    pub(crate) fn new(
+        user: WireUser,
+        principal: Arc<Principal>,
+        registration: Registration,
+        relay: Option<Relay>,
+    ) -> Self {
+        let mode = match &user.route {
             Some(route) => Mode::Route {
                 name: route.clone(),
-                login: init.user.login.clone(),
+                login: user.login.clone(),
             },
             None => Mode::Cli,
         };
         Authed {
             mode,
-            login: init.user.login,
-            fingerprint: init.fingerprint,
-            key: init.key,
-            binding: init.binding,
-            session: init.session,
-            registration: init.registration,
-            relay: init.relay,
+            login: user.login,
+            principal,
+            registration,
+            relay,
             channels: HashMap::new(),
         }
     }
@@ -225,7 +222,7 @@ impl Actor {
             return;
         }
         // Jump-host mode (§8): a route-less connection, host = a route name.
-        let config = ctx.current_config();
+        let config = ctx.config();
         if !config.runtime_flags.ssh_allow_direct_tcpip {
             tracing::info!(host = %host, port, "direct-tcpip refused: jump-host mode is off");
             reply
@@ -233,33 +230,18 @@ impl Actor {
                 .await;
             return;
         }
-        let request = AccessRequest {
-            identity: &authed.session.identity,
-            login: None,
-            key: &authed.key,
-            binding_expires_at: authed.binding.expires_at,
-            now: ctx.clock.now(),
-        };
-        match authorize(config.route(&host), &host, &request) {
+        let now = ctx.clock.now();
+        match admission::authorize(&authed.principal, &config, &host, None, Via::Jump, now) {
             Ok(grant) => {
-                tracing::info!(
-                    target: "audit",
-                    event = "jump_authorized",
-                    route = %host,
-                    email = %authed.session.identity.email,
-                );
                 authed.registration.add_jump_route(&host);
-                self.tasks.spawn(crate::jump::pipe(grant, channel, reply));
+                let audit = JumpAudit {
+                    conn: authed.principal.conn,
+                    email: authed.principal.identity().email.clone(),
+                };
+                self.tasks
+                    .spawn(crate::jump::pipe(grant, audit, channel, reply));
             }
             Err(denied) => {
-                tracing::info!(
-                    target: "audit",
-                    event = "policy_denied",
-                    route = %host,
-                    email = %authed.session.identity.email,
-                    reason = %denied,
-                    "jump-host channel refused"
-                );
                 reply
                     .reject(ChannelOpenFailure::Other {
                         code: 1,
@@ -346,7 +328,7 @@ impl Actor {
             // Kept for the portal's upstream (the portal, when enabled, is what a
             // shell with a terminal starts); the other CLI commands have no use.
             ChannelRequest::Env { name, value } => {
-                let portal = ctx.current_config().runtime_flags.ssh_routes_portal;
+                let portal = ctx.config().runtime_flags.ssh_routes_portal;
                 let fits = state.carried.env.len() < PORTAL_ENV_MAX
                     && name.len() + value.len() <= PORTAL_ENV_BYTES;
                 if !portal || state.started || !fits {
@@ -356,7 +338,7 @@ impl Actor {
                 return true;
             }
             ChannelRequest::Agent => {
-                let portal = ctx.current_config().runtime_flags.ssh_routes_portal;
+                let portal = ctx.config().runtime_flags.ssh_routes_portal;
                 if !portal || state.started {
                     return false;
                 }
@@ -380,7 +362,7 @@ impl Actor {
             Program::Exec(cmd) => Some(cmd),
             Program::Subsystem(_) => return false,
         };
-        let config = ctx.current_config();
+        let config = ctx.config();
         let portal_enabled = config.runtime_flags.ssh_routes_portal;
         tracing::info!(
             command = command.as_deref().unwrap_or("(shell)"),
@@ -399,9 +381,7 @@ impl Actor {
                     id,
                     terminal: terminal.clone(),
                     input,
-                    identity: authed.session.identity.clone(),
-                    key: authed.key.clone(),
-                    binding_expires_at: authed.binding.expires_at,
+                    principal: authed.principal.clone(),
                     login: authed.login.clone(),
                     recorder: authed.registration.routes(),
                     carried: std::mem::take(&mut state.carried),
@@ -415,10 +395,7 @@ impl Actor {
                     store: ctx.store.clone(),
                     clock: ctx.clock.clone(),
                     portal_enabled,
-                    session: authed.session.clone(),
-                    fingerprint: authed.fingerprint.clone(),
-                    key: authed.key.clone(),
-                    binding_expires_at: authed.binding.expires_at,
+                    principal: authed.principal.clone(),
                     login: authed.login.clone(),
                     port: conn.probe.local_port(),
                     pty: state.terminal.is_some(),
@@ -466,33 +443,4 @@ fn cli_task(conn: Arc<Conn>, id: ChannelId, command: Option<String>, cli: CliCon
         )
         .await;
     })
-}
-
-/// Writes a program's output and exit status, then EOF and close.
-pub(crate) async fn finish_channel(
-    conn: &Conn,
-    id: ChannelId,
-    stdout: &str,
-    stderr: &str,
-    status: u32,
-    pty: bool,
-) {
-    let text = |s: &str| {
-        if pty {
-            s.replace('\n', "\r\n").into_bytes()
-        } else {
-            s.as_bytes().to_vec()
-        }
-    };
-    if !stdout.is_empty() {
-        let _ = conn.handle.data(id, text(stdout)).await;
-    }
-    if !stderr.is_empty() {
-        let _ = conn.handle.extended_data(id, 1, text(stderr)).await;
-    }
-    let _ = conn.handle.exit_status_request(id, status).await;
-    let _ = conn.handle.eof(id).await;
-    if conn.remove_channel(id) {
-        let _ = conn.handle.close(id).await;
-    }
 }

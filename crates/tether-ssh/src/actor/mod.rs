@@ -21,31 +21,29 @@ mod admit;
 mod auth;
 mod channels;
 mod limits;
-pub(crate) mod wait;
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use russh::server::Handle;
-use russh::{ChannelId, Disconnect};
+use russh::Disconnect;
 use tether_core::Timestamp;
-use tokio::sync::{mpsc, RwLock};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::Conn;
+use crate::context::Ctx;
 use crate::events::{AuthReply, Event};
+use crate::gate::{Refused, Slot};
 use crate::registry::Revoker;
 use crate::relay::Relay;
-use crate::server::gate::{Refused, Slot};
-use crate::server::Ctx;
 use crate::stream::Probe;
 use crate::upstream::UpstreamEvent;
 
-pub(crate) use channels::finish_channel;
 pub(crate) use limits::MAX_AUTH_FAILURES;
 
 /// How long a closing connection waits for a running CLI command's output.
@@ -60,6 +58,8 @@ const FORCE_CLOSE_AFTER: Duration = Duration::from_secs(2);
 
 /// What the connection task hands the actor.
 pub(crate) struct ActorInit {
+    /// The connection id.
+    pub(crate) id: u64,
     pub(crate) ctx: Arc<Ctx>,
     pub(crate) peer: SocketAddr,
     pub(crate) handle: Handle,
@@ -86,58 +86,6 @@ pub(crate) struct Deadlines {
 pub(crate) struct Summary {
     pub(crate) authenticated: bool,
     pub(crate) ended_by: String,
-}
-
-/// State shared between the actor and the output tasks it spawns.
-pub(crate) struct Conn {
-    pub(crate) handle: Handle,
-    pub(crate) probe: Probe,
-    /// Session channels open towards the client (revocation notices go here).
-    channels: Mutex<BTreeSet<ChannelId>>,
-    /// CLI commands hold it shared while producing output; the closer takes it
-    /// exclusively, so a command's result is not cut off by a revocation it caused.
-    pub(crate) output: RwLock<()>,
-    /// Set by `logout`: the revocation it triggers lets the client leave first.
-    pub(crate) quiet_end: AtomicBool,
-    /// Channels showing the portal's picker on the alternate screen: a closing
-    /// notice restores the normal screen first.
-    pickers: Mutex<BTreeSet<ChannelId>>,
-}
-
-impl Conn {
-    fn lock_channels(&self) -> std::sync::MutexGuard<'_, BTreeSet<ChannelId>> {
-        self.channels.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn add_channel(&self, id: ChannelId) {
-        self.lock_channels().insert(id);
-    }
-
-    /// Forgets a channel; `true` if it was open.
-    pub(crate) fn remove_channel(&self, id: ChannelId) -> bool {
-        self.lock_channels().remove(&id)
-    }
-
-    fn open_channels(&self) -> Vec<ChannelId> {
-        self.lock_channels().iter().copied().collect()
-    }
-
-    /// Marks a channel as showing (or no longer showing) the portal's picker.
-    pub(crate) fn set_picker(&self, id: ChannelId, shown: bool) {
-        let mut pickers = self.pickers.lock().unwrap_or_else(|e| e.into_inner());
-        if shown {
-            pickers.insert(id);
-        } else {
-            pickers.remove(&id);
-        }
-    }
-
-    fn shows_picker(&self, id: ChannelId) -> bool {
-        self.pickers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&id)
-    }
 }
 
 /// How to end a connection.
@@ -242,14 +190,7 @@ impl Actor {
         Actor {
             ctx: init.ctx,
             peer: init.peer,
-            conn: Arc::new(Conn {
-                handle: init.handle,
-                probe: init.probe,
-                channels: Mutex::new(BTreeSet::new()),
-                output: RwLock::new(()),
-                quiet_end: AtomicBool::new(false),
-                pickers: Mutex::new(BTreeSet::new()),
-            }),
+            conn: Arc::new(Conn::new(init.id, init.handle, init.probe)),
             auth_deadline: init.deadlines.sign_in,
             deadlines: init.deadlines,
             slot: Some(init.slot),
@@ -275,12 +216,12 @@ impl Actor {
                 },
                 () = tokio::time::sleep_until(deadline), if !self.closing => {
                     if let Some(reason) = why.shed_reason {
-                        self.ctx.registry.metrics().connections_shed.inc(reason);
+                        self.ctx.metrics.connections_shed.inc(reason);
                     }
                     self.begin_close(why);
                 }
                 () = shed(&self.slot), if !self.closing => {
-                    self.ctx.registry.metrics().connections_shed.inc("shed");
+                    self.ctx.metrics.connections_shed.inc("shed");
                     self.begin_close(Close::message(&Refused::Total.to_string()));
                 }
                 reason = revoked(revoker), if !self.closing => {
@@ -420,10 +361,11 @@ impl Actor {
             Phase::Authed(a) => {
                 // A binding never outlives its session; on a tie the session is the
                 // reason worth telling.
-                let (at, reason) = if a.binding.expires_at < a.session.expires_at {
-                    (a.binding.expires_at, "binding expired")
+                let (binding, session) = (&a.principal.binding, &a.principal.session);
+                let (at, reason) = if binding.expires_at < session.expires_at {
+                    (binding.expires_at, "binding expired")
                 } else {
-                    (a.session.expires_at, "session expired")
+                    (session.expires_at, "session expired")
                 };
                 (self.instant_at(at), Close::revoked(reason))
             }

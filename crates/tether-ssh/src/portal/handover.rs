@@ -1,7 +1,8 @@
 //! The portal's hand-over to the chosen route: its policy decided with the login
-//! the client connected with ([`authorize`], so only a grant opens an upstream), its
-//! upstream connected exactly as for a `login@route` connection (user certificate,
-//! host key check), a session channel opened there with the client's original pty
+//! the client connected with ([`admission::authorize`], so only a grant opens an
+//! upstream), its upstream connected by [`admission::connect`] exactly as for a
+//! `login@route` connection (user certificate, host key check), a session channel
+//! opened there with the client's original pty
 //! (term, modes, current size) and a shell; then the client's channel [`pump`]ed to
 //! it, with later window changes and signals forwarded.
 //!
@@ -18,20 +19,18 @@ use std::time::Duration;
 use russh::server::Msg;
 use russh::{Channel, ChannelId};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::{PortalInit, PortalInput};
-use crate::access::{authorize, AccessRequest};
-use crate::actor::Conn;
-use crate::relay::relay_agent_channel;
+use tether_core::audit::{AuditEvent, Via};
+
+use crate::admission;
+use crate::client::Conn;
+use crate::relay::{relay_agent_channel, UPSTREAM_EVENTS};
 use crate::routes::printable;
 use crate::upstream::{
-    self, bounded, pump, HostKeyCheck, PumpEnd, Upstream, UpstreamChannel, UpstreamError,
-    UpstreamEvent, UpstreamReader,
+    bounded, pump, PumpEnd, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent, UpstreamReader,
 };
 
-/// Depth of the upstream → portal event queue.
-const UPSTREAM_EVENTS: usize = 16;
 /// How long the upstream gets to take a DISCONNECT at the end.
 const DISCONNECT_WAIT: Duration = Duration::from_secs(1);
 
@@ -50,42 +49,26 @@ pub(super) struct Connected {
 /// Decides `route` and opens a shell on its upstream; `Err` is the one line the
 /// picker shows.
 pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected, String> {
-    let config = init.ctx.current_config();
-    let request = AccessRequest {
-        identity: &init.identity,
-        login: Some(&init.login),
-        key: &init.key,
-        binding_expires_at: init.binding_expires_at,
-        now: init.ctx.clock.now(),
-    };
-    let grant = match authorize(config.route(route), route, &request) {
-        Ok(grant) => grant,
-        Err(denied) => {
-            tracing::info!(
-                target: "audit",
-                event = "policy_denied",
-                route,
-                login = %init.login,
-                email = %init.identity.email,
-                reason = %denied,
-                "portal choice refused"
-            );
-            return Err(denied.to_string());
-        }
-    };
-    let host_keys = HostKeyCheck::from_config(&config, init.ctx.store.clone());
+    let ctx = &init.ctx;
+    let grant = admission::authorize(
+        &init.principal,
+        &ctx.config(),
+        route,
+        Some(&init.login),
+        Via::Portal,
+        ctx.clock.now(),
+    )
+    .map_err(|denied| denied.to_string())?;
     let (events_tx, events) = mpsc::channel(UPSTREAM_EVENTS);
-    let started = Instant::now();
-    let result = upstream::connect(&grant, &init.ctx.user_ca, &host_keys, events_tx).await;
-    let metrics = init.ctx.registry.metrics();
-    upstream::record_connect(
-        metrics,
+    let upstream = admission::connect(
+        &ctx.upstreams,
+        &init.principal,
         &grant,
-        "portal",
-        started,
-        result.as_ref().map(|_| ()),
-    );
-    let upstream = result.map_err(|e| e.to_string())?;
+        Via::Portal,
+        events_tx,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     match open_shell(init, &upstream, route).await {
         Ok((up, reader)) => {
             init.recorder.add(route, Some(&init.login));
@@ -96,7 +79,7 @@ pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected,
                 up,
                 reader,
                 events,
-                metrics: init.ctx.registry.metrics().clone(),
+                metrics: init.ctx.metrics.clone(),
                 agent: init.carried.agent,
             })
         }
@@ -225,15 +208,15 @@ pub(super) async fn relay(
             },
         }
     };
-    tracing::info!(
-        target: "audit",
-        event = "portal_session_ended",
-        route = %route,
-        end = ?report.end,
-        to_upstream = report.bytes_to_upstream,
-        to_client = report.bytes_to_client,
-        exit_status = ?report.exit_status,
-    );
+    AuditEvent::PortalSessionEnded {
+        conn: conn.id,
+        route: route.clone(),
+        end: format!("{:?}", report.end),
+        bytes_to_upstream: report.bytes_to_upstream,
+        bytes_to_client: report.bytes_to_client,
+        exit_status: report.exit_status,
+    }
+    .emit();
     if report.end == PumpEnd::UpstreamLost {
         let reason = lost.unwrap_or_else(|| "upstream connection closed".to_string());
         let line = format!("tether: route {route:?}: {}\r\n", printable(&reason));

@@ -5,7 +5,8 @@
 //! It runs as one task per channel (spawned by the connection actor for `portal`, or
 //! for a shell request without a command, when the channel has a pty):
 //!
-//! 1. The routes the user may use are listed as for `routes` ([`crate::routes`]);
+//! 1. The routes the user may use are listed as for `routes`
+//!    ([`crate::admission::listable`]);
 //!    none → `no routes available to you`, exit status 1.
 //! 2. The picker ([`picker`]) is drawn on the alternate screen: Up/Down (or k/j)
 //!    move, Enter chooses, q or Ctrl-C quits (`no route chosen`, exit status 0).
@@ -32,15 +33,15 @@ mod picker;
 
 use std::sync::Arc;
 
-use russh::{ChannelId, ChannelMsg, Pty, Sig};
-use tether_core::policy::KeyInput;
-use tether_core::{Identity, Timestamp};
+use russh::{ChannelId, ChannelMsg, Sig};
 use tokio::sync::{mpsc, watch};
 
-use crate::actor::{finish_channel, Conn};
+use crate::admission::{self, Principal};
+use crate::client::{finish_channel, Conn};
+use crate::context::Ctx;
+pub(crate) use crate::pty::{Size, Terminal};
 use crate::registry::RouteRecorder;
-use crate::routes::{self, Viewer};
-use crate::server::Ctx;
+use crate::routes;
 
 pub(crate) use held::Held;
 pub(crate) use picker::LEAVE_SCREEN;
@@ -48,23 +49,6 @@ use picker::{Key, Keys, Picker, ENTER_SCREEN};
 
 /// Signals queued for the portal (more are dropped: a client cannot grow the queue).
 const SIGNAL_QUEUE: usize = 8;
-
-/// A terminal's size, as `pty-req` and `window-change` carry it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Size {
-    pub(crate) cols: u32,
-    pub(crate) rows: u32,
-    pub(crate) pix_width: u32,
-    pub(crate) pix_height: u32,
-}
-
-/// The client's `pty-req`, kept for the upstream.
-#[derive(Clone, Debug)]
-pub(crate) struct Terminal {
-    pub(crate) term: String,
-    pub(crate) size: Size,
-    pub(crate) modes: Vec<(Pty, u32)>,
-}
 
 /// The actor's side of a running portal: the channel's window changes and signals.
 #[derive(Debug)]
@@ -114,9 +98,8 @@ pub(crate) struct PortalInit {
     pub(crate) id: ChannelId,
     pub(crate) terminal: Terminal,
     pub(crate) input: PortalInput,
-    pub(crate) identity: Identity,
-    pub(crate) key: KeyInput,
-    pub(crate) binding_expires_at: Timestamp,
+    /// Who the connection acts for.
+    pub(crate) principal: Arc<Principal>,
     /// The login the client connected with; the upstream login.
     pub(crate) login: String,
     pub(crate) recorder: RouteRecorder,
@@ -151,14 +134,7 @@ pub(crate) async fn run(mut init: PortalInit, held: Held) {
     };
     let mut channel = taken.channel;
     let (conn, id) = (init.conn.clone(), init.id);
-    let config = init.ctx.current_config();
-    let viewer = Viewer {
-        identity: &init.identity,
-        key: &init.key,
-        binding_expires_at: init.binding_expires_at,
-        now: init.ctx.clock.now(),
-    };
-    let names = routes::allowed(&config, &viewer);
+    let names = admission::listable(&init.principal, &init.ctx.config(), init.ctx.clock.now());
     if names.is_empty() {
         finish_channel(&conn, id, "", "no routes available to you\n", 1, true).await;
         return;

@@ -4,7 +4,7 @@
 //! A connection registers its binding id *before* it reads the binding from the
 //! store, and activates the entry (adding the session id) once the binding proved
 //! valid. So a revocation that commits after the read is always seen: its event
-//! reaches the registry after the entry exists. [`Registry::watch`] consumes the
+//! reaches the registry after the entry exists. `Registry::watch` consumes the
 //! store's change feed and cancels the matching connections' [`Revoker`]s; each
 //! connection then writes the reason to the client and disconnects. When the feed
 //! lags or resyncs, every live connection is re-checked against the store. The
@@ -15,16 +15,18 @@
 //! through the same revocation path ([`Registry::recheck_policies`], `policy`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use tether_core::config::Config;
+use tether_core::audit::AuditEvent;
 use tether_core::metrics::Metrics;
 use tether_core::{Clock, SystemClock};
 use tether_store::{Store, StoreEvent};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
+
+use crate::live::LiveConfig;
 
 pub(crate) use policy::LiveAccess;
 pub use replicas::{LIVE_COUNTS_EVERY, LIVE_COUNTS_FRESH_FOR};
@@ -85,11 +87,10 @@ struct Entry {
 pub struct Registry {
     entries: Mutex<HashMap<u64, Entry>>,
     next_key: AtomicU64,
-    watching: AtomicBool,
     clock: Arc<dyn Clock>,
-    /// The configuration in force (routes and policies): set by the SSH server at
-    /// start and replaced by [`Registry::recheck_policies`] on reload.
-    config: RwLock<Option<Arc<Config>>>,
+    /// The configuration in force (routes and policies), shared with the SSH
+    /// server: adopted at its start, replaced by [`Registry::recheck_policies`].
+    live: OnceLock<LiveConfig>,
     /// This process's metrics (SPEC §10), recorded by the connections.
     metrics: Arc<Metrics>,
     /// Woken when the set of authenticated connections changes (live counts).
@@ -126,9 +127,8 @@ impl Registry {
         Self {
             entries: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
-            watching: AtomicBool::new(false),
             clock,
-            config: RwLock::new(None),
+            live: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
             changed: tokio::sync::Notify::new(),
         }
@@ -199,36 +199,26 @@ impl Registry {
             r.revoke(reason);
         }
         if !hit.is_empty() {
-            tracing::info!(target: "audit", event = "connections_revoked", count = hit.len(), reason);
+            AuditEvent::ConnectionsRevoked {
+                count: hit.len(),
+                reason: reason.to_string(),
+            }
+            .emit();
         }
         hit.len()
     }
 
-    /// Consumes the store's change feed until `shutdown`, ending connections whose
-    /// binding or session was revoked; re-checks everything after a lag or resync
-    /// and every minute. A second concurrent call returns at once.
-    pub async fn watch(self: Arc<Self>, store: Arc<dyn Store>, shutdown: CancellationToken) {
-        if let Some(watching) = self.start_watch(store, shutdown) {
-            watching.await;
-        }
-    }
-
-    /// Subscribes to the feed now (so nothing published from here on is missed) and
-    /// returns the watch loop to run; `None` when a watch is already running.
-    pub(crate) fn start_watch(
+    /// The watch of the store's change feed, to run until `shutdown`: ends
+    /// connections whose binding or session was revoked, and re-checks everything
+    /// after a lag or resync and every minute. Subscribes now, so nothing published
+    /// from the call on is missed. The SSH server runs it (once) in its task tree.
+    pub(crate) fn watch(
         self: Arc<Self>,
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
-    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
-        if self.watching.swap(true, Ordering::SeqCst) {
-            tracing::debug!("registry already watching the store feed");
-            return None;
-        }
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let feed = store.subscribe();
-        Some(async move {
-            self.watch_feed(feed, store, shutdown).await;
-            self.watching.store(false, Ordering::SeqCst);
-        })
+        async move { self.watch_feed(feed, store, shutdown).await }
     }
 
     async fn watch_feed(
@@ -521,13 +511,6 @@ mod tests {
         c2.activate(&b2.session_id);
         let watch = tokio::spawn(reg.clone().watch(store.clone(), shutdown.clone()));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // A second watcher is a no-op.
-        tokio::time::timeout(
-            Duration::from_secs(1),
-            reg.clone().watch(store.clone(), shutdown.clone()),
-        )
-        .await
-        .unwrap();
 
         store
             .revoke_binding(&b1.id, None, "revoked by alice@example.com")

@@ -1,22 +1,24 @@
 //! Live policy re-checks (SPEC §6): every authenticated connection remembers what it
-//! was authorized for ([`LiveAccess`]: identity, key, binding expiry, and each route
-//! with its login — `None` for a jump-host pipe). [`Registry::recheck_policies`]
-//! evaluates all of them against a configuration and ends the ones it now denies
-//! through the revocation path, with the reason `access denied: route "x": <why>`.
-//! The SSH server runs it every minute with the configuration in force; the process
-//! calls it on config reload, which also makes that configuration the one new
-//! connections resolve routes in.
+//! was authorized for ([`LiveAccess`]: its [`Principal`] and each route with its
+//! login — `None` for a jump-host pipe). [`Registry::recheck_policies`] asks
+//! admission ([`crate::admission::authorize`], `Via::Recheck`) about all of them
+//! under a configuration and ends the ones it now denies through the revocation
+//! path, with the reason `access denied: route "x": <why>`. The SSH server runs it
+//! every minute with the configuration in force; the process calls it on config
+//! reload, which also makes that configuration the one in force ([`LiveConfig`]).
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
+use tether_core::audit::Via;
 use tether_core::config::Config;
-use tether_core::policy::KeyInput;
-use tether_core::{Identity, Timestamp};
+use tether_core::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use super::{Registry, Revoker};
-use crate::access::{authorize, AccessDenied, AccessRequest};
+use crate::access::AccessDenied;
+use crate::admission::{authorize, Principal};
+use crate::live::LiveConfig;
 
 /// How often the SSH server re-evaluates live connections' policies.
 pub(crate) const POLICY_RECHECK_EVERY: Duration = Duration::from_secs(60);
@@ -24,9 +26,7 @@ pub(crate) const POLICY_RECHECK_EVERY: Duration = Duration::from_secs(60);
 /// What one live connection was authorized for.
 #[derive(Clone, Debug)]
 pub(crate) struct LiveAccess {
-    pub(crate) identity: Identity,
-    pub(crate) key: KeyInput,
-    pub(crate) binding_expires_at: Timestamp,
+    pub(crate) principal: Arc<Principal>,
     /// Routes in use, with the login (`None`: jump-host pipe).
     pub(crate) routes: Vec<(String, Option<String>)>,
 }
@@ -42,14 +42,14 @@ impl LiveAccess {
     /// The first denial under `config`, as the revocation reason.
     fn denial(&self, config: &Config, now: Timestamp) -> Option<String> {
         self.routes.iter().find_map(|(name, login)| {
-            let request = AccessRequest {
-                identity: &self.identity,
-                login: login.as_deref(),
-                key: &self.key,
-                binding_expires_at: self.binding_expires_at,
+            match authorize(
+                &self.principal,
+                config,
+                name,
+                login.as_deref(),
+                Via::Recheck,
                 now,
-            };
-            match authorize(config.route(name), name, &request) {
+            ) {
                 Ok(_) => None,
                 Err(AccessDenied::NoRoute(_)) => Some(format!(
                     "access denied: route {name:?}: the route was removed"
@@ -61,20 +61,15 @@ impl LiveAccess {
 }
 
 impl Registry {
-    /// The configuration in force, if the SSH server or a reload set one.
+    /// The configuration in force, once the SSH server started (or a reload set one).
     pub fn config(&self) -> Option<Arc<Config>> {
-        self.config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.live.get().map(LiveConfig::get)
     }
 
-    /// Makes `config` the one in force unless one already is (server start).
-    pub(crate) fn adopt_config(&self, config: Arc<Config>) {
-        let mut slot = self.config.write().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(config);
-        }
+    /// The handle on the configuration in force, made from `config` unless one
+    /// exists already (server start).
+    pub(crate) fn adopt_config(&self, config: Arc<Config>) -> LiveConfig {
+        self.live.get_or_init(|| LiveConfig::new(config)).clone()
     }
 
     /// Re-evaluates every live connection against `config`'s route policies and ends
@@ -84,7 +79,11 @@ impl Registry {
     /// ended. Call it on config reload.
     pub fn recheck_policies(&self, config: &Config) -> usize {
         let config = Arc::new(config.clone());
-        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Some(config.clone());
+        if let Some(live) = self.live.get() {
+            live.replace(config.clone());
+        } else {
+            self.adopt_config(config.clone()).replace(config.clone());
+        }
         self.recheck_with(&config)
     }
 
@@ -107,13 +106,7 @@ impl Registry {
         let mut ended = 0;
         for (revoker, access) in live {
             if let Some(reason) = access.denial(config, now) {
-                tracing::info!(
-                    target: "audit",
-                    event = "policy_denied",
-                    email = %access.identity.email,
-                    reason = %reason,
-                    "live connection no longer allowed"
-                );
+                tracing::info!(reason = %reason, "live connection no longer allowed");
                 revoker.revoke(&reason);
                 ended += 1;
             }
@@ -147,7 +140,6 @@ impl Registry {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use tether_core::config::Route;
     use tether_core::policy::{Block, Criterion, Op, Policy, Rule};
 
@@ -172,17 +164,8 @@ mod tests {
     }
 
     fn access(login: Option<&str>) -> LiveAccess {
-        let mut claims = BTreeMap::new();
-        claims.insert("groups".to_string(), serde_json::json!(["dev"]));
         LiveAccess {
-            identity: Identity {
-                subject: "u".into(),
-                email: "alice@example.com".into(),
-                name: None,
-                claims,
-            },
-            key: KeyInput::default(),
-            binding_expires_at: Timestamp(i64::MAX / 2),
+            principal: Arc::new(crate::admission::test_principal(&["dev"])),
             routes: vec![("prod".into(), login.map(str::to_string))],
         }
     }
@@ -244,17 +227,16 @@ mod tests {
     }
 
     fn root_reason() -> String {
-        let id = access(None).identity;
-        let key = KeyInput::default();
+        let principal = access(None).principal;
         let c = config(Some(Criterion::SshUsernameMatchesEmail), false);
-        let req = AccessRequest {
-            identity: &id,
-            login: Some("root"),
-            key: &key,
-            binding_expires_at: Timestamp(i64::MAX / 2),
-            now: Timestamp(0),
-        };
-        match authorize(c.route("prod"), "prod", &req) {
+        match authorize(
+            &principal,
+            &c,
+            "prod",
+            Some("root"),
+            Via::Recheck,
+            Timestamp(0),
+        ) {
             Err(AccessDenied::Policy { message, .. }) => message,
             other => panic!("{other:?}"),
         }

@@ -17,9 +17,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::gate::Slot;
-use super::Ctx;
+use tether_core::audit::AuditEvent;
+
 use crate::actor::{Actor, ActorInit, Deadlines};
+use crate::context::Ctx;
+use crate::gate::Slot;
 use crate::handler::Handler;
 use crate::stream::ClientStream;
 
@@ -29,6 +31,7 @@ const EVENT_QUEUE: usize = 32;
 /// Serves one accepted connection until it ends. `slot` is its place among the
 /// unauthenticated connections, given back once it authenticates.
 pub(crate) async fn serve(
+    id: u64,
     tcp: TcpStream,
     peer: SocketAddr,
     ctx: Arc<Ctx>,
@@ -36,12 +39,13 @@ pub(crate) async fn serve(
     slot: Slot,
 ) {
     let started = Instant::now();
-    let mut counted = Counted::new(ctx.registry.metrics().clone());
-    let limits = &ctx.config.limits;
+    let mut counted = Counted::new(ctx.metrics.clone());
+    let config = ctx.config();
+    let limits = &config.limits;
     // Nothing may outlive the sign-in timeout without authenticating (§3.5), the
     // key exchange must be done within the handshake timeout and a sign-in link
     // shown (or the key accepted) within the login grace time.
-    let auth_deadline = started + ctx.config.ssh_sign_in_timeout;
+    let auth_deadline = started + config.ssh_sign_in_timeout;
     let deadlines = Deadlines {
         handshake: (started + limits.ssh_handshake_timeout).min(auth_deadline),
         login: (started + limits.ssh_login_grace_time).min(auth_deadline),
@@ -57,7 +61,7 @@ pub(crate) async fn serve(
     let setup = tokio::select! {
         () = shutdown.cancelled() => return,
         () = slot.shed.cancelled() => {
-            ctx.registry.metrics().connections_shed.inc("shed");
+            ctx.metrics.connections_shed.inc("shed");
             return;
         }
         r = tokio::time::timeout_at(
@@ -73,17 +77,20 @@ pub(crate) async fn serve(
         }
         Err(_) => {
             tracing::debug!("no SSH identification before the handshake deadline");
-            ctx.registry
-                .metrics()
-                .connections_shed
-                .inc("handshake_timeout");
+            ctx.metrics.connections_shed.inc("handshake_timeout");
             return;
         }
     };
     let client_version = probe.client_version().unwrap_or_default();
-    tracing::info!(target: "audit", event = "connection_opened", client_version = %client_version);
+    AuditEvent::ConnectionOpened {
+        conn: id,
+        peer: peer.to_string(),
+        client_version,
+    }
+    .emit();
 
     let actor = Actor::new(ActorInit {
+        id,
         ctx,
         peer,
         handle: session.handle(),
@@ -97,15 +104,16 @@ pub(crate) async fn serve(
         tracing::debug!("SSH session ended with: {e}");
     }
     let (bytes_in, bytes_out) = probe.byte_counts();
-    tracing::info!(
-        target: "audit",
-        event = "connection_closed",
-        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    AuditEvent::ConnectionClosed {
+        conn: id,
+        peer: peer.to_string(),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         bytes_in,
         bytes_out,
-        authenticated = summary.authenticated,
-        ended_by = %summary.ended_by,
-    );
+        authenticated: summary.authenticated,
+        ended_by: summary.ended_by.clone(),
+    }
+    .emit();
     counted.outcome = connection_outcome(summary.authenticated, &summary.ended_by);
 }
 

@@ -7,7 +7,6 @@
 //! shutting down, and waits a bounded time for the connections to end.
 
 mod conn;
-pub(crate) mod gate;
 mod workers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,15 +15,15 @@ use std::time::Duration;
 
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
 use russh::{cipher, kex, mac, MethodKind, MethodSet, Preferred, SshId};
-use tether_core::config::Config;
-use tether_core::Clock;
-use tether_store::Store;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::{Registry, SshDeps};
+use crate::admission::Upstreams;
+use crate::context::Ctx;
+use crate::gate::{self, CodeBudget, Gate};
+use crate::SshDeps;
 
 /// How long shutdown waits for connections to end after telling them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -37,39 +36,11 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Unanswered keepalives before the connection is considered dead.
 const KEEPALIVE_MAX: usize = 3;
 
-/// What every connection task shares.
-pub(crate) struct Ctx {
-    pub(crate) config: Arc<Config>,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) registry: Arc<Registry>,
-    /// The user CA that signs upstream certificates (§8).
-    pub(crate) user_ca: Arc<PrivateKey>,
-    pub(crate) russh: Arc<russh::server::Config>,
-    /// Sign-in codes connections here are waiting on.
-    pub(crate) waiters: crate::actor::wait::Waiters,
-    /// Unauthenticated connections and their caps.
-    pub(crate) gate: Arc<gate::Gate>,
-    /// Sign-in codes per source.
-    pub(crate) codes: gate::CodeBudget,
-}
-
-impl Ctx {
-    /// The configuration in force for routes, policies and runtime flags: the last
-    /// one given to [`Registry::recheck_policies`] (config reload), else the one the
-    /// server started with.
-    pub(crate) fn current_config(&self) -> Arc<Config> {
-        self.registry
-            .config()
-            .unwrap_or_else(|| self.config.clone())
-    }
-}
-
 /// Serves SSH on `listener` until `shutdown` is cancelled.
 ///
-/// Also starts the registry's store watch (a no-op if the caller already runs
-/// [`Registry::watch`]) and its minutely policy re-check of live connections. Returns after the connections ended or the shutdown grace
-/// period passed.
+/// Also runs, in the same task tree, the registry's watch of the store's change
+/// feed (revocations, §5) and its minutely policy re-check of live connections
+/// (§6). Returns after the connections ended or the shutdown grace period passed.
 pub async fn run(
     listener: TcpListener,
     deps: SshDeps,
@@ -87,24 +58,31 @@ pub async fn run(
     ));
     let limits = &deps.config.limits;
     let max_unauthenticated = unauthenticated_cap(limits.ssh_max_unauthenticated);
-    let gate = gate::Gate::new(
+    let gate = Gate::new(
         max_unauthenticated,
         limits.ssh_max_unauthenticated_per_source,
         Some(deps.registry.metrics().clone()),
     );
-    let codes = gate::CodeBudget::new(limits.ssh_sign_in_codes_per_source);
+    let codes = CodeBudget::new(limits.ssh_sign_in_codes_per_source);
+    let live = deps.registry.adopt_config(deps.config.clone());
+    let metrics = deps.registry.metrics().clone();
     let ctx = Arc::new(Ctx {
-        config: deps.config,
+        upstreams: Upstreams {
+            user_ca: deps.user_ca,
+            store: deps.store.clone(),
+            config: live.clone(),
+            metrics: metrics.clone(),
+        },
+        live,
         store: deps.store,
         clock: deps.clock,
         registry: deps.registry,
-        user_ca: deps.user_ca,
+        metrics,
         russh,
         waiters: Default::default(),
         gate,
         codes,
     });
-    ctx.registry.adopt_config(ctx.config.clone());
     let workers = workers::Workers::per_core()?;
     let tracker = TaskTracker::new();
     tracker.spawn(
@@ -112,14 +90,12 @@ pub async fn run(
             .clone()
             .recheck_policies_periodically(shutdown.child_token()),
     );
-    // Subscribe before accepting, so no revocation can slip past a connection.
-    if let Some(watching) = ctx
-        .registry
-        .clone()
-        .start_watch(ctx.store.clone(), shutdown.child_token())
-    {
-        tracker.spawn(watching);
-    }
+    // Subscribed before accepting, so no revocation can slip past a connection.
+    tracker.spawn(
+        ctx.registry
+            .clone()
+            .watch(ctx.store.clone(), shutdown.child_token()),
+    );
     let next_id = AtomicU64::new(1);
     let mut backoff = Duration::from_millis(50);
     let refusals = Throttle::default();
@@ -164,7 +140,7 @@ pub async fn run(
                 };
                 let connection = async move {
                     match TcpStream::from_std(tcp) {
-                        Ok(tcp) => conn::serve(tcp, peer, ctx, token, slot).await,
+                        Ok(tcp) => conn::serve(id, tcp, peer, ctx, token, slot).await,
                         Err(e) => tracing::warn!("cannot adopt accepted socket: {e}"),
                     }
                 };
@@ -259,7 +235,7 @@ impl Throttle {
 /// the identification string; OpenSSH prints it), then close.
 fn refuse_early(tcp: &TcpStream, refused: gate::Refused, ctx: &Ctx, throttle: &Throttle) {
     let _ = tcp.try_write(format!("tether: {refused}\r\n").as_bytes());
-    ctx.registry.metrics().connections_shed.inc(refused.label());
+    ctx.metrics.connections_shed.inc(refused.label());
     if let Some(suppressed) = throttle.allow() {
         let peer = tcp.peer_addr().ok();
         tracing::warn!(

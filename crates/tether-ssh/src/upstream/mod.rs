@@ -81,12 +81,13 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::access::AccessGranted;
+pub use crate::access::{UpstreamTarget, UpstreamUser};
 
 pub use channel::{UpstreamChannel, UpstreamReader, REQUEST_REPLY_TIMEOUT};
 pub use error::UpstreamError;
 pub use handler::UpstreamEvent;
 pub use hostkey::HostKeyCheck;
-pub(crate) use outcome::{bounded, record_connect};
+pub(crate) use outcome::bounded;
 pub use pump::{pump, PumpEnd, PumpReport};
 
 use handler::{HandlerError, Shared, UpstreamHandler};
@@ -99,26 +100,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Keepalive interval towards the upstream; three unanswered end the connection.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Where to connect: a route and its upstream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamTarget {
-    /// Route name (for messages and logs).
-    pub route: String,
-    /// Upstream `host:port` (`[v6]:port` for IPv6 literals).
-    pub address: String,
-}
-
-/// Who logs in upstream, and for how long at most.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamUser {
-    /// The upstream login name (the certificate's only principal).
-    pub login: String,
-    /// The user's email (the certificate's key id; the upstream's auth log shows it).
-    pub email: String,
-    /// The client binding's expiry; the certificate never outlives it.
-    pub binding_expires_at: Timestamp,
-}
 
 /// An authenticated upstream connection. It ends when it and every channel taken
 /// from it are dropped, or at once with [`Upstream::disconnect`].

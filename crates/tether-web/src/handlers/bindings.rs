@@ -2,6 +2,7 @@
 //! revoke only their own bindings; revoking someone else's is 403 and changes nothing.
 
 use std::collections::{HashMap, HashSet};
+use tether_core::audit::{AuditEvent, Via};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -132,23 +133,22 @@ pub(crate) async fn revoke_client(
         .revoke_binding(id, Some(session.user_id()), &reason)
         .await;
     if let Err(tether_store::RevokeError::NotOwner) = &result {
-        tracing::warn!(
-            target: "audit",
-            event = "binding_revoke_refused",
-            user = %session.user_id(),
-            binding_id = %id,
-            "not the owner"
-        );
+        AuditEvent::BindingRevokeRefused {
+            user_id: session.user_id().to_string(),
+            binding_id: id.to_string(),
+            reason: "not the owner".to_string(),
+        }
+        .emit();
     }
     let revoked = result?;
-    tracing::info!(
-        target: "audit",
-        event = "binding_revoked",
-        user = %session.user_id(),
-        email = %session.identity.email,
-        binding_id = %revoked.id,
-        reason = %reason,
-    );
+    AuditEvent::BindingRevoked {
+        via: Via::Web,
+        binding_id: revoked.id.clone(),
+        user: revoked.email.clone(),
+        by: session.identity.email.clone(),
+        reason: reason.to_string(),
+    }
+    .emit();
     redirect(StatusCode::SEE_OTHER, PAGE)
 }
 
@@ -167,22 +167,20 @@ pub(crate) async fn revoke_identity(
         .revoke_identity_binding(fingerprint, Some(session.user_id()))
         .await;
     if let Err(tether_store::RevokeError::NotOwner) = &result {
-        tracing::warn!(
-            target: "audit",
-            event = "identity_binding_revoke_refused",
-            user = %session.user_id(),
-            fingerprint = %fingerprint,
-            "not the owner"
-        );
+        AuditEvent::IdentityBindingRevokeRefused {
+            user_id: session.user_id().to_string(),
+            fingerprint: fingerprint.to_string(),
+            reason: "not the owner".to_string(),
+        }
+        .emit();
     }
     result?;
-    tracing::info!(
-        target: "audit",
-        event = "identity_binding_removed",
-        user = %session.user_id(),
-        email = %session.identity.email,
-        fingerprint = %fingerprint,
-    );
+    AuditEvent::IdentityBindingRemoved {
+        user_id: session.user_id().to_string(),
+        email: session.identity.email.clone(),
+        fingerprint: fingerprint.to_string(),
+    }
+    .emit();
     redirect(StatusCode::SEE_OTHER, PAGE)
 }
 

@@ -7,6 +7,7 @@
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use tether_core::audit::AuditEvent;
 use tether_core::Session;
 
 use super::{add_cookie, is_local_path, redirect};
@@ -75,13 +76,12 @@ pub(crate) async fn callback(
         expires_at: now.plus(state.config.cookie_expire),
     };
     state.store.create_session(&session).await?;
-    tracing::info!(
-        target: "audit",
-        event = "sign_in",
-        user = %session.user_id(),
-        email = %session.identity.email,
-        session_expires = %session.expires_at.rfc3339(),
-    );
+    AuditEvent::SignIn {
+        user_id: session.user_id().to_string(),
+        email: session.identity.email.clone(),
+        session_expires: session.expires_at.rfc3339(),
+    }
+    .emit();
 
     let to = if is_local_path(&login.return_to) {
         login.return_to.as_str()

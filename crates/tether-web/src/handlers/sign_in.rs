@@ -18,6 +18,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use tether_core::audit::{AuditEvent, Via};
 use tether_core::binding::{key_owner, may_bind};
 use tether_core::{BindingRequest, RequestStatus, Session, Timestamp, UserCode};
 
@@ -95,16 +96,16 @@ pub(crate) async fn show(
                     now,
                 )
                 .await?;
-            tracing::info!(
-                target: "audit",
-                event = "code_decided",
-                outcome = "approved",
-                via = "remember_me",
-                user = %session.user_id(),
-                email = %session.identity.email,
-                fingerprint = %req.fingerprint,
-                binding_id = %approval.binding.id,
-            );
+            AuditEvent::CodeDecided {
+                via: Via::RememberMe,
+                outcome: "approved".to_string(),
+                user_id: Some(session.user_id().to_string()),
+                email: Some(session.identity.email.clone()),
+                fingerprint: Some(req.fingerprint.clone()),
+                binding_id: Some(approval.binding.id.clone()),
+                remembered: Some(true),
+            }
+            .emit();
             html(StatusCode::OK, pages::success(display_name(&session), true))
         } else {
             tracing::info!(
@@ -221,49 +222,51 @@ pub(crate) async fn decide(
             let approval = match result {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::info!(
-                        target: "audit",
-                        event = "code_decision_refused",
-                        user = %session.user_id(),
-                        reason = %e,
-                    );
+                    AuditEvent::CodeDecisionRefused {
+                        outcome: "approved".to_string(),
+                        user_id: session.user_id().to_string(),
+                        reason: e.to_string(),
+                    }
+                    .emit();
                     return Err(e.into());
                 }
             };
-            tracing::info!(
-                target: "audit",
-                event = "code_decided",
-                outcome = "approved",
-                user = %session.user_id(),
-                email = %session.identity.email,
-                fingerprint = %approval.binding.fingerprint,
-                binding_id = %approval.binding.id,
-                remembered = approval.remembered,
-            );
+            AuditEvent::CodeDecided {
+                via: Via::Web,
+                outcome: "approved".to_string(),
+                user_id: Some(session.user_id().to_string()),
+                email: Some(session.identity.email.clone()),
+                fingerprint: Some(approval.binding.fingerprint.clone()),
+                binding_id: Some(approval.binding.id.clone()),
+                remembered: Some(approval.remembered),
+            }
+            .emit();
             Ok(html(StatusCode::OK, pages::success(who, false)))
         }
         Some("false") => {
             if let Err(e) = check_may_deny(&state, &code, &session, now).await {
-                tracing::info!(
-                    target: "audit",
-                    event = "code_decision_refused",
-                    outcome = "denied",
-                    user = %session.user_id(),
-                    reason = %e,
-                );
+                AuditEvent::CodeDecisionRefused {
+                    outcome: "denied".to_string(),
+                    user_id: session.user_id().to_string(),
+                    reason: e.to_string(),
+                }
+                .emit();
                 return Err(e);
             }
             state
                 .store
                 .deny_request(code.as_str(), session.user_id(), now)
                 .await?;
-            tracing::info!(
-                target: "audit",
-                event = "code_decided",
-                outcome = "denied",
-                user = %session.user_id(),
-                email = %session.identity.email,
-            );
+            AuditEvent::CodeDecided {
+                via: Via::Web,
+                outcome: "denied".to_string(),
+                user_id: Some(session.user_id().to_string()),
+                email: Some(session.identity.email.clone()),
+                fingerprint: None,
+                binding_id: None,
+                remembered: None,
+            }
+            .emit();
             Ok(html(StatusCode::OK, pages::denied(who)))
         }
         _ => Err(WebError::BadRequest("Choose Authorize or Deny.")),

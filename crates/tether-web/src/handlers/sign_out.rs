@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use tether_core::audit::{AuditEvent, Via};
 
 use super::add_cookie;
 use super::sign_in::display_name;
@@ -49,13 +50,13 @@ pub(crate) async fn sign_out(
     let fields = Fields::parse(&body);
     let session = require_csrf(&state, &headers, &fields).await?;
     let out = state.store.sign_out(&session.id, "signed out").await?;
-    tracing::info!(
-        target: "audit",
-        event = "sign_out",
-        user = %session.user_id(),
-        email = %session.identity.email,
-        revoked_bindings = out.revoked_bindings.len(),
-    );
+    AuditEvent::SignOut {
+        via: Via::Web,
+        user_id: session.user_id().to_string(),
+        email: session.identity.email.clone(),
+        revoked_bindings: out.revoked_bindings.len(),
+    }
+    .emit();
     let mut res = html(
         StatusCode::OK,
         pages::signed_out(out.revoked_bindings.len()),
