@@ -190,6 +190,48 @@ async fn reopening_sqlite_keeps_data_and_does_not_rerun_migrations() {
     assert_eq!(mode, "wal");
 }
 
+/// Issue 12: the database and its WAL and shared-memory files hold every session and
+/// binding, so only tether's user may read them, whatever the umask; files left
+/// 0644 by an older version are set back to 0600 on open.
+#[tokio::test]
+async fn sqlite_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tether.db");
+    let p = path.to_str().unwrap();
+    let key = tether_store::PinnedHostKey {
+        address: "10.0.0.5:22".into(),
+        public_key: "ssh-ed25519 AAAA".into(),
+    };
+    let suffixed = |s: &str| dir.path().join(format!("tether.db{s}"));
+    {
+        let s = SqlStore::open_sqlite(p).await.unwrap();
+        s.pin_host_key(&key).await.unwrap();
+        for f in ["", "-wal", "-shm"] {
+            assert!(suffixed(f).exists(), "tether.db{f} exists while open");
+            assert_eq!(mode(&suffixed(f)), 0o600, "tether.db{f}");
+        }
+    }
+    for f in ["", "-wal", "-shm"] {
+        if suffixed(f).exists() {
+            std::fs::set_permissions(suffixed(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let s = SqlStore::open_sqlite(&format!("sqlite://{p}"))
+        .await
+        .unwrap();
+    s.pin_host_key(&tether_store::PinnedHostKey {
+        address: "10.0.0.6:22".into(),
+        public_key: "ssh-ed25519 BBBB".into(),
+    })
+    .await
+    .unwrap();
+    for f in ["", "-wal", "-shm"] {
+        assert_eq!(mode(&suffixed(f)), 0o600, "tether.db{f} after reopening");
+    }
+}
+
 #[tokio::test]
 async fn sqlite_in_missing_directory_is_an_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -46,6 +46,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// A temporary directory only its owner may open (mode 0700), as a real deployment
+/// keeps tether's config and data: tether refuses a config holding inline secrets,
+/// or a data directory, that another local user could read.
+pub fn private_tempdir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .expect("tempdir")
+}
+
 /// A loopback TCP port that was free a moment ago and that this process has not handed
 /// out before (the OS could still give it to someone else; the window is tiny).
 pub fn free_port() -> u16 {

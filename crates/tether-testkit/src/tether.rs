@@ -75,10 +75,7 @@ impl TetherProcess {
 
     /// As [`TetherProcess::start`] with another binary (`bin serve -c <config>`).
     pub fn start_bin(bin: &Path, config_yaml: &str, extra_env: &[(&str, &str)]) -> TetherProcess {
-        let dir = tempfile::Builder::new()
-            .prefix("tether-e2e-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = crate::private_tempdir("tether-e2e-");
         std::fs::create_dir_all(dir.path().join("data")).expect("mkdir data");
         let mut env: Vec<(String, String)> = vec![
             ("RUST_LOG".into(), "info".into()),

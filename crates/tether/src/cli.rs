@@ -10,7 +10,7 @@ use tether_core::audit::{AuditEvent, Via};
 use tether_core::config::{parse_config, Config, StorageType};
 use tether_store::Store;
 
-use crate::{app, demo, keys, logging};
+use crate::{app, demo, keys, logging, perms};
 
 #[derive(Parser)]
 #[command(name = "tether", version, about = "An identity-aware SSH gateway")]
@@ -120,6 +120,10 @@ fn load_config(path: &Path, print_warnings: bool) -> Option<Config> {
                     eprintln!("warning: {w}");
                 }
             }
+            if let Err(line) = perms::check_config_file(path, &parsed.config) {
+                eprintln!("{line}");
+                return None;
+            }
             Some(parsed.config)
         }
         Err(e) => {
@@ -146,6 +150,19 @@ fn check(path: &Path) -> ExitCode {
             print!("{}", app::describe(&parsed.config));
             if let Err(line) = app::web_tls(&parsed.config) {
                 eprintln!("{name}: {line}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            // What `serve` would refuse: secrets others can read (`perms`).
+            let data = keys::data_dir(&parsed.config);
+            let refused = perms::check_config_file(path, &parsed.config).and_then(|()| {
+                if keys::needs_data_dir(&parsed.config) {
+                    perms::check_data_dir(&data)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(line) = refused {
+                eprintln!("{line}");
                 return ExitCode::from(EXIT_CONFIG);
             }
             println!("{name}: OK");

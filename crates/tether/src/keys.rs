@@ -1,11 +1,12 @@
 //! Key material for the running gateway: SSH host keys, the user CA key, the cookie
 //! secret and the IdP client secret. Configured files are read (and refused when
 //! group/world can read them); missing ones are generated into the data directory
-//! with mode 0600 on first run.
+//! with mode 0600 on first run, into a data directory created 0700 (and refused
+//! when another user could open it, `perms`).
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +15,7 @@ use base64::Engine;
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::PrivateKey;
-use tether_core::config::Config;
+use tether_core::config::{Config, StorageType};
 use tether_core::Secret;
 
 /// Everything secret the gateway needs, loaded or generated.
@@ -40,15 +41,33 @@ pub fn data_dir(config: &Config) -> PathBuf {
     }
 }
 
-/// Creates the data directory (mode 0700) if needed.
+/// Creates the data directory (mode 0700; missing parents as the umask says) if
+/// needed, and refuses one another local user could open (`perms`).
 pub fn ensure_data_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {
-        fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot set permissions on {}", dir.display()))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        }
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot create data directory {}", dir.display()))
+            }
+        }
     }
-    Ok(())
+    crate::perms::check_data_dir(dir).map_err(anyhow::Error::msg)
+}
+
+/// Whether the config leaves something to the data directory: a generated host key,
+/// user CA or cookie secret, or the SQLite database.
+pub fn needs_data_dir(config: &Config) -> bool {
+    (config.ssh_host_key_files.is_empty() && config.ssh_host_keys.is_empty())
+        || (config.storage_type == StorageType::File && config.storage_connection_string.is_none())
+        || (config.ssh_user_ca_key.is_none() && config.ssh_user_ca_key_file.is_none())
+        || (config.cookie_secret.is_none() && config.cookie_secret_file.is_none())
 }
 
 /// Reads a secret file, refusing group/world permission bits.
@@ -120,10 +139,7 @@ pub fn load(config: &Config, data: &Path) -> Result<KeyMaterial> {
     for (i, pem) in config.ssh_host_keys.iter().enumerate() {
         host_keys.push(parse_key(pem.expose(), &format!("ssh_host_keys[{i}]"))?);
     }
-    let needs_data = host_keys.is_empty()
-        || (config.ssh_user_ca_key.is_none() && config.ssh_user_ca_key_file.is_none())
-        || (config.cookie_secret.is_none() && config.cookie_secret_file.is_none());
-    if needs_data {
+    if needs_data_dir(config) {
         ensure_data_dir(data)?;
     }
     if host_keys.is_empty() {

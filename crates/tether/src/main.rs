@@ -6,6 +6,7 @@ mod cli;
 mod demo;
 mod keys;
 mod logging;
+mod perms;
 mod reload;
 
 use std::process::ExitCode;

@@ -36,7 +36,7 @@ fn config_errors_exit_2_with_file_and_line_and_bind_nothing() {
     if !require("tether binary", tether_bin().exists()) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir("tether-e2e-");
     let http = free_port();
     let ssh = free_port();
     let good = config_yaml(http, ssh, "http://127.0.0.1:9/", "");
@@ -81,7 +81,7 @@ fn too_open_key_file_is_refused() {
     if !require("tether binary", tether_bin().exists()) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir("tether-e2e-");
     let key = gen_client_key(dir.path(), "hostkey");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (http, ssh) = (free_port(), free_port());
@@ -111,7 +111,7 @@ fn check_prints_effective_config_with_secrets_redacted() {
     if !require("tether binary", tether_bin().exists()) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir("tether-e2e-");
     let path = dir.path().join("config.yaml");
     let cfg = config_yaml(1, 2, "http://127.0.0.1:9/", "autocert: true\nroutes:\n  - from: ssh://prod\n    to: ssh://10.0.0.5\n    allow_any_authenticated_user: true\n");
     std::fs::write(&path, cfg).unwrap();
@@ -140,7 +140,7 @@ fn demo_completes_the_flow_with_its_built_in_idp() {
     if !components_present() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir("tether-e2e-");
     let (http, ssh_port) = (free_port(), free_port());
     let http_addr = format!("127.0.0.1:{http}");
     let ssh_addr = format!("127.0.0.1:{ssh_port}");

@@ -68,7 +68,7 @@ fn certificate_file_serves_https_with_that_certificate() {
     if !require("tether binary", tether_bin().exists()) || !openssl_present() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir("tether-e2e-");
     let (cert, key) = self_signed(dir.path());
     let (http, ssh) = (free_port(), free_port());
     let yaml = tls_yaml(
@@ -127,7 +127,7 @@ fn https_without_a_certificate_is_refused_with_one_line() {
     if !require("tether binary", tether_bin().exists()) || !openssl_present() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir("tether-e2e-");
     let (http, ssh) = (free_port(), free_port());
     let missing = dir.path().join("nope.pem");
     let cases = [

@@ -92,10 +92,16 @@ impl std::fmt::Debug for SqlStore {
 impl SqlStore {
     /// Opens (creating if missing) the SQLite database at `path_or_url` — a file path,
     /// or a `sqlite:` URL — in WAL mode with a busy timeout and foreign keys on, runs
-    /// the migrations and starts the outbox tailer (polling every 200 ms).
+    /// the migrations and starts the outbox tailer (polling every 200 ms). The
+    /// database file is created with mode 0600 (SQLite gives its `-wal` and `-shm`
+    /// files the database file's mode) and an existing one that group or others may
+    /// open is set back to 0600, with its `-wal`, `-shm` and `-journal` files.
     pub async fn open_sqlite(path_or_url: &str) -> Result<Self, StoreError> {
         install_drivers();
-        let opts = sqlite_options(path_or_url)?;
+        let (opts, file) = sqlite_options(path_or_url)?;
+        if let Some(file) = file {
+            private_sqlite_files(&file)?;
+        }
         let pool = pool_options()
             .max_connections(8)
             .after_connect(|conn, _meta| {
@@ -249,8 +255,11 @@ fn install_drivers() {
 }
 
 /// Connection options for a SQLite file path or `sqlite:` URL, always creating the
-/// file if missing. Relative paths are made absolute against the working directory.
-fn sqlite_options(path_or_url: &str) -> Result<AnyConnectOptions, StoreError> {
+/// file if missing, and the database file on disk (`None`: in memory). Relative
+/// paths are made absolute against the working directory.
+fn sqlite_options(
+    path_or_url: &str,
+) -> Result<(AnyConnectOptions, Option<std::path::PathBuf>), StoreError> {
     let bad = |e: String| StoreError::Unavailable(format!("SQLite location {path_or_url:?}: {e}"));
     let opts = if path_or_url.starts_with("sqlite:") {
         SqliteConnectOptions::from_str(path_or_url).map_err(|e| bad(e.to_string()))?
@@ -261,10 +270,57 @@ fn sqlite_options(path_or_url: &str) -> Result<AnyConnectOptions, StoreError> {
         let path = std::path::absolute(path_or_url).map_err(|e| bad(e.to_string()))?;
         SqliteConnectOptions::new().filename(path)
     };
-    let url = opts.create_if_missing(true).to_url_lossy();
-    Ok(AnyConnectOptions::from_url(&url)
+    let opts = opts.create_if_missing(true);
+    let url = opts.to_url_lossy();
+    let in_memory = url.query_pairs().any(|(k, v)| k == "mode" && v == "memory")
+        || opts.get_filename().to_string_lossy().starts_with("file:");
+    let file = (!in_memory).then(|| opts.get_filename().to_path_buf());
+    let any = AnyConnectOptions::from_url(&url)
         .map_err(|e| bad(e.to_string()))?
-        .disable_statement_logging())
+        .disable_statement_logging();
+    Ok((any, file))
+}
+
+/// The database, its WAL, shared-memory index and rollback journal hold every
+/// session, request and binding: only tether's own user may read them. Creates
+/// `db` with mode 0600 when missing (SQLite then creates `-wal` and `-shm` with the
+/// same mode) and sets any of the four that group or others may open back to 0600.
+fn private_sqlite_files(db: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |what: &str, p: &std::path::Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("SQLite {}: {what}: {e}", p.display()))
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail("cannot create", db, e)),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = std::path::PathBuf::from(name);
+        let mode = match std::fs::metadata(&path) {
+            Ok(m) => m.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(fail("cannot inspect", &path, e)),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| fail("cannot set mode 0600", &path, e))?;
+            tracing::warn!(
+                path = %path.display(),
+                "store: {} was mode {:04o}; set to 0600",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `<pid>-<16 random hex digits>`: unique per store instance, so two stores in one
