@@ -142,6 +142,11 @@ pub async fn watch(
                     );
                 }
                 let ended = registry.recheck_policies(&new);
+                tracing::info!(
+                    routes = new.routes.len(),
+                    connections_ended = ended,
+                    "config reloaded"
+                );
                 AuditEvent::ConfigReloaded {
                     routes: new.routes.len(),
                     connections_ended: ended,
