@@ -79,6 +79,20 @@ pub(crate) struct AppState {
     pub(crate) oidc: oidc::Oidc,
     /// Whether cookies get the `Secure` attribute (https service URL).
     pub(crate) secure_cookies: bool,
+    /// The session cookie's name: `cookie_name`, with the `__Host-` prefix over
+    /// HTTPS (the login-state and "opened directly" cookies derive from it).
+    pub(crate) cookie_name: String,
+}
+
+/// `cookie_name` as sent: over HTTPS with the `__Host-` prefix (browsers then keep
+/// it only if Secure, Path=/ and without Domain, so a sibling subdomain cannot plant
+/// or shadow it); over plain HTTP unchanged (`_pomerium`, as Pomerium names it).
+pub(crate) fn effective_cookie_name(configured: &str, secure: bool) -> String {
+    if secure && !configured.starts_with("__Host-") {
+        format!("__Host-{configured}")
+    } else {
+        configured.to_string()
+    }
 }
 
 /// The shared state as handlers receive it.
@@ -87,6 +101,7 @@ pub(crate) type State = Arc<AppState>;
 /// Builds the web app: every route of SPEC §4, and the dev IdP when configured.
 pub fn router(deps: WebDeps) -> Router {
     let secure_cookies = deps.config.authenticate_service_url.starts_with("https://");
+    let deps_insecure = deps.config.insecure_server;
     let state: State = Arc::new(AppState {
         oidc: oidc::Oidc::new(&deps.config),
         sealer: cookies::Sealer::new(&deps.cookie_key),
@@ -96,6 +111,7 @@ pub fn router(deps: WebDeps) -> Router {
         clock: deps.clock,
         live: deps.live,
         secure_cookies,
+        cookie_name: effective_cookie_name(&deps.config.cookie_name, secure_cookies),
     });
 
     let mut app = Router::new()
@@ -124,19 +140,52 @@ pub fn router(deps: WebDeps) -> Router {
         .route("/.pomerium", get(handlers::misc::whoami))
         .route("/ping", get(handlers::misc::ping))
         .route("/healthz", get(handlers::misc::healthz))
+        .route(pages::CSS_PATH, get(asset_css))
+        .route(pages::VERIFY_JS_PATH, get(asset_verify_js))
         .with_state(state);
 
     if let Some(idp) = deps.dev_idp {
         app = app.nest("/dev-idp", devidp::routes(idp, deps.config));
     }
 
+    // HSTS only where tether itself serves TLS: behind a TLS-terminating proxy
+    // (`insecure_server`) that proxy owns the policy for its host name.
+    let hsts = !deps_insecure;
     app.fallback(handlers::misc::not_found)
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response(move |res: Response| {
+            security_headers(res, hsts)
+        }))
 }
 
+/// A static asset with its content type.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut res = Response::new(axum::body::Body::from(body));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+async fn asset_css() -> Response {
+    asset("text/css; charset=utf-8", pages::CSS)
+}
+
+async fn asset_verify_js() -> Response {
+    asset("text/javascript; charset=utf-8", pages::VERIFY_JS)
+}
+
+/// The Content-Security-Policy of every response: nothing inline (scripts and
+/// styles come only from tether's own files), forms submit only to tether, no
+/// framing, no `<base>`.
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// `Strict-Transport-Security` when tether serves HTTPS itself: a year.
+pub(crate) const HSTS: &str = "max-age=31536000";
+
 /// Headers every response gets: no caching (pages carry codes and CSRF tokens), no
-/// framing (clickjacking the Authorize button), no referrer (the URL holds a code).
-async fn security_headers(mut res: Response) -> Response {
+/// framing (clickjacking the Authorize button), no referrer (the URL holds a code),
+/// the CSP above, and HSTS when serving TLS.
+async fn security_headers(mut res: Response, hsts: bool) -> Response {
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -150,11 +199,14 @@ async fn security_headers(mut res: Response) -> Response {
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
+        HeaderValue::from_static(CSP),
     );
+    if hsts {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
     res
 }
 

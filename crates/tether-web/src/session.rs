@@ -19,7 +19,7 @@ pub(crate) async fn current(
     headers: &HeaderMap,
 ) -> Result<Option<Session>, WebError> {
     let now = state.clock.now();
-    for value in read_cookies(headers, &state.config.cookie_name) {
+    for value in read_cookies(headers, &state.cookie_name) {
         if let Some(c) = state.sealer.open_session(value, now) {
             let session = state.store.get_session(&c.session_id).await?;
             return Ok(session.filter(|s| s.is_live(now)));
@@ -59,7 +59,7 @@ pub(crate) fn session_set_cookie(state: &AppState, session: &Session) -> Result<
     })?;
     let max_age = state.clock.now().until(session.expires_at).as_secs();
     Ok(set_cookie(
-        &state.config.cookie_name,
+        &state.cookie_name,
         &value,
         max_age,
         state.secure_cookies,

@@ -314,8 +314,17 @@ pub async fn run(
         ));
     }
 
+    // Users come only with an explicit `dev_idp.enabled: true` (config parser).
     let dev_idp = if demo || !config.dev_idp_users.is_empty() {
         let issuer = format!("{}/dev-idp", config.authenticate_service_url);
+        if !demo {
+            tracing::warn!(
+                issuer = %issuer,
+                users = config.dev_idp_users.len(),
+                "DEVELOPMENT IDENTITY PROVIDER ENABLED (dev_idp.enabled: true): static users \
+                 and passwords sign in at {issuer}; never use it in production"
+            );
+        }
         Some(
             DevIdp::new(config.dev_idp_users.clone(), issuer)
                 .map_err(|e| anyhow::anyhow!("development IdP: {e}"))?,

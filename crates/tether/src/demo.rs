@@ -29,6 +29,7 @@ ssh_address: {ssh_address}
 databroker_storage_type: file
 data_dir: {data}
 dev_idp:
+  enabled: true
   users:
     - username: alice
       password: {DEMO_PASSWORD}

@@ -3,9 +3,12 @@
 //! and password form, and on success redirects back with a single-use code.
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use tether_core::config::Config;
@@ -120,7 +123,29 @@ pub(super) async fn form(State(s): State<DevState>, RawQuery(q): RawQuery) -> Re
 }
 
 /// `POST /dev-idp/authorize`: checks the password, issues a code, redirects back.
-pub(super) async fn submit(State(s): State<DevState>, body: Bytes) -> Response {
+pub(super) async fn submit(
+    State(s): State<DevState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    body: Bytes,
+) -> Response {
+    // Without a peer (in-process tests) every request shares one bucket.
+    let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| {
+        a.ip()
+    });
+    if !s.idp.inner.throttle.allow(ip, std::time::Instant::now()) {
+        tracing::warn!(source = %ip, "dev IdP: too many sign-in attempts, refused");
+        let body =
+            format!("{BANNER}<h1>Too many attempts</h1><p>Wait a few seconds and try again.</p>");
+        let mut res = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            layout("Dev IdP (development only)", None, &body),
+        );
+        res.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("6"),
+        );
+        return res;
+    }
     let f = Fields::parse(&body);
     let req = match validate(&f, &s.config) {
         Ok(r) => r,

@@ -4,8 +4,9 @@
 //! login form), `/token` (client authentication, PKCE S256, single-use 60 s codes)
 //! and `/jwks` (an RS256 key generated at start) — so tether's ordinary OIDC client
 //! signs in against it exactly as against a production IdP. Every page it renders
-//! says "development only". It must never be mounted by `serve` unless configured,
-//! and nothing else in the crate may depend on it.
+//! says "development only". `serve` mounts it only with `dev_idp.enabled: true`
+//! (logged as a warning at start); its password form is rate-limited per source
+//! (`throttle`). Nothing else in the crate may depend on it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use tether_core::config::{Config, DevIdpUser};
 use tether_core::Timestamp;
 
 mod authorize;
+mod throttle;
 mod token;
 
 /// Why the development IdP could not be created.
@@ -58,6 +60,8 @@ struct Inner {
     kid: String,
     jwk: serde_json::Value,
     codes: Mutex<HashMap<String, IssuedCode>>,
+    /// Password attempts per source.
+    throttle: throttle::Throttle,
 }
 
 /// The development OIDC issuer. Cheap to clone.
@@ -134,6 +138,7 @@ impl DevIdp {
                 kid,
                 jwk,
                 codes: Mutex::new(HashMap::new()),
+                throttle: throttle::Throttle::default(),
             }),
         })
     }

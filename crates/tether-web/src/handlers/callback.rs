@@ -36,7 +36,7 @@ pub(crate) async fn callback(
 ) -> Result<Response, WebError> {
     let query = Fields::query(query.as_deref());
     let now = state.clock.now();
-    let login_name = login_cookie_name(&state.config.cookie_name);
+    let login_name = login_cookie_name(&state.cookie_name);
     let login = read_cookies(&headers, &login_name)
         .into_iter()
         .find_map(|v| state.sealer.open_login(v, now))
@@ -104,7 +104,7 @@ pub(crate) async fn callback(
         add_cookie(
             &mut res,
             &set_cookie(
-                &direct_cookie_name(&state.config.cookie_name),
+                &direct_cookie_name(&state.cookie_name),
                 &mark,
                 DIRECT_MARK_TTL_SECS,
                 state.secure_cookies,

@@ -76,7 +76,7 @@ pub(crate) async fn start_login(
     add_cookie(
         &mut res,
         &set_cookie(
-            &login_cookie_name(&state.config.cookie_name),
+            &login_cookie_name(&state.cookie_name),
             &sealed,
             LOGIN_STATE_TTL_SECS,
             state.secure_cookies,

@@ -69,7 +69,7 @@ pub(crate) async fn show(
         return start_login(&state, &return_to, opened_directly(&headers)).await;
     };
     let now = state.clock.now();
-    let direct_name = direct_cookie_name(&state.config.cookie_name);
+    let direct_name = direct_cookie_name(&state.cookie_name);
     let had_mark = !read_cookies(&headers, &direct_name).is_empty();
     let direct = opened_directly(&headers)
         || read_cookies(&headers, &direct_name).into_iter().any(|v| {

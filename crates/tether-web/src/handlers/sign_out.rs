@@ -43,7 +43,7 @@ pub(crate) async fn sign_out(
         let mut res = html(StatusCode::OK, pages::not_signed_in());
         add_cookie(
             &mut res,
-            &clear_cookie(&state.config.cookie_name, state.secure_cookies),
+            &clear_cookie(&state.cookie_name, state.secure_cookies),
         )?;
         return Ok(res);
     }
@@ -63,7 +63,7 @@ pub(crate) async fn sign_out(
     );
     add_cookie(
         &mut res,
-        &clear_cookie(&state.config.cookie_name, state.secure_cookies),
+        &clear_cookie(&state.cookie_name, state.secure_cookies),
     )?;
     Ok(res)
 }

@@ -1,5 +1,6 @@
-//! Server-rendered HTML: one small layout with inline CSS, every dynamic value
-//! escaped, readable without JavaScript. Pages take plain data and return markup;
+//! Server-rendered HTML: one small layout with one served stylesheet (no inline
+//! style or script: the CSP forbids both), every dynamic value escaped, readable
+//! without JavaScript. Pages take plain data and return markup;
 //! they never touch the store or the request.
 
 use std::borrow::Cow;
@@ -15,31 +16,14 @@ pub(crate) fn esc(s: &str) -> Cow<'_, str> {
     html_escape::encode_double_quoted_attribute(s)
 }
 
-const CSS: &str = "\
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:76rem;margin:2rem auto;\
-padding:0 1rem;color:#1d2330;line-height:1.45}\
-header{display:flex;justify-content:space-between;align-items:baseline;border-bottom:1px solid #dde;\
-margin-bottom:1.5rem;padding-bottom:.5rem}\
-header .brand{font-weight:700;font-size:1.2rem;text-decoration:none;color:#1d2330}\
-header .who{color:#556;font-size:.9rem}\
-h1{font-size:1.4rem}\
-table{border-collapse:collapse;width:100%;font-size:.92rem}\
-th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #e6e8ee;vertical-align:top}\
-th{color:#556;font-weight:600;white-space:nowrap}\
-code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;word-break:break-all}\
-button{font:inherit;padding:.45rem 1.1rem;border-radius:6px;border:1px solid #99a;background:#fff;\
-cursor:pointer}\
-button.primary{background:#1f5fd1;border-color:#1f5fd1;color:#fff}\
-button.small{padding:.2rem .6rem;font-size:.85rem}\
-button:disabled{opacity:.45;cursor:not-allowed}\
-.actions{display:flex;gap:.75rem;margin-top:1rem}\
-.note{color:#556;font-size:.9rem}\
-.warn{color:#9a1c1c}\
-.dev{background:#fff3cd;border:1px solid #e0c36a;padding:.4rem .7rem;border-radius:6px}\
-form.inline{display:inline}\
-td.buttons{white-space:nowrap}td.buttons form{display:block;margin:0 0 .3rem}\
-td.nowrap{white-space:nowrap}code.fingerprint{font-size:.85rem;word-break:break-all;min-width:16ch;display:inline-block}table#bindings th{white-space:normal}\
-";
+/// The one stylesheet, served at [`CSS_PATH`] (the CSP allows no inline style).
+pub(crate) const CSS: &str = include_str!("assets/tether.css");
+/// Where the stylesheet is served.
+pub(crate) const CSS_PATH: &str = "/.pomerium/assets/tether.css";
+/// The Verify page's countdown, served at [`VERIFY_JS_PATH`] (no inline script).
+pub(crate) const VERIFY_JS: &str = include_str!("assets/verify.js");
+/// Where the countdown script is served.
+pub(crate) const VERIFY_JS_PATH: &str = "/.pomerium/assets/verify.js";
 
 /// Wraps a body in the common layout. `who` is the signed-in user, if any.
 pub(crate) fn layout(title: &str, who: Option<&str>, body: &str) -> String {
@@ -49,7 +33,7 @@ pub(crate) fn layout(title: &str, who: Option<&str>, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{} · tether</title><style>{CSS}</style></head><body>\
+         <title>{} · tether</title><link rel=\"stylesheet\" href=\"{CSS_PATH}\"></head><body>\
          <header><a class=\"brand\" href=\"/.pomerium/\">tether</a>{who}</header>\
          <main>{body}</main></body></html>\n",
         esc(title)

@@ -1,7 +1,7 @@
 //! The Verify page (SPEC §4): everything the user needs to tell a real sign-in
 //! request from a phishing link, a live countdown, Remember me, Deny and Authorize.
-//! The countdown's initial text is rendered by the server; a few lines of inline
-//! JavaScript keep it ticking and disable the buttons at zero.
+//! The countdown's initial text is rendered by the server; a few lines of served
+//! JavaScript (`assets/verify.js`) keep it ticking and disable the buttons at zero.
 
 use tether_core::{BindingRequest, Timestamp};
 
@@ -11,18 +11,6 @@ use super::{esc, layout};
 pub(crate) fn mm_ss(secs: u64) -> String {
     format!("{:02}:{:02}", secs / 60, secs % 60)
 }
-
-const COUNTDOWN_JS: &str = "<script>(function(){\
-var el=document.getElementById('countdown');if(!el)return;\
-var exp=Number(el.getAttribute('data-expires-at')),srv=Number(el.getAttribute('data-now'));\
-var deadline=Date.now()+(exp-srv);\
-function pad(n){return (n<10?'0':'')+n;}\
-function tick(){var left=Math.max(0,Math.ceil((deadline-Date.now())/1000));\
-if(left<=0){el.textContent='expired';el.className='warn';\
-['authorize','deny','remember'].forEach(function(id){var b=document.getElementById(id);if(b)b.disabled=true;});\
-clearInterval(timer);return;}\
-el.textContent='expires in '+pad(Math.floor(left/60))+':'+pad(left%60);}\
-var timer=setInterval(tick,500);tick();})();</script>";
 
 /// Renders the Verify page for `req`, signed in as `who`. `remembered_indirect`:
 /// Remember me holds for this key but the link was not opened directly, so the
@@ -72,7 +60,8 @@ pub(crate) fn page(
          <button type=\"submit\" id=\"deny\" name=\"confirm\" value=\"false\">Deny</button>\
          <button type=\"submit\" id=\"authorize\" class=\"primary\" name=\"confirm\" value=\"true\">Authorize</button>\
          </div></form>\
-         <p class=\"note\">Not {who}? <a href=\"/.pomerium/sign_out\">Sign out</a> first.</p>{js}",
+         <p class=\"note\">Not {who}? <a href=\"/.pomerium/sign_out\">Sign out</a> first.</p>\
+         <script src=\"{js}\" defer></script>",
         fp = esc(&req.fingerprint),
         kt = esc(&req.key_type),
         login = esc(&req.details.login),
@@ -85,7 +74,7 @@ pub(crate) fn page(
         code = esc(req.code.as_str()),
         csrf = esc(csrf),
         who = esc(who),
-        js = COUNTDOWN_JS,
+        js = super::VERIFY_JS_PATH,
     );
     layout("Verify", Some(who), &body)
 }

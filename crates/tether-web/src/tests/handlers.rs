@@ -682,3 +682,66 @@ async fn security_headers_on_every_page() {
         .unwrap()
         .contains("frame-ancestors 'none'"));
 }
+
+/// Issue 12: over HTTPS the session cookie (and the ones named after it) carry the
+/// `__Host-` prefix with Secure and Path=/ and no Domain; tether serving TLS itself
+/// adds HSTS; every response has a CSP without inline script or style and with
+/// `form-action 'self'`; the stylesheet and the countdown are served files.
+#[tokio::test]
+async fn https_cookie_prefix_hsts_and_csp() {
+    let mut cfg = config("https://gw.example", "http://127.0.0.1:9");
+    cfg.insecure_server = false;
+    let t = TestApp::build(cfg, None);
+    let res = t.post("/.pomerium/sign_out", None, "").await;
+    let set = res.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(set.starts_with("__Host-_pomerium=;"), "{set}");
+    assert!(set.contains("; Secure") && set.contains("Path=/") && !set.contains("Domain"));
+    assert_eq!(
+        res.headers()[header::STRICT_TRANSPORT_SECURITY],
+        "max-age=31536000"
+    );
+    let csp = res.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("form-action 'self'") && csp.contains("script-src 'self'"));
+    let (_, html) = read(res).await;
+    assert!(
+        !html.contains("<style") && !html.contains("<script>"),
+        "{html}"
+    );
+
+    // Plain HTTP (TLS at a proxy): Pomerium's name unchanged, no HSTS from tether.
+    let t = TestApp::build(config("http://127.0.0.1:9", "http://127.0.0.1:9"), None);
+    let res = t.post("/.pomerium/sign_out", None, "").await;
+    let set = res.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        set.starts_with("_pomerium=;") && !set.contains("Secure"),
+        "{set}"
+    );
+    assert!(res
+        .headers()
+        .get(header::STRICT_TRANSPORT_SECURITY)
+        .is_none());
+    for (path, ty, needle) in [
+        ("/.pomerium/assets/tether.css", "text/css", "font-family"),
+        (
+            "/.pomerium/assets/verify.js",
+            "text/javascript",
+            "countdown",
+        ),
+    ] {
+        let res = t.get(path, None).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let ct = res.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(ct.starts_with(ty), "{path}: {ct}");
+        assert!(read(res).await.1.contains(needle), "{path}");
+    }
+}

@@ -732,7 +732,22 @@ fn parse_upstream(text: &str) -> Option<String> {
     }
 }
 
+/// `dev_idp`: the built-in development IdP (static users and passwords) is served
+/// only with an explicit `enabled: true` beside its users, so a config copied from
+/// the demo never turns it on by having users alone.
 fn parse_dev_idp(ctx: &Ctx, node: &Node) -> Result<Vec<DevIdpUser>, ConfigError> {
+    match node.get("enabled") {
+        Some(n) if ctx.bool("dev_idp.enabled", n)? => {}
+        // Explicitly off: not served, whatever users are listed.
+        Some(_) => return Ok(Vec::new()),
+        None => {
+            return Err(ctx.err(
+                node.line,
+                "dev_idp: the development identity provider (static passwords, never for \
+             production) is served only with dev_idp.enabled: true",
+            ))
+        }
+    }
     let users = node
         .get("users")
         .and_then(Node::as_seq)

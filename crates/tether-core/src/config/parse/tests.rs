@@ -186,12 +186,20 @@ fn secrets_are_redacted_in_debug() {
 #[test]
 fn dev_idp_users() {
     let p = parse(
-        "dev_idp:\n  users:\n    - username: alice\n      password: pw\n      email: alice@example.com\n      groups: [sre]\n",
+        "dev_idp:\n  enabled: true\n  users:\n    - username: alice\n      password: pw\n      email: alice@example.com\n      groups: [sre]\n",
     )
     .unwrap();
     let u = &p.config.dev_idp_users[0];
     assert_eq!(u.username, "alice");
     assert_eq!(u.groups, vec!["sre"]);
+    // Users alone do not turn it on.
+    let err = parse(
+        "dev_idp:\n  users:\n    - username: alice\n      password: pw\n      email: a@example.com\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("dev_idp.enabled: true"), "{err}");
+    let off = parse("dev_idp:\n  enabled: false\n  users:\n    - username: a\n").unwrap();
+    assert!(off.config.dev_idp_users.is_empty(), "explicitly off");
 }
 
 #[test]
