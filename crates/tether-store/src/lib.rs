@@ -172,6 +172,12 @@ pub trait Store: Send + Sync + 'static {
     /// `RecvError::Closed` means the store was dropped.
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
 
+    /// Stops the store's background tasks (the SQL backends' outbox tailer and
+    /// PostgreSQL listener) and waits for them to end: the process calls it last,
+    /// so nothing the store started outlives the process's task tree. The store
+    /// keeps answering calls (without other processes' changes on its feed).
+    async fn close(&self) {}
+
     // --- web sessions ---
 
     /// Stores a new session.

@@ -431,3 +431,43 @@ async fn postgres_tailer_stops_when_the_store_is_dropped() {
     tokio::time::sleep(Duration::from_millis(200)).await; // let the listener connect
     assert_feed_closes_when_dropped(store).await;
 }
+
+/// `close` ends the store's background tasks within the process's grace (it
+/// returns), after which other processes' changes no longer reach its feed, while
+/// the store itself keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_close_ends_the_tailer() {
+    use tether_core::{Identity, Session, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tether.db");
+    let a = SqlStore::open_sqlite(path.to_str().unwrap()).await.unwrap();
+    let b = SqlStore::open_sqlite(path.to_str().unwrap()).await.unwrap();
+    let mut feed = b.subscribe();
+    tokio::time::timeout(Duration::from_secs(5), b.close())
+        .await
+        .expect("close returns once the tailer ended");
+    let session = Session {
+        id: "closed-test".into(),
+        identity: Identity {
+            subject: "u".into(),
+            email: "alice@example.com".into(),
+            name: None,
+            claims: Default::default(),
+        },
+        issued_at: Timestamp(0),
+        expires_at: Timestamp(i64::MAX / 4),
+    };
+    a.create_session(&session).await.unwrap();
+    a.sign_out(&session.id, "signed out").await.unwrap();
+    // The tailer polls every 200 ms: two seconds would carry the event if it ran.
+    let heard = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if let Ok(tether_store::StoreEvent::SessionEnded { .. }) = feed.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(heard.is_err(), "no tailer after close");
+    b.ping().await.unwrap();
+}

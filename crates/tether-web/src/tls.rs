@@ -13,9 +13,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 /// How long a client gets to complete its TLS handshake.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
@@ -57,6 +59,8 @@ pub fn server_config(
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
+    /// The accept loop; ends with the listener.
+    _acceptor: AbortOnDropHandle<()>,
 }
 
 impl TlsListener {
@@ -70,10 +74,15 @@ impl TlsListener {
         let (tx, ready) = mpsc::channel(READY_QUEUE);
         let acceptor = TlsAcceptor::from(config);
         let permits = Arc::new(Semaphore::new(HANDSHAKES));
-        tokio::spawn(async move {
+        // The acceptor belongs to the listener (aborted when it is dropped, so it
+        // ends with the server task that owns the listener) and owns the handshakes
+        // in progress (a JoinSet: they end with it). Nothing outlives the server.
+        let acceptor_task = tokio::spawn(async move {
+            let mut handshakes = JoinSet::new();
             loop {
                 let accepted = tokio::select! {
                     () = shutdown.cancelled() => return,
+                    Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
                     accepted = listener.accept() => accepted,
                 };
                 let (tcp, peer) = match accepted {
@@ -89,7 +98,7 @@ impl TlsListener {
                     continue;
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
+                handshakes.spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_WAIT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             drop(permit);
@@ -101,7 +110,11 @@ impl TlsListener {
                 });
             }
         });
-        Ok(TlsListener { ready, local })
+        Ok(TlsListener {
+            ready,
+            local,
+            _acceptor: AbortOnDropHandle::new(acceptor_task),
+        })
     }
 }
 

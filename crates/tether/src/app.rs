@@ -435,8 +435,13 @@ pub async fn run(
         .context("installing signal handlers")?;
     tracing::info!("shutting down: no new connections, draining");
     root.cancel();
+    // The tasks, then the store's own (its outbox tailer), in the same grace.
+    let drained = async {
+        tracker.wait().await;
+        store.close().await;
+    };
     tokio::select! {
-        _ = tracker.wait() => {}
+        () = drained => {}
         _ = tokio::time::sleep(GRACE) => tracing::warn!("grace period over, exiting"),
         _ = wait_for_signal() => tracing::warn!("second signal, exiting now"),
     }

@@ -34,6 +34,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, ConnectOptions, Transaction};
 use tether_core::{Clock, SystemClock};
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
 
 use crate::{Feed, StoreError, StoreEvent};
 use rows::db_err;
@@ -78,6 +79,10 @@ struct Inner {
     feed: Feed,
     /// Cancels the tailer (and the PostgreSQL listener) on drop.
     _tailer: DropGuard,
+    /// The same token, for [`crate::Store::close`].
+    tailer_cancel: CancellationToken,
+    /// The tailer and listener tasks.
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -151,15 +156,19 @@ impl SqlStore {
         let origin = random_origin()?;
         let feed = Feed::new();
         let cancel = CancellationToken::new();
-        tailer::spawn(tailer::Tailer {
-            pool: pool.clone(),
-            dialect,
-            origin: origin.clone(),
-            feed: feed.clone(),
-            last,
-            cancel: cancel.clone(),
-            listen_url,
-        });
+        let tasks = TaskTracker::new();
+        tailer::spawn(
+            &tasks,
+            tailer::Tailer {
+                pool: pool.clone(),
+                dialect,
+                origin: origin.clone(),
+                feed: feed.clone(),
+                last,
+                cancel: cancel.clone(),
+                listen_url,
+            },
+        );
         tracing::debug!(?dialect, %origin, last_event = last, "store: opened");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -167,7 +176,9 @@ impl SqlStore {
                 dialect,
                 origin,
                 feed,
+                tailer_cancel: cancel.clone(),
                 _tailer: cancel.drop_guard(),
+                tasks,
             }),
         })
     }

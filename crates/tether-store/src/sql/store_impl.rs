@@ -31,6 +31,12 @@ impl Store for SqlStore {
         self.inner.feed.subscribe()
     }
 
+    async fn close(&self) {
+        self.inner.tailer_cancel.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
     async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (id, user_id, email, identity_json, issued_at, expires_at) \

@@ -17,6 +17,7 @@ use sqlx::AnyPool;
 use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::rows::{db_err, decode_event, int, text};
 use super::Dialect;
@@ -42,18 +43,19 @@ pub(crate) struct Tailer {
     pub listen_url: Option<String>,
 }
 
-/// Spawns the tailer (and, for PostgreSQL, its listener) on the current runtime.
-pub(crate) fn spawn(tailer: Tailer) {
+/// Spawns the tailer (and, for PostgreSQL, its listener) on the current runtime,
+/// tracked by `tasks` (the store waits for them in `close`).
+pub(crate) fn spawn(tasks: &TaskTracker, tailer: Tailer) {
     let wake = Arc::new(Notify::new());
     if let Some(url) = tailer.listen_url.clone() {
-        tokio::spawn(listen(
+        tasks.spawn(listen(
             url,
             tailer.feed.clone(),
             Arc::clone(&wake),
             tailer.cancel.clone(),
         ));
     }
-    tokio::spawn(tailer.run(wake));
+    tasks.spawn(tailer.run(wake));
 }
 
 impl Tailer {
