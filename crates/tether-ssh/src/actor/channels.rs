@@ -111,6 +111,93 @@ impl Authed {
     }
 }
 
+impl ChannelState {
+    /// Applies a request that sets the channel up (terminal, size, signals, what
+    /// the portal carries over), or names the program it starts.
+    fn configure(&mut self, request: ChannelRequest, portal_enabled: bool) -> Setting {
+        let state = self;
+        let program = match request {
+            ChannelRequest::Pty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                modes,
+            } => {
+                state.terminal = Some(Terminal {
+                    term,
+                    size: Size {
+                        cols: col_width,
+                        rows: row_height,
+                        pix_width,
+                        pix_height,
+                    },
+                    modes,
+                });
+                return Setting::Answered(true);
+            }
+            ChannelRequest::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                let size = Size {
+                    cols: col_width,
+                    rows: row_height,
+                    pix_width,
+                    pix_height,
+                };
+                if let Some(t) = state.terminal.as_mut() {
+                    t.size = size;
+                }
+                if let Some(portal) = &state.portal {
+                    portal.resize(size);
+                }
+                return Setting::Answered(true);
+            }
+            ChannelRequest::Signal(signal) => {
+                if let Some(portal) = &state.portal {
+                    portal.signal(signal);
+                }
+                return Setting::Answered(true);
+            }
+            // Kept for the portal's upstream (the portal, when enabled, is what a
+            // shell with a terminal starts); the other CLI commands have no use.
+            ChannelRequest::Env { name, value } => {
+                let fits = state.carried.env.len() < PORTAL_ENV_MAX
+                    && name.len() + value.len() <= PORTAL_ENV_BYTES;
+                if !portal_enabled || state.started || !fits {
+                    return Setting::Answered(false);
+                }
+                state.carried.env.push((name, value));
+                return Setting::Answered(true);
+            }
+            ChannelRequest::Agent => {
+                if !portal_enabled || state.started {
+                    return Setting::Answered(false);
+                }
+                state.carried.agent = true;
+                return Setting::Answered(true);
+            }
+            ChannelRequest::X11 { .. } => return Setting::Answered(false),
+            ChannelRequest::Shell => Program::Shell,
+            ChannelRequest::Exec(cmd) => Program::Exec(String::from_utf8_lossy(&cmd).into_owned()),
+            ChannelRequest::Subsystem(name) => Program::Subsystem(name),
+        };
+        Setting::Starts(program)
+    }
+}
+
+/// What a CLI channel request did.
+enum Setting {
+    /// A set-up request, answered with this.
+    Answered(bool),
+    /// The channel asks to start this program.
+    Starts(Program),
+}
+
 /// The program a session channel asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Program {
@@ -278,77 +365,10 @@ impl Actor {
         let Some(state) = authed.channels.get_mut(&id) else {
             return false;
         };
-        let program = match request {
-            ChannelRequest::Pty {
-                term,
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-                modes,
-            } => {
-                state.terminal = Some(Terminal {
-                    term,
-                    size: Size {
-                        cols: col_width,
-                        rows: row_height,
-                        pix_width,
-                        pix_height,
-                    },
-                    modes,
-                });
-                return true;
-            }
-            ChannelRequest::WindowChange {
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-            } => {
-                let size = Size {
-                    cols: col_width,
-                    rows: row_height,
-                    pix_width,
-                    pix_height,
-                };
-                if let Some(t) = state.terminal.as_mut() {
-                    t.size = size;
-                }
-                if let Some(portal) = &state.portal {
-                    portal.resize(size);
-                }
-                return true;
-            }
-            ChannelRequest::Signal(signal) => {
-                if let Some(portal) = &state.portal {
-                    portal.signal(signal);
-                }
-                return true;
-            }
-            // Kept for the portal's upstream (the portal, when enabled, is what a
-            // shell with a terminal starts); the other CLI commands have no use.
-            ChannelRequest::Env { name, value } => {
-                let portal = ctx.config().runtime_flags.ssh_routes_portal;
-                let fits = state.carried.env.len() < PORTAL_ENV_MAX
-                    && name.len() + value.len() <= PORTAL_ENV_BYTES;
-                if !portal || state.started || !fits {
-                    return false;
-                }
-                state.carried.env.push((name, value));
-                return true;
-            }
-            ChannelRequest::Agent => {
-                let portal = ctx.config().runtime_flags.ssh_routes_portal;
-                if !portal || state.started {
-                    return false;
-                }
-                state.carried.agent = true;
-                return true;
-            }
-            ChannelRequest::X11 { .. } => return false,
-            ChannelRequest::Shell => Program::Shell,
-            ChannelRequest::Exec(cmd) => Program::Exec(String::from_utf8_lossy(&cmd).into_owned()),
-            ChannelRequest::Subsystem(name) => Program::Subsystem(name),
+        let portal_enabled = ctx.config().runtime_flags.ssh_routes_portal;
+        let program = match state.configure(request, portal_enabled) {
+            Setting::Answered(answer) => return answer,
+            Setting::Starts(program) => program,
         };
         if state.started {
             return false;
