@@ -266,22 +266,13 @@ pub async fn run(
             return Ok(Outcome::SetupFailed);
         }
     };
-    let Some(web_listener) = bind("web", &config.address).await else {
+    let Some(Listeners {
+        web: web_listener,
+        ssh: ssh_listener,
+        metrics: metrics_listener,
+    }) = Listeners::bind(&config).await
+    else {
         return Ok(Outcome::SetupFailed);
-    };
-    let ssh_listener = match &config.ssh_address {
-        Some(addr) => match bind("ssh", addr).await {
-            Some(l) => Some(l),
-            None => return Ok(Outcome::SetupFailed),
-        },
-        None => None,
-    };
-    let metrics_listener = match &config.metrics_address {
-        Some(addr) => match bind("metrics", addr).await {
-            Some(l) => Some(l),
-            None => return Ok(Outcome::SetupFailed),
-        },
-        None => None,
     };
     let web_addr: Option<SocketAddr> = web_listener.local_addr().ok();
     let ssh_addr: Option<SocketAddr> = ssh_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -314,25 +305,8 @@ pub async fn run(
         ));
     }
 
-    // Users come only with an explicit `dev_idp.enabled: true` (config parser).
-    let dev_idp = if demo || !config.dev_idp_users.is_empty() {
-        let issuer = format!("{}/dev-idp", config.authenticate_service_url);
-        if !demo {
-            tracing::warn!(
-                issuer = %issuer,
-                users = config.dev_idp_users.len(),
-                "DEVELOPMENT IDENTITY PROVIDER ENABLED (dev_idp.enabled: true): static users \
-                 and passwords sign in at {issuer}; never use it in production"
-            );
-        }
-        Some(
-            DevIdp::new(config.dev_idp_users.clone(), issuer)
-                .map_err(|e| anyhow::anyhow!("development IdP: {e}"))?,
-        )
-    } else {
-        None
-    };
-    let web = tether_web::router(WebDeps {
+    let dev_idp = dev_idp(&config, demo)?;
+    let web = WebDeps {
         config: config.clone(),
         store: store.clone(),
         cookie_key: *keys.cookie_key.expose(),
@@ -343,28 +317,16 @@ pub async fn run(
             clock: clock.clone(),
         }),
         dev_idp,
-    });
+    };
     let web_limits = tether_web::WebLimits::from(&config.limits);
-    {
-        let token = root.child_token();
-        let metrics = Some(registry.metrics().clone());
-        tracker.spawn(async move {
-            let served = match web_tls {
-                Some(tls) => {
-                    match tether_web::tls::TlsListener::new(web_listener, tls, token.clone()) {
-                        Ok(listener) => {
-                            tether_web::serve_tls(listener, web, web_limits, metrics, token).await
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                None => tether_web::serve(web_listener, web, web_limits, metrics, token).await,
-            };
-            if let Err(e) = served {
-                tracing::error!(error = %e, "web server failed");
-            }
-        });
-    }
+    tracker.spawn(serve_web(
+        web_listener,
+        web_tls,
+        web,
+        web_limits,
+        Some(registry.metrics().clone()),
+        root.child_token(),
+    ));
     if let Some(listener) = metrics_listener {
         tracing::info!(address = ?listener.local_addr().ok(), "metrics listening (GET /metrics)");
         let app = tether_web::metrics_router(
@@ -396,24 +358,11 @@ pub async fn run(
             }
         });
     }
-    {
-        let store = store.clone();
-        let clock = clock.clone();
-        let token = root.child_token();
-        tracker.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Err(e) = store.purge_expired(clock.now()).await {
-                            tracing::warn!(error = %e, "housekeeping failed");
-                        }
-                    }
-                }
-            }
-        });
-    }
+    tracker.spawn(housekeeping(
+        store.clone(),
+        clock.clone(),
+        root.child_token(),
+    ));
     tracker.close();
 
     if let Some(ca) = &keys.user_ca_pub_path {
@@ -446,6 +395,88 @@ pub async fn run(
         _ = wait_for_signal() => tracing::warn!("second signal, exiting now"),
     }
     Ok(Outcome::Clean)
+}
+
+/// The listeners `run` serves on, all bound before anything starts.
+struct Listeners {
+    web: TcpListener,
+    ssh: Option<TcpListener>,
+    metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `address`, `ssh_address` and `metrics_address`; `None` (after the
+    /// one-line error) when one cannot be bound.
+    async fn bind(config: &Config) -> Option<Listeners> {
+        let web = bind("web", &config.address).await?;
+        let ssh = match &config.ssh_address {
+            Some(addr) => Some(bind("ssh", addr).await?),
+            None => None,
+        };
+        let metrics = match &config.metrics_address {
+            Some(addr) => Some(bind("metrics", addr).await?),
+            None => None,
+        };
+        Some(Listeners { web, ssh, metrics })
+    }
+}
+
+/// The development IdP, when `demo` runs or the config enables it explicitly.
+fn dev_idp(config: &Config, demo: bool) -> Result<Option<DevIdp>> {
+    // Users come only with an explicit `dev_idp.enabled: true` (config parser).
+    if !demo && config.dev_idp_users.is_empty() {
+        return Ok(None);
+    }
+    let issuer = format!("{}/dev-idp", config.authenticate_service_url);
+    if !demo {
+        tracing::warn!(
+            issuer = %issuer,
+            users = config.dev_idp_users.len(),
+            "DEVELOPMENT IDENTITY PROVIDER ENABLED (dev_idp.enabled: true): static users \
+             and passwords sign in at {issuer}; never use it in production"
+        );
+    }
+    DevIdp::new(config.dev_idp_users.clone(), issuer)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("development IdP: {e}"))
+}
+
+/// Serves the web app made from `deps` on `listener` (over TLS when `tls` is set)
+/// until `token`.
+async fn serve_web(
+    listener: TcpListener,
+    tls: Option<Arc<tether_web::tls::ServerConfig>>,
+    deps: WebDeps,
+    limits: tether_web::WebLimits,
+    metrics: Option<Arc<tether_core::metrics::Metrics>>,
+    token: CancellationToken,
+) {
+    let web = tether_web::router(deps);
+    let served = match tls {
+        Some(tls) => match tether_web::tls::TlsListener::new(listener, tls, token.clone()) {
+            Ok(listener) => tether_web::serve_tls(listener, web, limits, metrics, token).await,
+            Err(e) => Err(e),
+        },
+        None => tether_web::serve(listener, web, limits, metrics, token).await,
+    };
+    if let Err(e) = served {
+        tracing::error!(error = %e, "web server failed");
+    }
+}
+
+/// Purges expired sessions, bindings and codes every 30 s until `token`.
+async fn housekeeping(store: Arc<dyn Store>, clock: Arc<dyn Clock>, token: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = tick.tick() => {
+                if let Err(e) = store.purge_expired(clock.now()).await {
+                    tracing::warn!(error = %e, "housekeeping failed");
+                }
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {
