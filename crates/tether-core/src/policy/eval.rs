@@ -11,6 +11,7 @@
 
 use super::{Block, Criterion, Input, Op, Policy};
 use crate::identity::Identity;
+use crate::time::Timestamp;
 
 /// Why a criterion matched or not (Pomerium-style reason codes).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,192 +104,155 @@ fn check3(c: &Criterion, input: &Input, mode: Mode) -> (Tri, Reason) {
 
 /// Evaluates `criterion` on known input: (matched, its reason).
 fn check(c: &Criterion, input: &Input) -> (bool, Reason) {
-    let r = |code: &'static str, text: String| Reason { code, text };
-    let id = input.identity;
-    // Only a verified email counts (identity module docs); an unverified one is
-    // named in the denial so the user knows why.
-    let email = id.and_then(Identity::verified_email).unwrap_or("");
-    let unverified = id.is_some() && email.is_empty();
     match c {
-        Criterion::Accept => (true, r("accept", "accepted".into())),
-        Criterion::Reject => (false, r("reject", "access is rejected by policy".into())),
-        Criterion::AuthenticatedUser => match id {
-            Some(_) => (true, r("user-ok", "signed in".into())),
-            None => (false, r("user-unauthenticated", "not signed in".into())),
-        },
+        Criterion::Accept => verdict(true, "accept", "", "accepted".into()),
+        Criterion::Reject => verdict(false, "", "reject", "access is rejected by policy".into()),
+        Criterion::AuthenticatedUser
+        | Criterion::Email(_)
+        | Criterion::Domain(_)
+        | Criterion::User(_)
+        | Criterion::Claim { .. }
+        | Criterion::Groups(_) => check_identity(c, input.identity),
+        Criterion::Date(_) | Criterion::DayOfWeek(_) | Criterion::TimeOfDay(_) => {
+            check_time(c, input.now)
+        }
+        Criterion::SshUsername(_)
+        | Criterion::SshUsernameMatchesEmail
+        | Criterion::SshUsernameMatchesClaim(_)
+        | Criterion::SshPublickey(_)
+        | Criterion::SshCa(_) => check_ssh(c, input),
+    }
+}
+
+/// `(ok, reason)` with the code for the outcome; the text explains a denial (and
+/// is kept on a match, where the caller may show it for `not`).
+fn verdict(ok: bool, yes: &'static str, no: &'static str, text: String) -> (bool, Reason) {
+    let code = if ok { yes } else { no };
+    (ok, Reason { code, text })
+}
+
+/// The identity's verified email ("" when none), and whether an email exists but
+/// is unverified (so a denial says why).
+fn verified_email(id: Option<&Identity>) -> (&str, bool) {
+    // Only a verified email counts (identity module docs).
+    let email = id.and_then(Identity::verified_email).unwrap_or("");
+    (email, id.is_some() && email.is_empty())
+}
+
+/// Criteria on who signed in: the session's identity and its claims.
+fn check_identity(c: &Criterion, id: Option<&Identity>) -> (bool, Reason) {
+    let (email, unverified) = verified_email(id);
+    match c {
+        Criterion::AuthenticatedUser => {
+            let text = if id.is_some() {
+                "signed in"
+            } else {
+                "not signed in"
+            };
+            verdict(id.is_some(), "user-ok", "user-unauthenticated", text.into())
+        }
         Criterion::Email(m) => {
             let ok = !email.is_empty() && m.matches(email);
-            match (ok, unverified) {
-                (true, _) => (true, r("email-ok", format!("email {email} is not allowed"))),
-                (false, true) => (false, unverified_reason()),
-                (false, false) => (
-                    false,
-                    r(
-                        "email-unauthorized",
-                        format!("email {email} is not allowed"),
-                    ),
-                ),
+            if !ok && unverified {
+                return (false, unverified_reason());
             }
+            let text = format!("email {email} is not allowed");
+            verdict(ok, "email-ok", "email-unauthorized", text)
         }
         Criterion::Domain(m) => {
             let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
             let ok = !domain.is_empty() && m.matches(domain);
-            match (ok, unverified) {
-                (true, _) => (
-                    true,
-                    r("domain-ok", format!("domain {domain} is not allowed")),
-                ),
-                (false, true) => (false, unverified_reason()),
-                (false, false) => (
-                    false,
-                    r(
-                        "domain-unauthorized",
-                        format!("domain {domain} is not allowed"),
-                    ),
-                ),
+            if !ok && unverified {
+                return (false, unverified_reason());
             }
+            let text = format!("domain {domain} is not allowed");
+            verdict(ok, "domain-ok", "domain-unauthorized", text)
         }
         Criterion::User(m) => {
             let ok = id.is_some_and(|i| m.matches(&i.subject));
-            (
+            verdict(
                 ok,
-                r(
-                    if ok { "user-ok" } else { "user-unauthorized" },
-                    "user is not allowed".into(),
-                ),
+                "user-ok",
+                "user-unauthorized",
+                "user is not allowed".into(),
             )
         }
         Criterion::Claim { name, values } => {
             let have = id.map(|i| i.trusted_claim_values(name)).unwrap_or_default();
             let ok = have.iter().any(|h| values.contains(h));
-            (
-                ok,
-                r(
-                    if ok { "claim-ok" } else { "claim-unauthorized" },
-                    format!("claim {name} does not match"),
-                ),
-            )
+            let text = format!("claim {name} does not match");
+            verdict(ok, "claim-ok", "claim-unauthorized", text)
         }
         Criterion::Groups(groups) => {
             let have = id.map(|i| i.claim_values("groups")).unwrap_or_default();
             let ok = groups.iter().any(|g| have.contains(g));
-            (
-                ok,
-                r(
-                    if ok {
-                        "groups-ok"
-                    } else {
-                        "groups-unauthorized"
-                    },
-                    format!("not in group {}", groups.join(" or ")),
-                ),
-            )
+            let text = format!("not in group {}", groups.join(" or "));
+            verdict(ok, "groups-ok", "groups-unauthorized", text)
         }
-        Criterion::Date(d) => {
-            let ok = d.matches(input.now);
-            (
-                ok,
-                r(
-                    if ok { "date-ok" } else { "date-unauthorized" },
-                    "access is not allowed at this date".into(),
-                ),
-            )
-        }
-        Criterion::DayOfWeek(d) => {
-            let ok = d.matches(input.now);
-            (
-                ok,
-                r(
-                    if ok {
-                        "day-of-week-ok"
-                    } else {
-                        "day-of-week-unauthorized"
-                    },
-                    "access is not allowed on this day of the week".into(),
-                ),
-            )
-        }
-        Criterion::TimeOfDay(t) => {
-            let ok = t.matches(input.now);
-            (
-                ok,
-                r(
-                    if ok {
-                        "time-of-day-ok"
-                    } else {
-                        "time-of-day-unauthorized"
-                    },
-                    "access is not allowed at this time of day".into(),
-                ),
-            )
-        }
+        _ => unreachable_criterion(),
+    }
+}
+
+/// Criteria on when: the evaluation time.
+fn check_time(c: &Criterion, now: Timestamp) -> (bool, Reason) {
+    match c {
+        Criterion::Date(d) => verdict(
+            d.matches(now),
+            "date-ok",
+            "date-unauthorized",
+            "access is not allowed at this date".into(),
+        ),
+        Criterion::DayOfWeek(d) => verdict(
+            d.matches(now),
+            "day-of-week-ok",
+            "day-of-week-unauthorized",
+            "access is not allowed on this day of the week".into(),
+        ),
+        Criterion::TimeOfDay(t) => verdict(
+            t.matches(now),
+            "time-of-day-ok",
+            "time-of-day-unauthorized",
+            "access is not allowed at this time of day".into(),
+        ),
+        _ => unreachable_criterion(),
+    }
+}
+
+/// Criteria on the SSH side: the login name and the client's key or certificate.
+fn check_ssh(c: &Criterion, input: &Input) -> (bool, Reason) {
+    const YES: &str = "ssh-username-ok";
+    const NO: &str = "ssh-username-unauthorized";
+    let login = input.login.unwrap_or("");
+    match c {
         Criterion::SshUsername(m) => {
-            let login = input.login.unwrap_or("");
-            let ok = m.matches(login);
-            (
-                ok,
-                r(
-                    if ok {
-                        "ssh-username-ok"
-                    } else {
-                        "ssh-username-unauthorized"
-                    },
-                    format!("login name {login:?} is not allowed"),
-                ),
-            )
+            let text = format!("login name {login:?} is not allowed");
+            verdict(m.matches(login), YES, NO, text)
         }
         Criterion::SshUsernameMatchesEmail => {
-            let login = input.login.unwrap_or("");
+            let (email, unverified) = verified_email(input.identity);
             let local = email.rsplit_once('@').map_or("", |(l, _)| l);
             let ok = !local.is_empty() && login == local;
             if !ok && unverified {
                 return (false, unverified_reason());
             }
-            (
-                ok,
-                r(
-                    if ok {
-                        "ssh-username-ok"
-                    } else {
-                        "ssh-username-unauthorized"
-                    },
-                    format!("login name {login:?} does not match your email"),
-                ),
-            )
+            let text = format!("login name {login:?} does not match your email");
+            verdict(ok, YES, NO, text)
         }
         Criterion::SshUsernameMatchesClaim(claim) => {
-            let login = input.login.unwrap_or("");
-            let ok = id.is_some_and(|i| {
+            let ok = input.identity.is_some_and(|i| {
                 i.trusted_claim_values(claim)
                     .iter()
                     .any(|v| !v.is_empty() && v == login)
             });
-            (
-                ok,
-                r(
-                    if ok {
-                        "ssh-username-ok"
-                    } else {
-                        "ssh-username-unauthorized"
-                    },
-                    format!("login name {login:?} is not in your {claim} claim"),
-                ),
-            )
+            let text = format!("login name {login:?} is not in your {claim} claim");
+            verdict(ok, YES, NO, text)
         }
-        Criterion::SshPublickey(keys) => {
-            let ok = keys.contains(&input.key.public_key);
-            (
-                ok,
-                r(
-                    if ok {
-                        "ssh-publickey-ok"
-                    } else {
-                        "ssh-publickey-unauthorized"
-                    },
-                    "this SSH key is not allowed".into(),
-                ),
-            )
-        }
+        Criterion::SshPublickey(keys) => verdict(
+            keys.contains(&input.key.public_key),
+            "ssh-publickey-ok",
+            "ssh-publickey-unauthorized",
+            "this SSH key is not allowed".into(),
+        ),
         Criterion::SshCa(cas) => {
             let ok = input.key.cert.as_ref().is_some_and(|c| {
                 c.valid
@@ -297,19 +261,23 @@ fn check(c: &Criterion, input: &Input) -> (bool, Reason) {
                         .login
                         .is_none_or(|l| c.principals.iter().any(|p| p == l))
             });
-            (
-                ok,
-                r(
-                    if ok {
-                        "ssh-ca-ok"
-                    } else {
-                        "ssh-ca-unauthorized"
-                    },
-                    "no valid certificate from an allowed CA".into(),
-                ),
-            )
+            let text = "no valid certificate from an allowed CA".into();
+            verdict(ok, "ssh-ca-ok", "ssh-ca-unauthorized", text)
         }
+        _ => unreachable_criterion(),
     }
+}
+
+/// [`check`] routes each criterion to the one function that knows it; a criterion
+/// reaching another is a bug in `check`, and it denies (fail closed).
+fn unreachable_criterion() -> (bool, Reason) {
+    debug_assert!(false, "criterion routed to the wrong check");
+    verdict(
+        false,
+        "",
+        "internal",
+        "criterion could not be evaluated".into(),
+    )
 }
 
 /// The denial when an email criterion meets an address the IdP did not verify.
