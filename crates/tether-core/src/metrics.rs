@@ -144,73 +144,80 @@ impl Metrics {
     /// the caller (`None` when the store could not answer: the series is left out).
     pub fn render(&self, bindings_active: Option<u64>) -> String {
         let mut out = String::new();
-        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
+        self.render_connections(&mut out);
+        self.render_sign_in(&mut out, bindings_active);
+        self.render_relay(&mut out);
+        out
+    }
+
+    /// SSH connections: open, accepted, closed, shed, unauthenticated.
+    fn render_connections(&self, out: &mut String) {
         gauge(
-            &mut out,
+            out,
             "tether_ssh_connections_open",
             "SSH connections open now.",
             self.connections_open.load(Ordering::Relaxed),
         );
         counter(
-            &mut out,
+            out,
             "tether_ssh_connections_total",
             "SSH connections accepted.",
             self.connections_total.load(Ordering::Relaxed),
         );
         self.connections_closed.render(
-            &mut out,
+            out,
             "tether_ssh_connections_closed_total",
             "SSH connections closed, by outcome.",
             "outcome",
         );
         self.connections_shed.render(
-            &mut out,
+            out,
             "tether_connections_shed_total",
             "Connections refused or closed by a pre-authentication limit, by reason.",
             "reason",
         );
         gauge(
-            &mut out,
+            out,
             "tether_ssh_connections_unauthenticated",
             "SSH connections not authenticated yet.",
             self.connections_unauthenticated.load(Ordering::Relaxed),
         );
+    }
+
+    /// Sign-in codes and bindings.
+    fn render_sign_in(&self, out: &mut String, bindings_active: Option<u64>) {
         counter(
-            &mut out,
+            out,
             "tether_auth_codes_issued_total",
             "Sign-in codes issued.",
             self.codes_issued.load(Ordering::Relaxed),
         );
         self.codes_decided.render(
-            &mut out,
+            out,
             "tether_auth_codes_decided_total",
             "Sign-in codes decided, by outcome.",
             "outcome",
         );
         self.code_decision.render(
-            &mut out,
+            out,
             "tether_auth_code_decision_seconds",
             "Time from a sign-in code's issue to its decision.",
             None,
         );
         if let Some(n) = bindings_active {
             gauge(
-                &mut out,
+                out,
                 "tether_bindings_active",
                 "Client bindings currently valid.",
                 i64::try_from(n).unwrap_or(i64::MAX),
             );
         }
+    }
+
+    /// Revocation, relayed bytes and upstream connections.
+    fn render_relay(&self, out: &mut String) {
         self.revocation.render(
-            &mut out,
+            out,
             "tether_revocation_seconds",
             "Time from a revocation reaching this process to the connection's close.",
             None,
@@ -225,19 +232,29 @@ impl Metrics {
             self.bytes_to_client.load(Ordering::Relaxed),
         );
         self.upstream_connect.render(
-            &mut out,
+            out,
             "tether_upstream_connect_seconds",
             "Time to connect, verify and log in to an upstream (successful attempts).",
             None,
         );
         counter(
-            &mut out,
+            out,
             "tether_upstream_connect_failures_total",
             "Upstream connection attempts that failed.",
             self.upstream_connect_failures.load(Ordering::Relaxed),
         );
-        out
     }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: i64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
 }
 
 #[cfg(test)]

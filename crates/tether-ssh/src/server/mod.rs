@@ -9,6 +9,7 @@
 mod conn;
 mod workers;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,37 +53,7 @@ pub async fn run(
             "no SSH host keys configured",
         ));
     }
-    let russh = Arc::new(russh_config(
-        deps.host_keys,
-        deps.config.ssh_sign_in_timeout,
-    ));
-    let limits = &deps.config.limits;
-    let max_unauthenticated = unauthenticated_cap(limits.ssh_max_unauthenticated);
-    let gate = Gate::new(
-        max_unauthenticated,
-        limits.ssh_max_unauthenticated_per_source,
-        Some(deps.registry.metrics().clone()),
-    );
-    let codes = CodeBudget::new(limits.ssh_sign_in_codes_per_source);
-    let live = deps.registry.adopt_config(deps.config.clone());
-    let metrics = deps.registry.metrics().clone();
-    let ctx = Arc::new(Ctx {
-        upstreams: Upstreams {
-            user_ca: deps.user_ca,
-            store: deps.store.clone(),
-            config: live.clone(),
-            metrics: metrics.clone(),
-        },
-        live,
-        store: deps.store,
-        clock: deps.clock,
-        registry: deps.registry,
-        metrics,
-        russh,
-        waiters: Default::default(),
-        gate,
-        codes,
-    });
+    let ctx = context(deps);
     let workers = workers::Workers::per_core()?;
     let tracker = TaskTracker::new();
     tracker.spawn(
@@ -96,68 +67,12 @@ pub async fn run(
             .clone()
             .watch(ctx.store.clone(), shutdown.child_token()),
     );
-    let next_id = AtomicU64::new(1);
-    let mut backoff = Duration::from_millis(50);
-    let refusals = Throttle::default();
     tracing::info!(
         address = ?listener.local_addr().ok(),
         max_unauthenticated = ctx.gate.max_total(),
         "SSH listening"
     );
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                backoff = Duration::from_millis(50);
-                let slot = match ctx.gate.admit(peer.ip()) {
-                    Ok(slot) => slot,
-                    Err(refused) => {
-                        refuse_early(&tcp, refused, &ctx, &refusals);
-                        continue;
-                    }
-                };
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                let span = tracing::info_span!(
-                    "ssh_conn",
-                    conn = id,
-                    peer = %peer,
-                    user = tracing::field::Empty,
-                    fingerprint = tracing::field::Empty,
-                    route = tracing::field::Empty,
-                );
-                let ctx = ctx.clone();
-                let token = shutdown.child_token();
-                // Handed to a worker as a std socket: it joins that worker's reactor.
-                let tcp = match tcp.into_std() {
-                    Ok(tcp) => tcp,
-                    Err(e) => {
-                        tracing::warn!(peer = %peer, "cannot hand over accepted socket: {e}");
-                        continue;
-                    }
-                };
-                let connection = async move {
-                    match TcpStream::from_std(tcp) {
-                        Ok(tcp) => conn::serve(id, tcp, peer, ctx, token, slot).await,
-                        Err(e) => tracing::warn!("cannot adopt accepted socket: {e}"),
-                    }
-                };
-                workers.spawn(tracker.track_future(connection.instrument(span)));
-            }
-            Err(e) => {
-                // Per-connection failures (reset before accept) and resource
-                // exhaustion (EMFILE) are both survivable: wait a little and retry.
-                tracing::warn!("accept failed: {e}");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
+    accept_loop(&listener, &ctx, &workers, &tracker, &shutdown).await;
     drop(listener);
     tracker.close();
     tracing::info!(connections = tracker.len(), "SSH shutting down");
@@ -173,6 +88,123 @@ pub async fn run(
     // Ends the worker threads; connections still open past the grace are dropped.
     workers.stop();
     Ok(())
+}
+
+/// What every connection shares, made from the server's dependencies.
+fn context(deps: SshDeps) -> Arc<Ctx> {
+    let russh = Arc::new(russh_config(
+        deps.host_keys,
+        deps.config.ssh_sign_in_timeout,
+    ));
+    let limits = &deps.config.limits;
+    let max_unauthenticated = unauthenticated_cap(limits.ssh_max_unauthenticated);
+    let gate = Gate::new(
+        max_unauthenticated,
+        limits.ssh_max_unauthenticated_per_source,
+        Some(deps.registry.metrics().clone()),
+    );
+    let codes = CodeBudget::new(limits.ssh_sign_in_codes_per_source);
+    let live = deps.registry.adopt_config(deps.config.clone());
+    let metrics = deps.registry.metrics().clone();
+    Arc::new(Ctx {
+        upstreams: Upstreams {
+            user_ca: deps.user_ca,
+            store: deps.store.clone(),
+            config: live.clone(),
+            metrics: metrics.clone(),
+        },
+        live,
+        store: deps.store,
+        clock: deps.clock,
+        registry: deps.registry,
+        metrics,
+        russh,
+        waiters: Default::default(),
+        gate,
+        codes,
+    })
+}
+
+/// Accepts until shutdown: each connection passes the gate, then runs on a worker
+/// in the tracker. Accept errors (a reset before accept, descriptor exhaustion)
+/// are survived with a growing pause.
+async fn accept_loop(
+    listener: &TcpListener,
+    ctx: &Arc<Ctx>,
+    workers: &workers::Workers,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    let next_id = AtomicU64::new(1);
+    let mut backoff = Duration::from_millis(50);
+    let refusals = Throttle::default();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                backoff = Duration::from_millis(50);
+                let slot = match ctx.gate.admit(peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(refused) => {
+                        refuse_early(&tcp, refused, ctx, &refusals);
+                        continue;
+                    }
+                };
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let connection =
+                    connection(id, tcp, peer, ctx.clone(), shutdown.child_token(), slot);
+                if let Some(connection) = connection {
+                    workers.spawn(tracker.track_future(connection));
+                }
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// One accepted connection as a future for a worker, in its own span; `None` if
+/// the socket cannot be handed over.
+fn connection(
+    id: u64,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    token: CancellationToken,
+    slot: gate::Slot,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let span = tracing::info_span!(
+        "ssh_conn",
+        conn = id,
+        peer = %peer,
+        user = tracing::field::Empty,
+        fingerprint = tracing::field::Empty,
+        route = tracing::field::Empty,
+    );
+    // Handed to a worker as a std socket: it joins that worker's reactor.
+    let tcp = match tcp.into_std() {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::warn!(peer = %peer, "cannot hand over accepted socket: {e}");
+            return None;
+        }
+    };
+    let connection = async move {
+        match TcpStream::from_std(tcp) {
+            Ok(tcp) => conn::serve(id, tcp, peer, ctx, token, slot).await,
+            Err(e) => tracing::warn!("cannot adopt accepted socket: {e}"),
+        }
+    };
+    Some(connection.instrument(span))
 }
 
 /// File descriptors kept for everything that is not an SSH connection (the web

@@ -147,46 +147,8 @@ pub async fn connect(
     let route = target.route.clone();
     let address = target.address.clone();
     let anchors = host_keys.load(&route, &address).await?;
-    let (key_order, cert_algs) = anchors.preferred_algorithms();
-
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(UpstreamError::Unreachable {
-                route,
-                address,
-                source: Some(e),
-            })
-        }
-        Err(_) => {
-            return Err(UpstreamError::Unreachable {
-                route,
-                address,
-                source: None,
-            })
-        }
-    };
-    let _ = stream.set_nodelay(true);
-
-    let config = client::Config {
-        client_id: SshId::Standard(Cow::Owned(format!(
-            "SSH-2.0-tether_{}",
-            env!("CARGO_PKG_VERSION")
-        ))),
-        keepalive_interval: Some(KEEPALIVE_INTERVAL),
-        keepalive_max: 3,
-        nodelay: true,
-        preferred: Preferred {
-            key: Cow::Owned(key_order),
-            host_key_certificates: Cow::Owned(cert_algs),
-            // AES-GCM first on the gateway's own hop: with AES-NI it costs a fraction
-            // of chacha20-poly1305's CPU (the throughput benchmark's profile showed a
-            // third of the relay's CPU in chacha20-poly1305 on this hop).
-            cipher: Cow::Borrowed(UPSTREAM_CIPHERS),
-            ..Preferred::DEFAULT
-        },
-        ..client::Config::default()
-    };
+    let stream = dial(&route, &address).await?;
+    let config = client_config(&anchors);
     let shared = Shared::default();
     let handler = UpstreamHandler {
         anchors,
@@ -214,36 +176,7 @@ pub async fn connect(
         }
         Err(_) => return Err(UpstreamError::TimedOut { route, address }),
     };
-
-    let now = unix_secs(SystemClock.now());
-    let key = crate::cert::ephemeral_ed25519()?;
-    let cert = crate::cert::sign_user_cert(
-        ca,
-        key.public_key(),
-        &user.email,
-        &user.login,
-        unix_secs(user.binding_expires_at),
-        now,
-    )?;
-    let auth = handle.authenticate_openssh_cert(user.login.clone(), Arc::new(key), cert);
-    match tokio::time::timeout(AUTH_TIMEOUT, auth).await {
-        Ok(Ok(result)) if result.success() => {}
-        Ok(Ok(_)) => {
-            tracing::info!(route = %route, address = %address, login = %user.login,
-                "upstream refused the certificate");
-            return Err(UpstreamError::AuthRefused {
-                login: user.login.clone(),
-            });
-        }
-        Ok(Err(e)) => {
-            return Err(UpstreamError::Handshake {
-                route,
-                address,
-                detail: e.to_string(),
-            })
-        }
-        Err(_) => return Err(UpstreamError::TimedOut { route, address }),
-    }
+    log_in(&mut handle, grant, user, ca).await?;
 
     let banner = {
         let b = shared.banner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -264,6 +197,87 @@ pub async fn connect(
         banner,
         host_key,
     })
+}
+
+/// The TCP connection to the upstream, bounded by [`CONNECT_TIMEOUT`].
+async fn dial(route: &str, address: &str) -> Result<TcpStream, UpstreamError> {
+    let unreachable = |source| UpstreamError::Unreachable {
+        route: route.to_string(),
+        address: address.to_string(),
+        source,
+    };
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(unreachable(Some(e))),
+        Err(_) => return Err(unreachable(None)),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// The russh client configuration for one upstream: its host key algorithms in
+/// the order its trust anchors prefer.
+fn client_config(anchors: &hostkey::Anchors) -> client::Config {
+    let (key_order, cert_algs) = anchors.preferred_algorithms();
+    client::Config {
+        client_id: SshId::Standard(Cow::Owned(format!(
+            "SSH-2.0-tether_{}",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        keepalive_interval: Some(KEEPALIVE_INTERVAL),
+        keepalive_max: 3,
+        nodelay: true,
+        preferred: Preferred {
+            key: Cow::Owned(key_order),
+            host_key_certificates: Cow::Owned(cert_algs),
+            // AES-GCM first on the gateway's own hop: with AES-NI it costs a fraction
+            // of chacha20-poly1305's CPU (the throughput benchmark's profile showed a
+            // third of the relay's CPU in chacha20-poly1305 on this hop).
+            cipher: Cow::Borrowed(UPSTREAM_CIPHERS),
+            ..Preferred::DEFAULT
+        },
+        ..client::Config::default()
+    }
+}
+
+/// Logs in as the grant's login with a fresh key and a short-lived certificate
+/// from tether's CA, bounded by [`AUTH_TIMEOUT`].
+async fn log_in(
+    handle: &mut client::Handle<UpstreamHandler>,
+    grant: &AccessGranted,
+    user: &UpstreamUser,
+    ca: &PrivateKey,
+) -> Result<(), UpstreamError> {
+    let target = grant.target();
+    let (route, address) = (target.route.clone(), target.address.clone());
+    let now = unix_secs(SystemClock.now());
+    let key = crate::cert::ephemeral_ed25519()?;
+    let cert = crate::cert::sign_user_cert(
+        ca,
+        key.public_key(),
+        &user.email,
+        &user.login,
+        grant.permit(),
+        unix_secs(user.binding_expires_at),
+        now,
+    )?;
+    let auth = handle.authenticate_openssh_cert(user.login.clone(), Arc::new(key), cert);
+    match tokio::time::timeout(AUTH_TIMEOUT, auth).await {
+        Ok(Ok(result)) if result.success() => Ok(()),
+        Ok(Ok(_)) => {
+            tracing::info!(route = %route, address = %address, login = %user.login,
+                "upstream refused the certificate");
+            Err(UpstreamError::AuthRefused {
+                login: user.login.clone(),
+            })
+        }
+        Ok(Err(e)) => Err(UpstreamError::Handshake {
+            route,
+            address,
+            detail: e.to_string(),
+        }),
+        Err(_) => Err(UpstreamError::TimedOut { route, address }),
+    }
 }
 
 impl Upstream {
