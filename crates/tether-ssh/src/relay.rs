@@ -15,7 +15,14 @@
 //!   `window-change` and `signal`, which the protocol does not answer, are answered
 //!   at once so the client's session never waits on the upstream for them;
 //! - upstream-initiated channels (`forwarded-tcpip` for `ssh -R`, agent channels for
-//!   `ssh -A`, X11) are opened towards the client by a task, then pumped;
+//!   `ssh -A`, X11) are opened towards the client by a task, then pumped — each only
+//!   once the client asked for it on this connection (`tcpip-forward`,
+//!   `auth-agent-req@openssh.com`, `x11-req`); the upstream cannot open one the
+//!   client never asked for;
+//! - the portal's hand-over ([`crate::portal`]) uses the same relay: its session
+//!   channel, already started upstream, is [`Relay::adopt_started`], and its window
+//!   changes, signals and upstream events go through [`Relay::request`] and
+//!   [`Relay::upstream_event`] as a route connection's do;
 //! - the upstream's authentication banner is written to the stderr of the first
 //!   session channel that starts a program, before anything else on it (russh's
 //!   server sends `SSH_MSG_USERAUTH_BANNER` only before the username is known).
@@ -35,7 +42,8 @@ use tether_core::metrics::Metrics;
 
 use crate::events::ChannelRequest;
 use crate::upstream::{
-    bounded, pump, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent, UpstreamReader,
+    bounded, pump, PumpReport, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent,
+    UpstreamReader,
 };
 
 /// Depth of the upstream → connection event queue (route relay and portal).
@@ -72,6 +80,17 @@ struct Forward {
     reply: Option<oneshot::Sender<bool>>,
 }
 
+/// What the client asked for that lets the upstream open channels towards it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Asked {
+    /// `auth-agent-req@openssh.com` on some channel (`ssh -A`).
+    pub(crate) agent: bool,
+    /// `x11-req` on some channel (`ssh -X`).
+    pub(crate) x11: bool,
+    /// `tcpip-forward` (`ssh -R`).
+    pub(crate) remote_forward: bool,
+}
+
 /// A route connection's upstream side; see the module docs.
 pub(crate) struct Relay {
     route: String,
@@ -79,6 +98,7 @@ pub(crate) struct Relay {
     channels: HashMap<ChannelId, Slot>,
     banner: Option<String>,
     metrics: Arc<Metrics>,
+    asked: Asked,
 }
 
 impl std::fmt::Debug for Relay {
@@ -100,6 +120,42 @@ impl Relay {
             upstream: Arc::new(upstream),
             channels: HashMap::new(),
             metrics,
+            asked: Asked::default(),
+        }
+    }
+
+    /// Records what the client already asked for elsewhere (the portal's carried
+    /// requests, sent upstream before the hand-over).
+    pub(crate) fn asked(&mut self, asked: Asked) {
+        self.asked = asked;
+    }
+
+    /// A session channel already opened and started upstream (the portal's shell,
+    /// with its pty): registered so its later requests are forwarded like any
+    /// other channel's. The returned future writes the upstream's banner first
+    /// (CR LF line ends when `pty`), then relays the channel until it ends.
+    pub(crate) fn adopt_started(
+        &mut self,
+        channel: Channel<Msg>,
+        handle: Handle,
+        up: UpstreamChannel,
+        reader: UpstreamReader,
+        pty: bool,
+    ) -> impl std::future::Future<Output = PumpReport> + Send + 'static {
+        self.channels.insert(
+            channel.id(),
+            Slot {
+                up: up.clone(),
+                pty,
+                start: None,
+                forwarder: None,
+            },
+        );
+        let banner = self.banner.take();
+        let metrics = self.metrics.clone();
+        async move {
+            write_banner(&handle, channel.id(), banner, pty).await;
+            pump(channel, handle, up, reader, metrics).await
         }
     }
 }
@@ -214,6 +270,8 @@ impl Relay {
         };
         match &request {
             ChannelRequest::Pty { .. } => slot.pty = true,
+            ChannelRequest::Agent => self.asked.agent = true,
+            ChannelRequest::X11 { .. } => self.asked.x11 = true,
             ChannelRequest::Shell | ChannelRequest::Exec(_) | ChannelRequest::Subsystem(_) => {
                 if let Some(start) = slot.start.take() {
                     let _ = start.send(Start {
@@ -252,12 +310,13 @@ impl Relay {
 
     /// `tcpip-forward` (`ssh -R`): asks the upstream to listen; `reply` gets the port.
     pub(crate) fn tcpip_forward(
-        &self,
+        &mut self,
         address: String,
         port: u32,
         reply: oneshot::Sender<Option<u32>>,
         tasks: &mut JoinSet<()>,
     ) {
+        self.asked.remote_forward = true;
         let upstream = self.upstream.clone();
         tasks.spawn(async move {
             let bound = match bounded(upstream.tcpip_forward(&address, port)).await {
@@ -289,12 +348,25 @@ impl Relay {
     }
 
     /// Handles what the upstream started; `Some(reason)` when the upstream is gone.
+    /// A channel the client did not ask for is refused (its reply dropped).
     pub(crate) fn upstream_event(
         &self,
         event: UpstreamEvent,
         handle: &Handle,
         tasks: &mut JoinSet<()>,
     ) -> Option<String> {
+        let refused = match &event {
+            UpstreamEvent::ForwardedTcpip { .. } if !self.asked.remote_forward => {
+                Some("forwarded-tcpip")
+            }
+            UpstreamEvent::AgentChannel { .. } if !self.asked.agent => Some("agent"),
+            UpstreamEvent::X11Channel { .. } if !self.asked.x11 => Some("x11"),
+            _ => None,
+        };
+        if let Some(kind) = refused {
+            tracing::info!(route = %self.route, kind, "upstream channel refused: the client did not ask for it");
+            return None;
+        }
         let upstream = self.upstream.clone();
         let handle = handle.clone();
         let metrics = self.metrics.clone();
@@ -438,23 +510,24 @@ async fn serve_session(
 ) {
     // A channel closed before any program drops the sender: pump at once, which
     // sees the close and closes the upstream twin.
-    if let Ok(Start {
-        banner: Some(banner),
-        pty,
-    }) = start.await
-    {
-        let text = if pty { crlf(&banner) } else { banner };
-        let _ = handle
-            .extended_data(channel.id(), 1, text.into_bytes())
-            .await;
+    if let Ok(Start { banner, pty }) = start.await {
+        write_banner(&handle, channel.id(), banner, pty).await;
     }
     relay_channel(channel, handle, up, reader, metrics).await;
+}
+
+/// The upstream's banner on the channel's stderr, before anything else on it.
+async fn write_banner(handle: &Handle, id: ChannelId, banner: Option<String>, pty: bool) {
+    if let Some(banner) = banner {
+        let text = if pty { crlf(&banner) } else { banner };
+        let _ = handle.extended_data(id, 1, text.into_bytes()).await;
+    }
 }
 
 /// An agent channel the upstream opened (`ssh -A`): opened towards the client's
 /// agent and relayed; refused to the upstream (`reply` dropped) when the client
 /// will not open it.
-pub(crate) async fn relay_agent_channel(
+async fn relay_agent_channel(
     handle: Handle,
     upstream: Arc<Upstream>,
     channel: Channel<russh::client::Msg>,

@@ -4,12 +4,13 @@
 //! `login@route` connection (user certificate, host key check), a session channel
 //! opened there with the client's original pty
 //! (term, modes, current size) and a shell; then the client's channel [`pump`]ed to
-//! it, with later window changes and signals forwarded.
+//! it through the route connection's [`Relay`], with later window changes and
+//! signals forwarded as its channel requests.
 //!
 //! The client's `env` requests and agent forwarding are replayed on the upstream
 //! session before the shell (an `env` the upstream refuses is skipped, as sshd's
 //! `AcceptEnv` would for a direct connection); agent channels the upstream then
-//! opens are relayed to the client's agent.
+//! opens are relayed to the client's agent only if the client asked for it.
 //!
 //! Every wait on the upstream is bounded. What else the upstream starts on its own
 //! (forwarded ports, X11 channels, agent channels nobody asked for) is refused.
@@ -18,17 +19,19 @@ use std::time::Duration;
 
 use russh::server::Msg;
 use russh::{Channel, ChannelId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use super::{PortalInit, PortalInput};
 use tether_core::audit::{AuditEvent, Via};
 
 use crate::admission;
 use crate::client::Conn;
-use crate::relay::{relay_agent_channel, UPSTREAM_EVENTS};
+use crate::events::ChannelRequest;
+use crate::relay::{Asked, Relay, UPSTREAM_EVENTS};
 use crate::routes::printable;
 use crate::upstream::{
-    bounded, pump, PumpEnd, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent, UpstreamReader,
+    bounded, PumpEnd, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent, UpstreamReader,
 };
 
 /// How long the upstream gets to take a DISCONNECT at the end.
@@ -140,7 +143,10 @@ async fn open_shell(
     }
 }
 
-/// Relays the client's channel to the upstream shell until either side ends it.
+/// Relays the client's channel to the upstream shell until either side ends it,
+/// through the same [`Relay`] as a route connection: window changes and signals
+/// are forwarded as channel requests, upstream-opened channels are handled (and
+/// refused unless the client asked for them) by [`Relay::upstream_event`].
 pub(super) async fn relay(
     channel: Channel<Msg>,
     conn: &Conn,
@@ -157,53 +163,47 @@ pub(super) async fn relay(
         metrics,
         agent,
     } = connected;
-    let upstream = std::sync::Arc::new(upstream);
-    // Agent channels for this session; they end with it.
-    let mut agents = tokio::task::JoinSet::new();
-    if let Some(banner) = upstream.banner() {
-        let text = banner.replace("\r\n", "\n").replace('\n', "\r\n");
-        let _ = conn.handle.extended_data(id, 1, text.into_bytes()).await;
-    }
-    let relayed = pump(
-        channel,
-        conn.handle.clone(),
-        up.clone(),
-        reader,
-        metrics.clone(),
-    );
+    let mut relay = Relay::new(upstream, metrics);
+    relay.asked(Asked {
+        agent,
+        ..Asked::default()
+    });
+    // The relay's own tasks (request forwarding, agent channels) end with it.
+    let mut tasks = JoinSet::new();
+    let relayed = relay.adopt_started(channel, conn.handle.clone(), up, reader, true);
     tokio::pin!(relayed);
     let (mut sizes_open, mut signals_open, mut events_open) = (true, true, true);
     let mut lost = None;
     let report = loop {
         tokio::select! {
             report = &mut relayed => break report,
-            Some(_) = agents.join_next(), if !agents.is_empty() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             changed = input.sizes.changed(), if sizes_open => match changed {
                 Ok(()) => {
                     let s = *input.sizes.borrow_and_update();
-                    let _ = up.window_change(s.cols, s.rows, s.pix_width, s.pix_height).await;
+                    let request = ChannelRequest::WindowChange {
+                        col_width: s.cols,
+                        row_height: s.rows,
+                        pix_width: s.pix_width,
+                        pix_height: s.pix_height,
+                    };
+                    relay.request(id, request, oneshot::channel().0, &mut tasks);
                 }
                 Err(_) => sizes_open = false,
             },
             signal = input.signals.recv(), if signals_open => match signal {
                 Some(signal) => {
-                    let _ = up.signal(signal).await;
+                    let request = ChannelRequest::Signal(signal);
+                    relay.request(id, request, oneshot::channel().0, &mut tasks);
                 }
                 None => signals_open = false,
             },
             event = events.recv(), if events_open => match event {
-                Some(UpstreamEvent::Disconnected { reason }) => lost = Some(reason),
-                Some(UpstreamEvent::AgentChannel { channel, reply }) if agent => {
-                    agents.spawn(relay_agent_channel(
-                        conn.handle.clone(),
-                        upstream.clone(),
-                        channel,
-                        reply,
-                        metrics.clone(),
-                    ));
+                Some(event) => {
+                    if let Some(reason) = relay.upstream_event(event, &conn.handle, &mut tasks) {
+                        lost = Some(reason);
+                    }
                 }
-                // Dropping the event refuses its channel.
-                Some(other) => tracing::debug!(?other, "upstream channel refused (portal)"),
                 None => events_open = false,
             },
         }
@@ -226,5 +226,5 @@ pub(super) async fn relay(
             let _ = conn.handle.close(id).await;
         }
     }
-    let _ = tokio::time::timeout(DISCONNECT_WAIT, upstream.disconnect("session ended")).await;
+    relay.disconnect("session ended").await;
 }
