@@ -20,11 +20,11 @@ use sha2::{Digest, Sha256};
 use tether_core::Timestamp;
 
 /// Associated data of the session cookie.
-const SESSION_PURPOSE: &[u8] = b"tether session cookie v1";
+pub(crate) const SESSION_PURPOSE: &[u8] = b"tether session cookie v1";
 /// Associated data of the login-state cookie.
-const LOGIN_PURPOSE: &[u8] = b"tether login state v1";
+pub(crate) const LOGIN_PURPOSE: &[u8] = b"tether login state v1";
 /// Associated data of the "opened directly" mark.
-const DIRECT_PURPOSE: &[u8] = b"tether direct open v1";
+pub(crate) const DIRECT_PURPOSE: &[u8] = b"tether direct open v1";
 /// How long a login (IdP round trip) may take.
 pub(crate) const LOGIN_STATE_TTL_SECS: u64 = 600;
 /// How long the "opened directly" mark lives: the callback's redirect back to the
@@ -61,6 +61,11 @@ impl Sealer {
 
     fn seal(&self, purpose: &[u8], payload: &impl Serialize) -> Result<String, CookieError> {
         let plain = serde_json::to_vec(payload).map_err(|e| CookieError::Seal(e.to_string()))?;
+        self.seal_bytes(purpose, &plain)
+    }
+
+    /// Seals serialized bytes; `seal` and the fuzz targets (`crate::fuzzing`).
+    pub(crate) fn seal_bytes(&self, purpose: &[u8], plain: &[u8]) -> Result<String, CookieError> {
         let mut nonce = [0u8; 24];
         getrandom::getrandom(&mut nonce).map_err(|_| CookieError::Random)?;
         let ct = self
@@ -68,7 +73,7 @@ impl Sealer {
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
-                    msg: &plain,
+                    msg: plain,
                     aad: purpose,
                 },
             )

@@ -29,6 +29,8 @@ mod csrf;
 pub mod devidp;
 mod error;
 mod form;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handlers;
 mod metrics;
 mod oidc;
