@@ -71,6 +71,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     check("log_format", old.log_format != new.log_format);
     check("audit_log", old.audit_log != new.audit_log);
     check(
+        "idp_session_refresh_interval / idp_session_refresh_grace",
+        old.session_refresh != new.session_refresh,
+    );
+    check(
         "ssh_binding_max_ttl / ssh_sign_in_timeout",
         old.ssh_binding_max_ttl != new.ssh_binding_max_ttl
             || old.ssh_sign_in_timeout != new.ssh_sign_in_timeout,
@@ -131,6 +135,12 @@ pub async fn watch(
                 tracing::error!("config reload refused: {e}; the old config stays in force");
             }
             Ok(parsed) => {
+                // The start-up rule holds for a reload too: inline secrets in a
+                // file others can read are refused (fail closed, old config stays).
+                if let Err(line) = crate::perms::check_config_file(&path, &parsed.config) {
+                    tracing::error!("config reload refused: {line}; the old config stays in force");
+                    continue;
+                }
                 for w in &parsed.warnings {
                     tracing::warn!("{w}");
                 }

@@ -220,3 +220,47 @@ fn config_with_inline_secrets_readable_by_others_is_refused() {
         out.stderr
     );
 }
+
+/// A reload is held to the start-up rule: a config file rewritten with an inline
+/// secret while others can read it is refused (logged, old config kept); once it
+/// is 0600, SIGHUP applies it.
+#[test]
+fn a_reload_with_inline_secrets_readable_by_others_is_refused() {
+    if !require("tether binary", tether_bin().exists()) {
+        return;
+    }
+    let (http, ssh) = (free_port(), free_port());
+    let base = config_yaml(http, ssh, "http://127.0.0.1:9/", "");
+    let mut t = TetherProcess::start(&base, &[]);
+    let cfg = t.config_path();
+    // Served from a private directory; now let others through to the file.
+    set_mode(t.dir(), 0o755);
+    set_mode(&cfg, 0o644);
+    let with_secret = format!("{base}cookie_secret: {}=\n", "A".repeat(43));
+    t.rewrite_config(&with_secret);
+    assert!(
+        t.wait_for_log("config reload refused", Duration::from_secs(15)),
+        "{}",
+        t.logs()
+    );
+    let logs = t.logs();
+    let refused = logs
+        .lines()
+        .find(|l| l.contains("config reload refused"))
+        .unwrap();
+    assert!(
+        refused.contains("cookie_secret") && refused.contains("chmod 600"),
+        "{refused}"
+    );
+    assert!(!logs.contains("config reloaded"), "{logs}");
+    assert!(!logs.contains(&"A".repeat(43)), "no secret in the log");
+
+    set_mode(&cfg, 0o600);
+    t.signal(Signal::SIGHUP);
+    assert!(
+        t.wait_for_log("config reloaded", Duration::from_secs(15)),
+        "{}",
+        t.logs()
+    );
+    t.stop();
+}
