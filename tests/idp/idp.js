@@ -11,6 +11,14 @@
 //   IDP_REDIRECT_URI   the relying party callback; several may be given, comma-separated
 //   IDP_TTL_ID_TOKEN   ID token lifetime in seconds (default 3600)
 //
+// Test-only administration (loopback only, like everything here), for tests of
+// tether's identity refresh:
+//   POST /test-admin/users/<login>/groups   body: a JSON list of group names; the
+//                                           user's groups from now on
+//   POST /test-admin/users/<login>/revoke   destroys every grant the user gave, so
+//                                           their refresh tokens answer invalid_grant
+//   GET  /test-admin/refreshes              how many refresh_token grants succeeded
+//
 // Once listening it prints exactly one line to stdout:
 //   IDP_READY http://127.0.0.1:<port>
 // (the issuer, no trailing slash). Everything else goes to stderr. SIGTERM/SIGINT stop it.
@@ -67,6 +75,10 @@ const USERS = {
 };
 
 const bySub = new Map(Object.values(USERS).map((u) => [u.sub, u]));
+
+// Grant ids by account (subject), for /test-admin/users/<login>/revoke.
+const grantsBySub = new Map();
+let refreshes = 0;
 
 function envInt(name, fallback) {
   const raw = process.env[name];
@@ -220,6 +232,60 @@ server.listen(port, '127.0.0.1', () => {
   provider.on('server_error', (_ctx, err) => console.error('idp: server_error', err));
   provider.on('authorization.error', (_ctx, err) => console.error('idp: authorization.error', err.message, err.error_description || ''));
   provider.on('grant.error', (_ctx, err) => console.error('idp: grant.error', err.message, err.error_description || ''));
+  provider.on('grant.success', (ctx) => {
+    if (ctx.oidc.params.grant_type === 'refresh_token') {
+      refreshes += 1;
+      console.error(`idp: refresh_token grant for ${ctx.oidc.account ? ctx.oidc.account.accountId : '?'}`);
+    }
+  });
+
+  function sendJson(res, status, value) {
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(JSON.stringify(value));
+  }
+
+  // The test-only administration endpoints (see the header).
+  async function admin(req, res, path) {
+    if (req.method === 'GET' && path === '/test-admin/refreshes') {
+      sendJson(res, 200, { refreshes });
+      return;
+    }
+    const m = /^\/test-admin\/users\/([a-z]+)\/(groups|revoke)$/.exec(path);
+    const user = m && Object.hasOwn(USERS, m[1]) ? USERS[m[1]] : undefined;
+    if (req.method !== 'POST' || !user) {
+      sendJson(res, 404, { error: 'not found' });
+      return;
+    }
+    if (m[2] === 'groups') {
+      const body = await new Promise((resolve, reject) => {
+        let b = '';
+        req.setEncoding('utf8');
+        req.on('data', (c) => { b += c; });
+        req.on('end', () => resolve(b));
+        req.on('error', reject);
+      });
+      const groups = JSON.parse(body);
+      if (!Array.isArray(groups) || !groups.every((g) => typeof g === 'string')) {
+        sendJson(res, 400, { error: 'expected a JSON list of strings' });
+        return;
+      }
+      user.groups = groups;
+      console.error(`idp: test-admin: ${m[1]}'s groups are now ${JSON.stringify(groups)}`);
+      sendJson(res, 200, { groups });
+      return;
+    }
+    let revoked = 0;
+    for (const grantId of grantsBySub.get(user.sub) || []) {
+      const grant = await provider.Grant.find(grantId);
+      if (grant) {
+        await grant.destroy();
+        revoked += 1;
+      }
+    }
+    grantsBySub.delete(user.sub);
+    console.error(`idp: test-admin: revoked ${revoked} grant(s) of ${m[1]}`);
+    sendJson(res, 200, { revoked });
+  }
 
   // Grants whatever the pending interaction still misses: the consent screen is skipped.
   async function autoGrant(details, accountId) {
@@ -240,7 +306,10 @@ server.listen(port, '127.0.0.1', () => {
         grant.addResourceScope(indicator, scopes.join(' '));
       }
     }
-    return grant.save();
+    const grantId = await grant.save();
+    if (!grantsBySub.has(accountId)) grantsBySub.set(accountId, new Set());
+    grantsBySub.get(accountId).add(grantId);
+    return grantId;
   }
 
   const oidcCallback = provider.callback();
@@ -292,6 +361,21 @@ server.listen(port, '127.0.0.1', () => {
 
   server.on('request', (req, res) => {
     const url = new URL(req.url, issuer);
+    if (url.pathname.startsWith('/test-admin/')) {
+      admin(req, res, url.pathname).catch((err) => {
+        console.error('idp: test-admin failed:', err);
+        if (!res.headersSent) sendJson(res, 500, { error: err.message });
+      });
+      return;
+    }
+    // oidc-provider honours offline_access only with prompt=consent (OIDC Core
+    // §11); IdPs such as Okta, Keycloak or Entra issue the refresh token without
+    // it, as tether expects: act like them (consent is automatic here anyway).
+    if (url.pathname === '/auth' && !url.searchParams.has('prompt')
+      && (url.searchParams.get('scope') || '').split(' ').includes('offline_access')) {
+      url.searchParams.set('prompt', 'consent');
+      req.url = `${url.pathname}${url.search}`;
+    }
     const m = /^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login))?\/?$/.exec(url.pathname);
     if (!m) {
       oidcCallback(req, res);

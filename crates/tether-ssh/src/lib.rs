@@ -87,6 +87,7 @@ pub(crate) fn test_config() -> Config {
             scopes: vec!["openid".into()],
         },
         assume_email_verified: false,
+        session_refresh: Default::default(),
         cookie_secret: None,
         cookie_secret_file: None,
         cookie_name: "_pomerium".into(),

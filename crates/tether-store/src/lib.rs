@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tether_core::{BindingRequest, ClientBinding, IdentityBinding, Session, Timestamp};
+use tether_core::{BindingRequest, ClientBinding, Identity, IdentityBinding, Session, Timestamp};
 use tokio::sync::broadcast;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -77,6 +77,12 @@ pub enum StoreEvent {
         session_id: String,
         /// Plain-ASCII reason.
         reason: String,
+    },
+    /// A web session's identity was refreshed at the IdP (new claims); connections
+    /// of its bindings must be re-checked against their routes' policies.
+    SessionRefreshed {
+        /// Session id.
+        session_id: String,
     },
     /// An identity binding (Remember me) was removed.
     IdentityBindingRemoved {
@@ -151,6 +157,31 @@ pub struct SignOut {
     pub revoked_bindings: Vec<String>,
 }
 
+/// A web session due for an identity refresh at the IdP, claimed by one caller
+/// ([`Store::claim_session_refreshes`]): no other caller gets it until its lease ends.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RefreshClaim {
+    /// Session id.
+    pub session_id: String,
+    /// The session's user (IdP subject).
+    pub user_id: String,
+    /// The refresh token as the web side stored it (sealed; never logged).
+    pub token: String,
+    /// The first failed attempt since the last success (IdP unreachable), if any.
+    pub failing_since: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for RefreshClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshClaim")
+            .field("session_id", &self.session_id)
+            .field("user_id", &self.user_id)
+            .field("token", &"[redacted]")
+            .field("failing_since", &self.failing_since)
+            .finish()
+    }
+}
+
 /// A pinned upstream host key (`accept-new` policy).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinnedHostKey {
@@ -187,6 +218,46 @@ pub trait Store: Send + Sync + 'static {
     /// Ends a session and revokes ALL client bindings of its user, one transaction.
     /// Publishes `SessionEnded` and one `BindingRevoked` per binding. Unknown id: Ok(empty).
     async fn sign_out(&self, session_id: &str, reason: &str) -> Result<SignOut, StoreError>;
+
+    // --- identity refresh at the IdP ---
+
+    /// Gives session `session_id` a refresh token (`token`, sealed by the caller) and
+    /// its first refresh time `due`. Unknown session: Ok (nothing to refresh).
+    async fn set_session_refresh(
+        &self,
+        session_id: &str,
+        token: &str,
+        due: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Claims at most `limit` live sessions with a refresh token whose refresh is due
+    /// at `now`, pushing each one's next refresh to `lease_until` in the same
+    /// transaction, so another replica running the same loop does not refresh it too
+    /// (a rotated refresh token used twice can revoke the whole grant).
+    async fn claim_session_refreshes(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RefreshClaim>, StoreError>;
+    /// Stores the refreshed `identity` of session `session_id` (and the rotated
+    /// `token`, if the IdP sent one), due again at `next_due`, failures cleared; the
+    /// email on the user's client and identity bindings follows. Publishes
+    /// `SessionRefreshed`. Returns false when the session is gone (nothing changed).
+    async fn session_refreshed(
+        &self,
+        session_id: &str,
+        identity: &Identity,
+        token: Option<&str>,
+        next_due: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Records a refresh attempt that could not reach the IdP at `now`: the first
+    /// failure's time is kept (`failing_since`), the next attempt is at `retry_at`.
+    async fn session_refresh_failed(
+        &self,
+        session_id: &str,
+        now: Timestamp,
+        retry_at: Timestamp,
+    ) -> Result<(), StoreError>;
 
     // --- sign-in requests (codes) ---
 

@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tether_core::{
-    BindingRequest, ClientBinding, IdentityBinding, RequestStatus, Session, Timestamp,
+    BindingRequest, ClientBinding, Identity, IdentityBinding, RequestStatus, Session, Timestamp,
 };
 use tokio::sync::broadcast;
 
 use crate::rules;
 use crate::{
-    Approval, DecideError, Feed, PinnedHostKey, RevokeError, SignOut, Store, StoreError, StoreEvent,
+    Approval, DecideError, Feed, PinnedHostKey, RefreshClaim, RevokeError, SignOut, Store,
+    StoreError, StoreEvent,
 };
 
 /// The in-memory backend. Nothing survives the process.
@@ -42,6 +43,16 @@ struct State {
     host_keys: HashMap<String, String>,
     /// Live connection counts by replica: (stamp, count per binding id).
     live_counts: HashMap<String, (Timestamp, HashMap<String, u32>)>,
+    /// Identity refresh state by session id (removed with the session).
+    refresh: HashMap<String, Refresh>,
+}
+
+/// A session's refresh token and schedule.
+#[derive(Debug, Clone)]
+struct Refresh {
+    token: String,
+    due: Timestamp,
+    failing_since: Option<Timestamp>,
 }
 
 impl State {
@@ -96,6 +107,7 @@ impl Store for MemoryStore {
         let Some(session) = st.sessions.remove(session_id) else {
             return Ok(SignOut::default());
         };
+        st.refresh.remove(session_id);
         let user = session.user_id();
         let mut revoked: Vec<String> = st
             .bindings
@@ -118,6 +130,106 @@ impl Store for MemoryStore {
         Ok(SignOut {
             revoked_bindings: revoked,
         })
+    }
+
+    async fn set_session_refresh(
+        &self,
+        session_id: &str,
+        token: &str,
+        due: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        if st.sessions.contains_key(session_id) {
+            st.refresh.insert(
+                session_id.to_string(),
+                Refresh {
+                    token: token.to_string(),
+                    due,
+                    failing_since: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn claim_session_refreshes(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RefreshClaim>, StoreError> {
+        let mut st = self.lock()?;
+        let State {
+            sessions, refresh, ..
+        } = &mut *st;
+        let mut due: Vec<(Timestamp, String)> = refresh
+            .iter()
+            .filter(|(id, r)| r.due <= now && sessions.get(*id).is_some_and(|s| s.is_live(now)))
+            .map(|(id, r)| (r.due, id.clone()))
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        let mut out = Vec::with_capacity(due.len());
+        for (_, id) in due {
+            let (Some(r), Some(s)) = (refresh.get_mut(&id), sessions.get(&id)) else {
+                continue;
+            };
+            r.due = lease_until;
+            out.push(RefreshClaim {
+                session_id: id.clone(),
+                user_id: s.user_id().to_string(),
+                token: r.token.clone(),
+                failing_since: r.failing_since,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn session_refreshed(
+        &self,
+        session_id: &str,
+        identity: &Identity,
+        token: Option<&str>,
+        next_due: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.lock()?;
+        let Some(session) = st.sessions.get_mut(session_id) else {
+            return Ok(false);
+        };
+        session.identity = identity.clone();
+        let user = session.user_id().to_string();
+        let email = identity.email.clone();
+        if let Some(r) = st.refresh.get_mut(session_id) {
+            if let Some(t) = token {
+                r.token = t.to_string();
+            }
+            r.due = next_due;
+            r.failing_since = None;
+        }
+        for b in st.bindings.values_mut().filter(|b| b.user_id == user) {
+            b.email.clone_from(&email);
+        }
+        for b in st.identities.values_mut().filter(|b| b.user_id == user) {
+            b.email.clone_from(&email);
+        }
+        self.feed.publish(StoreEvent::SessionRefreshed {
+            session_id: session_id.to_string(),
+        });
+        Ok(true)
+    }
+
+    async fn session_refresh_failed(
+        &self,
+        session_id: &str,
+        now: Timestamp,
+        retry_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        if let Some(r) = st.refresh.get_mut(session_id) {
+            r.failing_since.get_or_insert(now);
+            r.due = retry_at;
+        }
+        Ok(())
     }
 
     async fn open_request(
@@ -437,6 +549,7 @@ impl Store for MemoryStore {
         }
         for id in ended {
             st.sessions.remove(&id);
+            st.refresh.remove(&id);
             self.feed.publish(StoreEvent::SessionEnded {
                 session_id: id,
                 reason: rules::REASON_SESSION_EXPIRED.to_string(),

@@ -107,6 +107,43 @@ impl Idp {
         }
     }
 
+    fn admin(&self, path: &str, body: &[u8]) -> String {
+        let url = format!("{}/test-admin/{path}", self.issuer);
+        let res = crate::http_request(
+            "POST",
+            &url,
+            &[("Content-Type", "application/json")],
+            Some(body),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("test IdP admin {path}: {e}"));
+        assert_eq!(res.status, 200, "test IdP admin {path}: {res:?}");
+        res.body
+    }
+
+    /// Gives `login` these groups from now on (ID tokens issued later, including
+    /// on refresh, carry them).
+    pub fn set_groups(&self, login: &str, groups: &[&str]) {
+        let body = serde_json::to_vec(groups).unwrap();
+        self.admin(&format!("users/{login}/groups"), &body);
+    }
+
+    /// Destroys every grant `login` gave: their refresh tokens answer
+    /// `invalid_grant` from now on. Returns how many grants were revoked.
+    pub fn revoke_grants(&self, login: &str) -> u64 {
+        let body = self.admin(&format!("users/{login}/revoke"), b"");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["revoked"].as_u64().unwrap()
+    }
+
+    /// How many `refresh_token` grants the IdP answered successfully so far.
+    pub fn refreshes(&self) -> u64 {
+        let url = format!("{}/test-admin/refreshes", self.issuer);
+        let res = crate::http_get(&url, Duration::from_secs(10)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&res.body).unwrap();
+        v["refreshes"].as_u64().unwrap()
+    }
+
     /// What the IdP wrote to stderr so far (sign-ins, errors).
     pub fn log(&self) -> String {
         text(&self.stderr)

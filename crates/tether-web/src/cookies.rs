@@ -25,6 +25,8 @@ pub(crate) const SESSION_PURPOSE: &[u8] = b"tether session cookie v1";
 pub(crate) const LOGIN_PURPOSE: &[u8] = b"tether login state v1";
 /// Associated data of the "opened directly" mark.
 pub(crate) const DIRECT_PURPOSE: &[u8] = b"tether direct open v1";
+/// Associated data of a sealed IdP refresh token (stored, never sent).
+const REFRESH_TOKEN_PURPOSE: &[u8] = b"tether idp refresh token v1";
 /// How long a login (IdP round trip) may take.
 pub(crate) const LOGIN_STATE_TTL_SECS: u64 = 600;
 /// How long the "opened directly" mark lives: the callback's redirect back to the
@@ -133,6 +135,18 @@ impl Sealer {
     pub(crate) fn open_direct(&self, value: &str, now: Timestamp) -> Option<DirectMark> {
         self.open::<DirectMark>(DIRECT_PURPOSE, value)
             .filter(|c| now.millis() < c.expires)
+    }
+
+    /// Seals an IdP refresh token for the store (it never leaves tether: sealed
+    /// so a copy of the database alone cannot use it).
+    pub(crate) fn seal_refresh_token(&self, token: &str) -> Result<String, CookieError> {
+        self.seal(REFRESH_TOKEN_PURPOSE, &token)
+    }
+
+    /// Opens a sealed refresh token; `None` when it does not open (another
+    /// `cookie_secret`, corruption).
+    pub(crate) fn open_refresh_token(&self, sealed: &str) -> Option<String> {
+        self.open::<String>(REFRESH_TOKEN_PURPOSE, sealed)
     }
 }
 

@@ -35,6 +35,7 @@ mod handlers;
 mod metrics;
 mod oidc;
 mod pages;
+mod refresh;
 pub mod serve;
 mod session;
 #[cfg(test)]
@@ -43,6 +44,7 @@ pub mod tls;
 
 pub use devidp::{DevIdp, DevIdpError};
 pub use metrics::metrics_router;
+pub use refresh::Refresher;
 pub use serve::WebLimits;
 use tether_core::metrics::Metrics;
 

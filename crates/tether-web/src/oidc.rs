@@ -5,7 +5,10 @@
 //! JWKS, `iss`, `aud`, `exp` and `nonce` — with one JWKS refresh when the token names
 //! a key we do not know yet (key rotation). Produces an [`Identity`] whose `email`
 //! is set only when the IdP verified it (`email_verified`, see
-//! [`tether_core::identity`]); knows nothing about cookies, the store or pages.
+//! [`tether_core::identity`]), and the refresh token when the IdP issued one;
+//! [`Oidc::refresh`] redeems that token (`refresh_token` grant) for the person's
+//! current claims — from the new ID token, or from the userinfo endpoint when the
+//! IdP sends none. Knows nothing about cookies, the store or pages.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,14 +16,15 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use openidconnect::core::{
-    CoreClient, CoreIdToken, CoreIdTokenClaims, CoreProviderMetadata, CoreResponseType,
+    CoreClient, CoreErrorResponseType, CoreIdToken, CoreIdTokenClaims, CoreProviderMetadata,
+    CoreResponseType,
 };
 use openidconnect::reqwest;
 use openidconnect::{
     AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
     CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, JsonWebKeySet, Nonce,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
-    SignatureVerificationError,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
+    RequestTokenError, Scope, SignatureVerificationError, TokenResponse,
 };
 use tether_core::config::Config;
 use tether_core::identity::{email_is_verified, EmailVerified, EMAIL_VERIFIED_CLAIM};
@@ -77,6 +81,27 @@ pub(crate) struct LoginStart {
     pub(crate) nonce: String,
     /// PKCE verifier.
     pub(crate) pkce_verifier: String,
+}
+
+/// A finished sign-in: who, and the refresh token if the IdP issued one.
+pub(crate) struct SignedIn {
+    /// The verified identity.
+    pub(crate) identity: Identity,
+    /// The refresh token (`offline_access`), if any.
+    pub(crate) refresh_token: Option<Secret<String>>,
+}
+
+/// Why a refresh did not produce an identity.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RefreshError {
+    /// The IdP refused the refresh token (`invalid_grant`: revoked, expired, the
+    /// user disabled), or answered for another subject: the session is over.
+    #[error("the identity provider ended the session: {0}")]
+    Revoked(String),
+    /// The IdP could not be asked or gave no usable answer (network, 5xx,
+    /// malformed response, another OAuth error): try again later.
+    #[error("identity refresh failed: {0}")]
+    Unavailable(String),
 }
 
 /// The relying party.
@@ -228,7 +253,7 @@ impl Oidc {
         code: &str,
         pkce_verifier: &str,
         nonce: &str,
-    ) -> Result<Identity, WebError> {
+    ) -> Result<SignedIn, WebError> {
         let client = self.client(self.metadata().await?)?;
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
@@ -245,7 +270,6 @@ impl Oidc {
                     WebError::IdpUnreachable(format!("token request failed: {}", chain(&other)))
                 }
             })?;
-        use openidconnect::TokenResponse as _;
         let id_token = response
             .id_token()
             .ok_or_else(|| WebError::IdpUnreachable("token response has no id_token".into()))?;
@@ -265,12 +289,158 @@ impl Oidc {
             msg: "The identity token could not be verified.",
             detail: format!("ID token rejected: {}", chain(&e)),
         })?;
-        Ok(identity(
-            &claims,
-            &id_token.to_string(),
-            self.assume_email_verified,
-        ))
+        Ok(SignedIn {
+            identity: identity(&claims, &id_token.to_string(), self.assume_email_verified),
+            refresh_token: response
+                .refresh_token()
+                .map(|t| Secret::new(t.secret().clone())),
+        })
     }
+
+    /// Redeems `refresh_token` for `subject`'s current identity: the refreshed ID
+    /// token (signature, `iss`, `aud`, `exp` verified; no nonce on a refresh) or,
+    /// without one, the userinfo endpoint with the new access token. Returns the
+    /// identity and the rotated refresh token, if the IdP sent one.
+    pub(crate) async fn refresh(
+        &self,
+        subject: &str,
+        refresh_token: &Secret<String>,
+    ) -> Result<SignedIn, RefreshError> {
+        let unavailable = |e: WebError| RefreshError::Unavailable(e.to_string());
+        let metadata = self.metadata().await.map_err(unavailable)?;
+        let client = self.client(metadata.clone()).map_err(unavailable)?;
+        let token = RefreshToken::new(refresh_token.expose().clone());
+        let response = client
+            .exchange_refresh_token(&token)
+            .map_err(|e| RefreshError::Unavailable(format!("no token endpoint: {e}")))?
+            .request_async(self.http().map_err(unavailable)?)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(r)
+                    if *r.error() == CoreErrorResponseType::InvalidGrant =>
+                {
+                    RefreshError::Revoked(format!("token endpoint: {r}"))
+                }
+                RequestTokenError::ServerResponse(r) => {
+                    RefreshError::Unavailable(format!("token endpoint refused the refresh: {r}"))
+                }
+                other => {
+                    RefreshError::Unavailable(format!("token request failed: {}", chain(&other)))
+                }
+            })?;
+        let identity = match response.id_token() {
+            Some(id_token) => {
+                let no_nonce = |_: Option<&Nonce>| Ok(());
+                let claims = match id_token.claims(&client.id_token_verifier(), no_nonce) {
+                    Err(ClaimsVerificationError::SignatureVerification(
+                        SignatureVerificationError::NoMatchingKey,
+                    )) => match self.refresh_jwks().await.map_err(unavailable)? {
+                        Some(metadata) => id_token
+                            .claims(
+                                &self
+                                    .client(metadata)
+                                    .map_err(unavailable)?
+                                    .id_token_verifier(),
+                                no_nonce,
+                            )
+                            .cloned(),
+                        None => Err(ClaimsVerificationError::SignatureVerification(
+                            SignatureVerificationError::NoMatchingKey,
+                        )),
+                    },
+                    other => other.cloned(),
+                }
+                .map_err(|e| {
+                    RefreshError::Unavailable(format!("refreshed ID token rejected: {}", chain(&e)))
+                })?;
+                identity(&claims, &id_token.to_string(), self.assume_email_verified)
+            }
+            None => {
+                self.userinfo(&metadata, response.access_token().secret())
+                    .await?
+            }
+        };
+        if identity.subject != subject {
+            return Err(RefreshError::Revoked(format!(
+                "the refreshed identity is another subject ({:?})",
+                identity.subject
+            )));
+        }
+        Ok(SignedIn {
+            identity,
+            refresh_token: response
+                .refresh_token()
+                .map(|t| Secret::new(t.secret().clone())),
+        })
+    }
+
+    /// The userinfo endpoint's claims for `access_token`, as an identity.
+    async fn userinfo(
+        &self,
+        metadata: &CoreProviderMetadata,
+        access_token: &str,
+    ) -> Result<Identity, RefreshError> {
+        let url = metadata.userinfo_endpoint().ok_or_else(|| {
+            RefreshError::Unavailable("no ID token on refresh and no userinfo endpoint".into())
+        })?;
+        let http = self
+            .http()
+            .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
+        let res = http
+            .get(url.url().as_str())
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .map_err(|e| RefreshError::Unavailable(format!("userinfo: {}", chain(&e))))?;
+        let status = res.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(RefreshError::Revoked(
+                "userinfo refused the access token".into(),
+            ));
+        }
+        if !status.is_success() {
+            return Err(RefreshError::Unavailable(format!(
+                "userinfo answered {status}"
+            )));
+        }
+        let body = res
+            .bytes()
+            .await
+            .map_err(|e| RefreshError::Unavailable(format!("userinfo: {}", chain(&e))))?;
+        let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+            .map_err(|e| RefreshError::Unavailable(format!("userinfo is not JSON: {e}")))?;
+        identity_from_map(claims.into_iter().collect(), self.assume_email_verified)
+            .ok_or_else(|| RefreshError::Unavailable("userinfo has no sub".into()))
+    }
+}
+
+/// An identity from a plain claims object (userinfo), with the same email rule as
+/// [`identity`]; `None` without a `sub`.
+fn identity_from_map(
+    mut claims: BTreeMap<String, serde_json::Value>,
+    assume: bool,
+) -> Option<Identity> {
+    let subject = claims.get("sub")?.as_str()?.to_string();
+    claims.retain(|k, _| !REGISTERED_CLAIMS.contains(&k.as_str()));
+    let verified = email_is_verified(
+        EmailVerified::from_claim(claims.get(EMAIL_VERIFIED_CLAIM)),
+        assume,
+    );
+    let email = claims
+        .get("email")
+        .and_then(|e| e.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let name = claims
+        .get("name")
+        .and_then(|n| n.as_str())
+        .map(str::to_string);
+    Some(Identity {
+        subject,
+        email: if verified { email } else { String::new() },
+        name,
+        claims,
+    })
 }
 
 fn verify(

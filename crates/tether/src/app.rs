@@ -113,6 +113,16 @@ pub fn describe(c: &Config) -> String {
     }
     let _ = writeln!(
         s,
+        "idp_session_refresh_interval: {}s",
+        c.session_refresh.interval.as_secs()
+    );
+    let _ = writeln!(
+        s,
+        "idp_session_refresh_grace: {}s",
+        c.session_refresh.grace.as_secs()
+    );
+    let _ = writeln!(
+        s,
         "ssh_binding_max_ttl: {}s",
         c.ssh_binding_max_ttl.as_secs()
     );
@@ -326,6 +336,9 @@ pub async fn run(
         web_limits,
         Some(registry.metrics().clone()),
         root.child_token(),
+    // Identity refresh at the IdP (SPEC §5): every replica runs one; the store
+    // hands each due session to one of them.
+    tracker.spawn(tether_web::Refresher::new(&web).run(root.child_token()));
     ));
     if let Some(listener) = metrics_listener {
         tracing::info!(address = ?listener.local_addr().ok(), "metrics listening (GET /metrics)");

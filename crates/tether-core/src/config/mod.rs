@@ -73,6 +73,27 @@ pub struct IdpConfig {
 /// `runtime_flags`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeFlags {
+/// Refreshing signed-in identities at the IdP (SPEC §5; tether extensions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionRefresh {
+    /// `idp_session_refresh_interval`: how often each web session's identity is
+    /// refreshed with its refresh token (claims re-read, live connections
+    /// re-checked).
+    pub interval: Duration,
+    /// `idp_session_refresh_grace`: how long a session is kept while its refresh
+    /// cannot reach the IdP (network, 5xx); past it the session is ended.
+    pub grace: Duration,
+}
+
+impl Default for SessionRefresh {
+    fn default() -> Self {
+        SessionRefresh {
+            interval: Duration::from_secs(5 * 60),
+            grace: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
     /// Enable `portal` in the internal CLI.
     pub ssh_routes_portal: bool,
     /// Enable jump-host mode.
@@ -177,6 +198,8 @@ pub struct Config {
     /// Inline cookie secret (base64 of 32 bytes).
     pub cookie_secret: Option<Secret<String>>,
     /// Cookie secret file.
+    /// Identity refresh at the IdP: interval and unreachable-IdP grace.
+    pub session_refresh: SessionRefresh,
     pub cookie_secret_file: Option<String>,
     /// Cookie name.
     pub cookie_name: String,

@@ -241,6 +241,12 @@ impl Registry {
                     Ok(StoreEvent::SessionEnded { session_id, reason }) => {
                         self.end_session(&session_id, &reason);
                     }
+                    Ok(StoreEvent::SessionRefreshed { session_id }) => {
+                        if self.refreshed(&*store, &session_id).await.is_err() {
+                            // The store could not say: re-check everything soon.
+                            recheck_at = tokio::time::Instant::now() + RETRY_AFTER;
+                        }
+                    }
                     Ok(StoreEvent::Resync) | Err(RecvError::Lagged(_)) => {
                         tracing::info!("store feed resync: re-checking live connections");
                         recheck_at = tokio::time::Instant::now() + self.recheck_delay(&*store).await;
@@ -257,6 +263,27 @@ impl Registry {
                     }
                 },
             }
+        }
+    }
+
+    /// A session's identity was refreshed: its connections follow the stored
+    /// identity (a session that is gone ends them).
+    async fn refreshed(
+        &self,
+        store: &dyn Store,
+        session_id: &str,
+    ) -> Result<usize, tether_store::StoreError> {
+        if !self
+            .lock()
+            .values()
+            .any(|e| e.session_id.as_deref() == Some(session_id))
+        {
+            return Ok(0);
+        }
+        match store.get_session(session_id).await? {
+            Some(s) if s.is_live(self.clock.now()) => Ok(self.follow_identity(&s)),
+            Some(_) => Ok(self.end_session(session_id, "session expired")),
+            None => Ok(self.end_session(session_id, "session ended")),
         }
     }
 
@@ -277,8 +304,9 @@ impl Registry {
     }
 
     /// Re-checks every authenticated connection against the store: a binding that
-    /// is gone, replaced, expired or whose session ended ends its connections.
-    /// Returns how many connections were ended.
+    /// is gone, replaced, expired or whose session ended ends its connections, and
+    /// the others follow their session's stored identity (a refresh whose event was
+    /// lost). Returns how many connections were ended.
     pub(crate) async fn recheck(
         &self,
         store: &dyn Store,
@@ -303,7 +331,10 @@ impl Registry {
                 Some(b) => match store.get_session(&b.session_id).await? {
                     None => Some("session ended"),
                     Some(s) if !s.is_live(now) => Some("session expired"),
-                    Some(_) => None,
+                    Some(s) => {
+                        ended += self.follow_identity(&s);
+                        None
+                    }
                 },
             };
             if let Some(reason) = reason {
@@ -369,15 +400,32 @@ pub(crate) struct RouteRecorder {
 }
 
 impl RouteRecorder {
-    /// Adds `route` with `login` (`None`: a jump-host pipe).
+    /// Adds `route` with `login` (`None`: a jump-host pipe). The route is checked
+    /// at once with the entry's principal, which follows identity refreshes while
+    /// the connection's own copy does not: a route the refreshed identity may no
+    /// longer use ends the connection.
     pub(crate) fn add(&self, route: &str, login: Option<&str>) {
-        if let Some(a) = self
-            .registry
-            .lock()
-            .get_mut(&self.key)
-            .and_then(|e| e.access.as_mut())
-        {
+        let added = {
+            let mut entries = self.registry.lock();
+            let Some(e) = entries.get_mut(&self.key) else {
+                return;
+            };
+            let Some(a) = e.access.as_mut() else {
+                return;
+            };
             a.add_route(route, login);
+            let refreshed = LiveAccess {
+                principal: a.principal.clone(),
+                routes: vec![(route.to_string(), login.map(str::to_string))],
+            };
+            (e.revoker.clone(), refreshed)
+        };
+        let (revoker, access) = added;
+        if let Some(config) = self.registry.config() {
+            if let Some(reason) = access.denial(&config, self.registry.clock.now()) {
+                tracing::info!(reason = %reason, "route no longer allowed for the refreshed identity");
+                revoker.revoke(&reason);
+            }
         }
     }
 }

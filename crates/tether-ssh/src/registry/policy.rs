@@ -6,13 +6,20 @@
 //! path, with the reason `access denied: route "x": <why>`. The SSH server runs it
 //! every minute with the configuration in force; the process calls it on config
 //! reload, which also makes that configuration the one in force ([`LiveConfig`]).
+//!
+//! Identities are not frozen either: when the web side refreshed a session's
+//! identity at the IdP (`SessionRefreshed` on the store's feed, or a changed identity
+//! seen by the periodic store re-check), [`Registry::follow_identity`] gives that
+//! session's connections a principal with the fresh claims and re-checks them at
+//! once; routes a connection takes on later (the portal, jump pipes) are checked
+//! with the fresh principal as they are recorded.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tether_core::audit::Via;
 use tether_core::config::Config;
-use tether_core::Timestamp;
+use tether_core::{Session, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 use super::{Registry, Revoker};
@@ -40,7 +47,7 @@ impl LiveAccess {
     }
 
     /// The first denial under `config`, as the revocation reason.
-    fn denial(&self, config: &Config, now: Timestamp) -> Option<String> {
+    pub(super) fn denial(&self, config: &Config, now: Timestamp) -> Option<String> {
         self.routes.iter().find_map(|(name, login)| {
             match authorize(
                 &self.principal,
@@ -106,6 +113,53 @@ impl Registry {
         let mut ended = 0;
         for (revoker, access) in live {
             if let Some(reason) = access.denial(config, now) {
+                tracing::info!(reason = %reason, "live connection no longer allowed");
+                revoker.revoke(&reason);
+                ended += 1;
+            }
+        }
+        ended
+    }
+
+    /// Gives the live connections of `session` (its id) a principal with
+    /// `session`'s identity when it differs from the one they hold (a refresh at the
+    /// IdP), and ends those the configuration in force now denies. Returns how many
+    /// connections were ended.
+    pub(crate) fn follow_identity(&self, session: &Session) -> usize {
+        let changed: Vec<(Arc<Revoker>, LiveAccess)> = {
+            let mut entries = self.lock();
+            entries
+                .values_mut()
+                .filter(|e| {
+                    e.session_id.as_deref() == Some(session.id.as_str()) && !e.revoker.is_revoked()
+                })
+                .filter_map(|e| {
+                    let access = e.access.as_mut()?;
+                    if access.principal.session.identity == session.identity {
+                        return None;
+                    }
+                    let mut principal = (*access.principal).clone();
+                    principal.session.identity = session.identity.clone();
+                    access.principal = Arc::new(principal);
+                    Some((e.revoker.clone(), access.clone()))
+                })
+                .collect()
+        };
+        if changed.is_empty() {
+            return 0;
+        }
+        tracing::info!(
+            connections = changed.len(),
+            user = %session.user_id(),
+            "identity refreshed: re-checking live connections"
+        );
+        let Some(config) = self.config() else {
+            return 0;
+        };
+        let now = self.clock.now();
+        let mut ended = 0;
+        for (revoker, access) in changed {
+            if let Some(reason) = access.denial(&config, now) {
                 tracing::info!(reason = %reason, "live connection no longer allowed");
                 revoker.revoke(&reason);
                 ended += 1;
@@ -224,6 +278,78 @@ mod tests {
             other.revoker().revoked().await,
             "access denied: route \"prod\": the route was removed"
         );
+    }
+
+    #[tokio::test]
+    async fn refreshed_identities_are_followed_and_rechecked() {
+        use tether_store::{MemoryStore, Store};
+        let store = Arc::new(MemoryStore::new());
+        let reg = Arc::new(Registry::new());
+        reg.recheck_policies(&config(Some(Criterion::Groups(vec!["sre".into()])), false));
+        let mut principal = crate::admission::test_principal(&["sre"]);
+        principal.session.expires_at = reg.clock.now().plus(Duration::from_secs(3600));
+        store.create_session(&principal.session).await.unwrap();
+        let a = reg.register("sshkey-A");
+        a.activate("s");
+        a.set_access(LiveAccess {
+            principal: Arc::new(principal.clone()),
+            routes: vec![("prod".into(), Some("alice".into()))],
+        });
+        let other = reg.register("sshkey-B");
+        other.activate("s-other");
+        other.set_access(access(Some("alice")));
+        let shutdown = CancellationToken::new();
+        let watch = tokio::spawn(reg.clone().watch(store.clone(), shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        // Same identity: nothing to do.
+        assert_eq!(reg.follow_identity(&principal.session), 0);
+        // Still in sre after the refresh: kept, and the entry holds the new claims.
+        let mut fresh = principal.session.identity.clone();
+        fresh
+            .claims
+            .insert("groups".into(), serde_json::json!(["sre", "ops"]));
+        store
+            .session_refreshed("s", &fresh, None, Timestamp(0))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!a.revoker().is_revoked());
+        // Removed from sre at the IdP: the refresh event ends the connection.
+        fresh
+            .claims
+            .insert("groups".into(), serde_json::json!(["dev"]));
+        store
+            .session_refreshed("s", &fresh, None, Timestamp(0))
+            .await
+            .unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(2), a.revoker().revoked())
+            .await
+            .unwrap();
+        assert_eq!(reason, "access denied: route \"prod\": not in group sre");
+        assert!(
+            !other.revoker().is_revoked(),
+            "another session's connection stays"
+        );
+
+        // A route recorded later is checked with the refreshed principal.
+        let b = reg.register("sshkey-C");
+        b.activate("s");
+        b.set_access(LiveAccess {
+            principal: Arc::new(principal.clone()),
+            routes: vec![],
+        });
+        let mut s = principal.session.clone();
+        s.identity = fresh.clone();
+        reg.follow_identity(&s);
+        assert!(!b.revoker().is_revoked(), "no route yet");
+        b.routes().add("prod", Some("alice"));
+        assert_eq!(
+            b.revoker().revoked().await,
+            "access denied: route \"prod\": not in group sre"
+        );
+        shutdown.cancel();
+        watch.await.unwrap();
     }
 
     fn root_reason() -> String {

@@ -47,6 +47,49 @@ impl Store for FlakyStore {
     async fn sign_out(&self, session_id: &str, reason: &str) -> Result<SignOut, StoreError> {
         self.inner.sign_out(session_id, reason).await
     }
+    async fn set_session_refresh(
+        &self,
+        session_id: &str,
+        token: &str,
+        due: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.set_session_refresh(session_id, token, due).await
+    }
+    async fn claim_session_refreshes(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<tether_store::RefreshClaim>, StoreError> {
+        self.check()?;
+        self.inner
+            .claim_session_refreshes(now, lease_until, limit)
+            .await
+    }
+    async fn session_refreshed(
+        &self,
+        session_id: &str,
+        identity: &tether_core::Identity,
+        token: Option<&str>,
+        next_due: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner
+            .session_refreshed(session_id, identity, token, next_due)
+            .await
+    }
+    async fn session_refresh_failed(
+        &self,
+        session_id: &str,
+        now: Timestamp,
+        retry_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner
+            .session_refresh_failed(session_id, now, retry_at)
+            .await
+    }
     async fn open_request(
         &self,
         new: BindingRequest,

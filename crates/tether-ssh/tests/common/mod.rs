@@ -58,6 +58,7 @@ pub fn config(sign_in_timeout: Duration) -> Config {
             scopes: vec!["openid".into(), "email".into()],
         },
         assume_email_verified: false,
+        session_refresh: Default::default(),
         cookie_secret: None,
         cookie_secret_file: None,
         cookie_name: "_pomerium".into(),

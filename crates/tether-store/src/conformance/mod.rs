@@ -17,6 +17,7 @@
 )]
 
 mod bindings;
+mod refresh;
 mod requests;
 
 use std::collections::BTreeMap;
@@ -104,6 +105,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     }),
     ("purge_expired", |s| Box::pin(checks::purge_expired(s))),
     ("live_counts", |s| Box::pin(checks::live_counts(s))),
+    ("session_refresh", |s| Box::pin(checks::session_refresh(s))),
 ];
 
 /// The single-store checks, each taking the store it runs against, so a backend's
@@ -111,7 +113,7 @@ pub const CHECKS: &[(&str, Check)] = &[
 pub mod checks {
     use std::sync::Arc;
 
-    use super::{bindings, requests};
+    use super::{bindings, refresh, requests};
     use crate::Store;
 
     /// The store answers a ping.
@@ -156,6 +158,7 @@ pub mod checks {
         bindings::revoke_binding_checks_owner,
         bindings::revoke_identity_binding_checks_owner,
         bindings::touch_and_list_bindings,
+        refresh::session_refresh,
     );
     checks_by_arc!(
         bindings::concurrent_approvals_for_one_key,
@@ -324,6 +327,8 @@ pub(crate) fn about(ev: &StoreEvent, fp: &str, code: &str) -> bool {
         StoreEvent::BindingCreated { binding_id, .. }
         | StoreEvent::BindingRevoked { binding_id, .. } => *binding_id == id,
         StoreEvent::IdentityBindingRemoved { fingerprint } => fingerprint == fp,
-        StoreEvent::SessionEnded { .. } | StoreEvent::Resync => false,
+        StoreEvent::SessionEnded { .. }
+        | StoreEvent::SessionRefreshed { .. }
+        | StoreEvent::Resync => false,
     }
 }

@@ -36,6 +36,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "live_counts",
         sql: include_str!("../../migrations/sqlite/0002_live_counts.sql"),
     },
+    Migration {
+        version: 3,
+        name: "session_refresh",
+        sql: include_str!("../../migrations/sqlite/0003_session_refresh.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, in order.
@@ -49,6 +54,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "live_counts",
         sql: include_str!("../../migrations/postgres/0002_live_counts.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "session_refresh",
+        sql: include_str!("../../migrations/postgres/0003_session_refresh.sql"),
     },
 ];
 

@@ -20,6 +20,7 @@
 mod approve;
 mod migrate;
 mod queries;
+mod refresh;
 mod rows;
 mod store_impl;
 mod tailer;

@@ -201,6 +201,7 @@ enum EventRecord {
     BindingCreated { binding_id: String, user_id: String },
     BindingRevoked { binding_id: String, reason: String },
     SessionEnded { session_id: String, reason: String },
+    SessionRefreshed { session_id: String },
     IdentityBindingRemoved { fingerprint: String },
 }
 
@@ -227,6 +228,10 @@ pub(crate) fn encode_event(ev: &StoreEvent) -> Result<Option<(&'static str, Stri
         StoreEvent::SessionEnded { session_id, reason } => (
             "session_ended",
             EventRecord::SessionEnded { session_id, reason },
+        ),
+        StoreEvent::SessionRefreshed { session_id } => (
+            "session_refreshed",
+            EventRecord::SessionRefreshed { session_id },
         ),
         StoreEvent::IdentityBindingRemoved { fingerprint } => (
             "identity_binding_removed",
@@ -256,6 +261,7 @@ pub(crate) fn decode_event(payload_json: &str) -> Result<StoreEvent, StoreError>
         EventRecord::SessionEnded { session_id, reason } => {
             StoreEvent::SessionEnded { session_id, reason }
         }
+        EventRecord::SessionRefreshed { session_id } => StoreEvent::SessionRefreshed { session_id },
         EventRecord::IdentityBindingRemoved { fingerprint } => {
             StoreEvent::IdentityBindingRemoved { fingerprint }
         }
@@ -287,6 +293,9 @@ mod tests {
             StoreEvent::SessionEnded {
                 session_id: "s".into(),
                 reason: "r".into(),
+            },
+            StoreEvent::SessionRefreshed {
+                session_id: "s".into(),
             },
             StoreEvent::IdentityBindingRemoved {
                 fingerprint: "SHA256:a".into(),

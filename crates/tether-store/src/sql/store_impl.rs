@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tether_core::{BindingRequest, ClientBinding, IdentityBinding, Session, Timestamp};
+use tether_core::{BindingRequest, ClientBinding, Identity, IdentityBinding, Session, Timestamp};
 use tokio::sync::broadcast;
 
 use super::queries::*;
@@ -14,7 +14,8 @@ use super::rows::{self, db_err, to_json};
 use super::{now_ms, SqlStore};
 use crate::rules;
 use crate::{
-    Approval, DecideError, PinnedHostKey, RevokeError, SignOut, Store, StoreError, StoreEvent,
+    Approval, DecideError, PinnedHostKey, RefreshClaim, RevokeError, SignOut, Store, StoreError,
+    StoreEvent,
 };
 
 #[async_trait]
@@ -99,6 +100,43 @@ impl Store for SqlStore {
         Ok(SignOut {
             revoked_bindings: revoked,
         })
+    }
+
+    async fn set_session_refresh(
+        &self,
+        session_id: &str,
+        token: &str,
+        due: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.set_refresh(session_id, token, due).await
+    }
+
+    async fn claim_session_refreshes(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RefreshClaim>, StoreError> {
+        self.claim_refreshes(now, lease_until, limit).await
+    }
+
+    async fn session_refreshed(
+        &self,
+        session_id: &str,
+        identity: &Identity,
+        token: Option<&str>,
+        next_due: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.refreshed(session_id, identity, token, next_due).await
+    }
+
+    async fn session_refresh_failed(
+        &self,
+        session_id: &str,
+        now: Timestamp,
+        retry_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.refresh_failed(session_id, now, retry_at).await
     }
 
     async fn open_request(

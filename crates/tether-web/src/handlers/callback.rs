@@ -1,6 +1,7 @@
 //! `GET /oauth2/callback`: the OIDC redirect URI. Checks `state` against the
 //! login-state cookie, exchanges the code (PKCE), verifies the ID token, creates the
-//! web session in the store and sets the session cookie (plus the one-shot
+//! web session in the store (with its sealed refresh token, for the identity
+//! refresh in `refresh`) and sets the session cookie (plus the one-shot
 //! "opened directly" mark when the login began from a directly opened code link,
 //! see `sign_in`). Any failure creates nothing.
 
@@ -65,17 +66,18 @@ pub(crate) async fn callback(
         .filter(|c| !c.is_empty())
         .ok_or(WebError::BadRequest("The sign-in response has no code."))?;
 
-    let identity = state
+    let signed_in = state
         .oidc
         .finish(code, &login.pkce_verifier, &login.nonce)
         .await?;
     let session = Session {
         id: new_session_id()?,
-        identity,
+        identity: signed_in.identity,
         issued_at: now,
         expires_at: now.plus(state.config.cookie_expire),
     };
     state.store.create_session(&session).await?;
+    crate::refresh::remember_token(&state, &session, signed_in.refresh_token.as_ref()).await?;
     AuditEvent::SignIn {
         user_id: session.user_id().to_string(),
         email: session.identity.email.clone(),

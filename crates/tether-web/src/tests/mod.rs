@@ -11,4 +11,4 @@
 mod callback;
 mod handlers;
 mod login;
-mod support;
+pub(crate) mod support;

@@ -54,6 +54,7 @@ pub fn config(base: &str, idp: &str) -> Config {
             scopes: vec!["openid".into(), "profile".into(), "email".into()],
         },
         assume_email_verified: false,
+        session_refresh: Default::default(),
         cookie_secret: None,
         cookie_secret_file: None,
         cookie_name: "_pomerium".into(),
@@ -174,6 +175,49 @@ impl Store for TestStore {
         self.inner.sign_out(id, reason).await
     }
     async fn open_request(
+    async fn set_session_refresh(
+        &self,
+        session_id: &str,
+        token: &str,
+        due: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.set_session_refresh(session_id, token, due).await
+    }
+    async fn claim_session_refreshes(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<tether_store::RefreshClaim>, StoreError> {
+        self.check()?;
+        self.inner
+            .claim_session_refreshes(now, lease_until, limit)
+            .await
+    }
+    async fn session_refreshed(
+        &self,
+        session_id: &str,
+        identity: &tether_core::Identity,
+        token: Option<&str>,
+        next_due: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner
+            .session_refreshed(session_id, identity, token, next_due)
+            .await
+    }
+    async fn session_refresh_failed(
+        &self,
+        session_id: &str,
+        now: Timestamp,
+        retry_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner
+            .session_refresh_failed(session_id, now, retry_at)
+            .await
+    }
         &self,
         new: BindingRequest,
         now: Timestamp,

@@ -58,6 +58,8 @@ const TETHER_KEYS: &[&str] = &[
     "idp_scopes",
     "assume_email_verified",
     "cookie_secret",
+    "idp_session_refresh_interval",
+    "idp_session_refresh_grace",
     "cookie_secret_file",
     "cookie_name",
     "cookie_expire",
@@ -393,7 +395,12 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
     }
     let scopes = match get("idp_scopes") {
         Some(n) => ctx.string_list("idp_scopes", n)?,
-        None => vec!["openid".into(), "profile".into(), "email".into()],
+        None => vec![
+            "openid".into(),
+            "profile".into(),
+            "email".into(),
+            "offline_access".into(),
+        ],
     };
     let idp = IdpConfig {
         provider,
@@ -512,6 +519,18 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
             .transpose()?
             .unwrap_or(false),
         cookie_secret: cookie_secret.map(Secret::new),
+        session_refresh: super::SessionRefresh {
+            interval: dur(
+                &ctx,
+                "idp_session_refresh_interval",
+                super::SessionRefresh::default().interval,
+            )?,
+            grace: dur(
+                &ctx,
+                "idp_session_refresh_grace",
+                super::SessionRefresh::default().grace,
+            )?,
+        },
         cookie_secret_file: opt_string(&ctx, "cookie_secret_file")?,
         cookie_name: opt_string(&ctx, "cookie_name")?.unwrap_or_else(|| "_pomerium".into()),
         cookie_expire: dur(&ctx, "cookie_expire", Duration::from_secs(14 * 3600))?,

@@ -23,7 +23,11 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.ssh_binding_max_ttl, Duration::from_secs(48 * 3600));
     assert_eq!(c.ssh_sign_in_timeout, Duration::from_secs(900));
     assert_eq!(c.storage_type, StorageType::File);
-    assert_eq!(c.idp.scopes, vec!["openid", "profile", "email"]);
+    assert_eq!(
+        c.idp.scopes,
+        vec!["openid", "profile", "email", "offline_access"],
+        "Pomerium's default: offline_access for the refresh token"
+    );
     assert_eq!(c.ssh_address, None);
     assert!(
         !c.assume_email_verified,
@@ -274,6 +278,24 @@ fn limits_have_defaults_and_are_validated() {
         "config.yaml:6: ssh_max_unauthenticated: expected a whole number from 1 to 1000000"
     );
     let err = parse("http_header_timeout: 0s\n").unwrap_err();
+    assert!(
+        err.to_string().contains("must be greater than zero"),
+        "{err}"
+    );
+}
+
+#[test]
+fn session_refresh_has_defaults_and_is_validated() {
+    let d = parse("").unwrap().config.session_refresh;
+    assert_eq!(d.interval, Duration::from_secs(300));
+    assert_eq!(d.grace, Duration::from_secs(900));
+    let c = parse("idp_session_refresh_interval: 30s\nidp_session_refresh_grace: 1h\n")
+        .unwrap()
+        .config
+        .session_refresh;
+    assert_eq!(c.interval, Duration::from_secs(30));
+    assert_eq!(c.grace, Duration::from_secs(3600));
+    let err = parse("idp_session_refresh_interval: 0s\n").unwrap_err();
     assert!(
         err.to_string().contains("must be greater than zero"),
         "{err}"
