@@ -221,12 +221,27 @@ struct Ctx<'a> {
     warnings: Vec<String>,
 }
 
+/// `text` with its control characters escaped (`\n` for a newline inside a YAML key,
+/// say), so an error or a warning that echoes config text stays one line and cannot
+/// forge another (found by the `config` fuzz target).
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Ctx<'_> {
     fn err(&self, line: usize, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
             line: Some(line),
-            message: message.into(),
+            message: one_line(&message.into()),
         }
     }
 
@@ -240,7 +255,7 @@ impl Ctx<'_> {
 
     fn warn(&mut self, line: usize, msg: String) {
         self.warnings
-            .push(format!("{}:{}: {}", self.file, line, msg));
+            .push(format!("{}:{}: {}", self.file, line, one_line(&msg)));
     }
 
     fn string(&self, key: &str, node: &Node) -> Result<String, ConfigError> {

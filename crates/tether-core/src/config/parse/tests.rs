@@ -301,3 +301,20 @@ fn session_refresh_has_defaults_and_is_validated() {
         "{err}"
     );
 }
+
+#[test]
+fn errors_and_warnings_stay_one_line() {
+    // A key with a line break in it (the config fuzz target's find) is echoed
+    // escaped: one line, no forged second line.
+    let err = parse("\"ssh_adress\\nforged: line\": 1\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config.yaml:6: unknown key ssh_adress\\nforged: line"
+    );
+    let err = parse("? |\n  multi\n  line\n: 1\n").unwrap_err();
+    assert!(!err.to_string().contains('\n'), "{err}");
+    assert!(
+        err.to_string().ends_with(": unknown key multi\\nline\\n"),
+        "{err}"
+    );
+}
