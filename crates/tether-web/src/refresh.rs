@@ -60,8 +60,9 @@ pub(crate) async fn remember_token(
     let Some(token) = token else {
         tracing::warn!(
             user = %session.user_id(),
-            "the IdP issued no refresh token (add offline_access to idp_scopes): \
-             this session's identity is not refreshed until it expires"
+            "the IdP issued no refresh token (offline_access in idp_scopes and the \
+             refresh_token grant allowed for the client?): this session's identity \
+             is not refreshed until it expires"
         );
         return Ok(());
     };

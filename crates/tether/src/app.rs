@@ -328,6 +328,9 @@ pub async fn run(
         }),
         dev_idp,
     };
+    // Identity refresh at the IdP (SPEC §5): every replica runs one; the store
+    // hands each due session to one of them.
+    tracker.spawn(tether_web::Refresher::new(&web).run(root.child_token()));
     let web_limits = tether_web::WebLimits::from(&config.limits);
     tracker.spawn(serve_web(
         web_listener,
@@ -336,9 +339,6 @@ pub async fn run(
         web_limits,
         Some(registry.metrics().clone()),
         root.child_token(),
-    // Identity refresh at the IdP (SPEC §5): every replica runs one; the store
-    // hands each due session to one of them.
-    tracker.spawn(tether_web::Refresher::new(&web).run(root.child_token()));
     ));
     if let Some(listener) = metrics_listener {
         tracing::info!(address = ?listener.local_addr().ok(), "metrics listening (GET /metrics)");

@@ -192,3 +192,104 @@ fn grant_revoked_at_the_idp_signs_the_session_out() {
     assert!(url.contains("user_code="), "{url}");
     again.kill();
 }
+
+/// Base64 of 32 bytes: replicas behind one address share the cookie secret.
+const COOKIE_SECRET: &str = "dGV0aGVyLXJlcGxpY2EtdGVzdC1jb29raWUta2V5ISE=";
+
+#[test]
+fn replicas_on_postgres_follow_a_refresh_made_by_either() {
+    if !components_present()
+        || !require("/usr/sbin/sshd", Path::new("/usr/sbin/sshd").exists())
+        || !require("PostgreSQL server", postgres_bin_dir().is_some())
+    {
+        return;
+    }
+    ensure_user("alice");
+    let keys = key_dir();
+    let ca = gen_client_key(keys.path(), "tether_ca");
+    let sshd = Sshd::start(&PathBuf::from(format!("{}.pub", ca.display())));
+    let pg = Postgres::start();
+    let db = pg.create_database("tether_refresh_replicas");
+    let (http_a, ssh_a, http_b, ssh_b) = (free_port(), free_port(), free_port(), free_port());
+    let idp = Idp::start(
+        CLIENT_ID,
+        CLIENT_SECRET,
+        &format!("http://127.0.0.1:{http_a}/oauth2/callback"),
+    );
+    let shared = format!(
+        "databroker_storage_type: postgres
+databroker_storage_connection_string: {db}
+cookie_secret: {COOKIE_SECRET}
+ssh_user_ca_key_file: {ca}
+idp_session_refresh_interval: 2s
+routes:
+  - from: ssh://sre
+    to: ssh://127.0.0.1:{port}
+    policy:
+      - allow:
+          or:
+            - groups:
+                has: sre
+",
+        ca = ca.display(),
+        port = sshd.port,
+    );
+    let yaml_a = config_yaml(http_a, ssh_a, &idp.issuer, &shared);
+    let yaml_b = config_yaml(http_b, ssh_b, &idp.issuer, &shared).replace(
+        &format!("authenticate_service_url: http://127.0.0.1:{http_b}"),
+        &format!("authenticate_service_url: http://127.0.0.1:{http_a}"),
+    );
+    let a = TetherProcess::start(&yaml_a, &[]);
+    let b = TetherProcess::start(&yaml_b, &[]);
+    let logs = || format!("--- A ---\n{}\n--- B ---\n{}", a.logs(), b.logs());
+
+    // Sign in on B's SSH side through A's web app; then one connection on each.
+    let key = new_key(keys.path(), "k");
+    let port_b = ssh_b.to_string();
+    let mut args: Vec<&str> = SSH_DEFAULT_ARGS.to_vec();
+    args.extend([
+        "-p",
+        &port_b,
+        "-i",
+        key.to_str().unwrap(),
+        "alice@sre@127.0.0.1",
+    ]);
+    args.extend(["sleep", "600"]);
+    let mut on_b = SshClient::spawn(&args);
+    let url = sign_in_url(&on_b);
+    BrowserProfile::new("refresh_replicas_alice")
+        .run(json!([
+            {"goto": url},
+            {"login": {"user": "alice", "password": "alice-password"}},
+            {"click": "#authorize"},
+            {"expectText": "Sign in successful"},
+        ]))
+        .assert_ok();
+    let mut on_a = hold_on(ssh_a, &key, "alice@sre");
+    assert!(
+        wait_until(T, || b.logs().contains("ssh_authenticated")
+            && a.logs().contains("ssh_authenticated")),
+        "{}",
+        logs()
+    );
+    let n = idp.refreshes();
+    assert!(wait_until(T, || idp.refreshes() >= n + 2), "{}", logs());
+    assert!(on_a.is_running() && on_b.is_running(), "{}", logs());
+
+    // Whichever replica refreshes next, both end their connection.
+    idp.set_groups("alice", &["dev"]);
+    for (name, c) in [("A", &mut on_a), ("B", &mut on_b)] {
+        assert_eq!(
+            c.wait_exit(T),
+            Some(255),
+            "{name}: {}\n{}",
+            c.output(),
+            logs()
+        );
+        assert!(
+            c.output().contains("not in group sre"),
+            "{name}: {}",
+            c.output()
+        );
+    }
+}

@@ -70,9 +70,6 @@ pub struct IdpConfig {
     pub scopes: Vec<String>,
 }
 
-/// `runtime_flags`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RuntimeFlags {
 /// Refreshing signed-in identities at the IdP (SPEC §5; tether extensions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionRefresh {
@@ -94,6 +91,9 @@ impl Default for SessionRefresh {
     }
 }
 
+/// `runtime_flags`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeFlags {
     /// Enable `portal` in the internal CLI.
     pub ssh_routes_portal: bool,
     /// Enable jump-host mode.
@@ -195,11 +195,11 @@ pub struct Config {
     /// no `email_verified` claim counts as verified, for IdPs that never send it.
     /// `email_verified: false` is never trusted.
     pub assume_email_verified: bool,
+    /// Identity refresh at the IdP: interval and unreachable-IdP grace.
+    pub session_refresh: SessionRefresh,
     /// Inline cookie secret (base64 of 32 bytes).
     pub cookie_secret: Option<Secret<String>>,
     /// Cookie secret file.
-    /// Identity refresh at the IdP: interval and unreachable-IdP grace.
-    pub session_refresh: SessionRefresh,
     pub cookie_secret_file: Option<String>,
     /// Cookie name.
     pub cookie_name: String,

@@ -174,7 +174,6 @@ impl Store for TestStore {
         self.check()?;
         self.inner.sign_out(id, reason).await
     }
-    async fn open_request(
     async fn set_session_refresh(
         &self,
         session_id: &str,
@@ -218,6 +217,7 @@ impl Store for TestStore {
             .session_refresh_failed(session_id, now, retry_at)
             .await
     }
+    async fn open_request(
         &self,
         new: BindingRequest,
         now: Timestamp,
