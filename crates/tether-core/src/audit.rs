@@ -175,6 +175,18 @@ pub enum AuditEvent {
         elapsed_ms: u64,
         error: String,
     },
+    /// A route connection asked for something its route's `ssh_permit` does not
+    /// allow (a pty, agent, X11 or port forwarding), and tether refused it.
+    PermitRefused {
+        conn: u64,
+        route: String,
+        login: String,
+        /// The SSH request or channel type (`pty-req`, `auth-agent-req`,
+        /// `x11-req`, `direct-tcpip`, `tcpip-forward`).
+        request: String,
+        /// The `ssh_permit` switch that is off (`pty`, `agent_forwarding`, ...).
+        permit: String,
+    },
     /// A jump-host pipe to a route was opened.
     JumpOpened {
         conn: u64,
@@ -226,6 +238,7 @@ impl AuditEvent {
             AuditEvent::PolicyDenied { .. } => "policy_denied",
             AuditEvent::UpstreamConnected { .. } => "upstream_connected",
             AuditEvent::UpstreamFailed { .. } => "upstream_failed",
+            AuditEvent::PermitRefused { .. } => "permit_refused",
             AuditEvent::JumpOpened { .. } => "jump_opened",
             AuditEvent::JumpClosed { .. } => "jump_closed",
             AuditEvent::PortalSessionEnded { .. } => "portal_session_ended",
@@ -247,7 +260,8 @@ impl AuditEvent {
             AuditEvent::UpstreamFailed { .. }
             | AuditEvent::BindingRevokeRefused { .. }
             | AuditEvent::IdentityBindingRevokeRefused { .. }
-            | AuditEvent::CodeDecisionRefused { .. } => tracing::warn!(target: "audit", "{line}"),
+            | AuditEvent::CodeDecisionRefused { .. }
+            | AuditEvent::PermitRefused { .. } => tracing::warn!(target: "audit", "{line}"),
             _ => tracing::info!(target: "audit", "{line}"),
         }
     }

@@ -1,6 +1,8 @@
 //! The authorization proof (STYLE habit 6): [`authorize`] evaluates a route's policy
 //! in force (`Route::effective_policy`, SPEC §6) for one signed-in identity, login
-//! name and client key, and only an allow yields an [`AccessGranted`]. Its fields are
+//! name and client key, and the route's hard limit on logins (`ssh_allowed_logins`,
+//! which no policy lifts), and only an allow yields an [`AccessGranted`], carrying
+//! what the route's `ssh_permit` allows upstream. Its fields are
 //! private and it has no other constructor, so the upstream connector
 //! ([`crate::upstream::connect`]) and the jump-host pipe, which take one, cannot be
 //! reached without a policy decision.
@@ -10,7 +12,7 @@
 
 use russh::keys::ssh_key::public::KeyData;
 use russh::keys::{Certificate, PublicKey};
-use tether_core::config::Route;
+use tether_core::config::{Permit, Route, UpstreamLimits};
 use tether_core::policy::{evaluate, normalize_key_line, CertInput, Decision, Input, KeyInput};
 use tether_core::{Identity, Timestamp};
 
@@ -60,6 +62,7 @@ pub struct AccessGranted {
     login: Option<String>,
     binding_expires_at: Timestamp,
     reasons: Vec<String>,
+    permit: Permit,
 }
 
 impl AccessGranted {
@@ -87,6 +90,12 @@ impl AccessGranted {
     /// The reason codes that allowed access (for the audit log).
     pub fn reasons(&self) -> &[String] {
         &self.reasons
+    }
+
+    /// What the route's `ssh_permit` allowed when access was decided: the upstream
+    /// certificate's `permit-*` extensions.
+    pub fn permit(&self) -> Permit {
+        self.permit
     }
 }
 
@@ -123,9 +132,15 @@ impl AccessDenied {
     }
 }
 
-/// Evaluates `route`'s policy in force for `request`; see the module docs.
+/// Why a jump-host pipe is refused a route that lists its logins.
+pub const JUMP_LOGIN_UNKNOWN: &str =
+    "the route allows only the logins in ssh_allowed_logins, which a jump-host connection does not show";
+
+/// Evaluates `route`'s login limit and policy in force for `request`; see the
+/// module docs. `limits` are the route's (`Config::upstream_limits_of`).
 pub fn authorize(
     route: Option<&Route>,
+    limits: &UpstreamLimits,
     name: &str,
     request: &AccessRequest<'_>,
 ) -> Result<AccessGranted, AccessDenied> {
@@ -147,6 +162,23 @@ pub fn authorize(
             codes: decision.reasons.iter().map(|r| r.code).collect(),
         });
     }
+    // Then the hard limit, fail closed: a login the route does not allow, or no
+    // login to check against a list (a jump pipe), is refused whatever the policy
+    // said. After the policy, so the allowed names are told only to people the
+    // policy admits.
+    let refusal = match request.login {
+        Some(login) if !limits.logins.allows(login) => Some(limits.logins.refusal(login)),
+        None if limits.logins.is_list() => Some(JUMP_LOGIN_UNKNOWN.to_string()),
+        _ => None,
+    };
+    if let Some(message) = refusal {
+        return Err(AccessDenied::Policy {
+            route: route.name.clone(),
+            message,
+            key_specific: false,
+            codes: vec!["login_not_allowed"],
+        });
+    }
     Ok(AccessGranted {
         target: UpstreamTarget {
             route: route.name.clone(),
@@ -166,6 +198,7 @@ pub fn authorize(
             .iter()
             .map(|r| r.code.to_string())
             .collect(),
+        permit: limits.permit,
     })
 }
 
@@ -262,7 +295,13 @@ mod tests {
         let id = identity(&[]);
         let key = KeyInput::default();
         let r = route(None, true);
-        let g = authorize(Some(&r), "prod", &ask(&id, Some("alice"), &key)).unwrap();
+        let g = authorize(
+            Some(&r),
+            &UpstreamLimits::default(),
+            "prod",
+            &ask(&id, Some("alice"), &key),
+        )
+        .unwrap();
         assert_eq!(g.target().address, "10.0.0.5:22");
         assert_eq!(g.target().route, "prod");
         let u = g.upstream_user().unwrap();
@@ -270,7 +309,13 @@ mod tests {
             (u.login.as_str(), u.email.as_str()),
             ("alice", "alice@example.com")
         );
-        let jump = authorize(Some(&r), "prod", &ask(&id, None, &key)).unwrap();
+        let jump = authorize(
+            Some(&r),
+            &UpstreamLimits::default(),
+            "prod",
+            &ask(&id, None, &key),
+        )
+        .unwrap();
         assert!(jump.upstream_user().is_none());
 
         // No verified email: the key id falls back to the IdP subject.
@@ -279,7 +324,13 @@ mod tests {
         unverified
             .claims
             .insert("email".into(), serde_json::json!("alice@example.com"));
-        let g = authorize(Some(&r), "prod", &ask(&unverified, Some("alice"), &key)).unwrap();
+        let g = authorize(
+            Some(&r),
+            &UpstreamLimits::default(),
+            "prod",
+            &ask(&unverified, Some("alice"), &key),
+        )
+        .unwrap();
         assert_eq!(g.upstream_user().unwrap().email, "u-alice");
     }
 
@@ -287,16 +338,34 @@ mod tests {
     fn denials_are_one_line() {
         let id = identity(&["dev"]);
         let key = KeyInput::default();
-        let err = authorize(None, "nope", &ask(&id, Some("a"), &key)).unwrap_err();
+        let err = authorize(
+            None,
+            &UpstreamLimits::default(),
+            "nope",
+            &ask(&id, Some("a"), &key),
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "route \"nope\" not found");
         let r = route(None, false);
-        let err = authorize(Some(&r), "prod", &ask(&id, Some("a"), &key)).unwrap_err();
+        let err = authorize(
+            Some(&r),
+            &UpstreamLimits::default(),
+            "prod",
+            &ask(&id, Some("a"), &key),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "access denied: route \"prod\": no policy allows access"
         );
         let r = route(Some(vec![Criterion::Groups(vec!["sre".into()])]), false);
-        let err = authorize(Some(&r), "prod", &ask(&id, Some("a"), &key)).unwrap_err();
+        let err = authorize(
+            Some(&r),
+            &UpstreamLimits::default(),
+            "prod",
+            &ask(&id, Some("a"), &key),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "access denied: route \"prod\": not in group sre"
@@ -317,11 +386,29 @@ mod tests {
             ])]),
             false,
         );
-        let err = authorize(Some(&r), "prod", &ask(&id, Some("a"), &key)).unwrap_err();
+        let err = authorize(
+            Some(&r),
+            &UpstreamLimits::default(),
+            "prod",
+            &ask(&id, Some("a"), &key),
+        )
+        .unwrap_err();
         assert!(err.key_specific(), "{err:?}");
         let r = route(Some(vec![Criterion::SshUsernameMatchesEmail]), false);
-        assert!(authorize(Some(&r), "prod", &ask(&id, Some("root"), &key)).is_err());
-        assert!(authorize(Some(&r), "prod", &ask(&id, Some("alice"), &key)).is_ok());
+        assert!(authorize(
+            Some(&r),
+            &UpstreamLimits::default(),
+            "prod",
+            &ask(&id, Some("root"), &key)
+        )
+        .is_err());
+        assert!(authorize(
+            Some(&r),
+            &UpstreamLimits::default(),
+            "prod",
+            &ask(&id, Some("alice"), &key)
+        )
+        .is_ok());
     }
 
     /// Issue 12 item 4: a jump-host pipe has no login, so a route whose policy
@@ -338,19 +425,102 @@ mod tests {
             ]),
             false,
         );
-        let err = authorize(Some(&deploy_only), "prod", &ask(&id, None, &key)).unwrap_err();
+        let err = authorize(
+            Some(&deploy_only),
+            &UpstreamLimits::default(),
+            "prod",
+            &ask(&id, None, &key),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "access denied: route \"prod\": the route's policy checks the login name, \
              which a jump-host connection does not have"
         );
-        assert!(authorize(Some(&deploy_only), "prod", &ask(&id, Some("deploy"), &key)).is_ok());
+        assert!(authorize(
+            Some(&deploy_only),
+            &UpstreamLimits::default(),
+            "prod",
+            &ask(&id, Some("deploy"), &key)
+        )
+        .is_ok());
         assert!(may_list(&deploy_only, &ask(&id, None, &key)), "listed");
         // No login criteria: the pipe is allowed as before.
         let sre = route(Some(vec![Criterion::Groups(vec!["sre".into()])]), false);
-        assert!(authorize(Some(&sre), "prod", &ask(&id, None, &key)).is_ok());
+        assert!(authorize(
+            Some(&sre),
+            &UpstreamLimits::default(),
+            "prod",
+            &ask(&id, None, &key)
+        )
+        .is_ok());
         let ops = route(Some(vec![Criterion::Groups(vec!["ops".into()])]), false);
         assert!(!may_list(&ops, &ask(&id, None, &key)), "not listed");
+    }
+
+    /// `ssh_allowed_logins` is a hard limit beside the policy: a login outside it
+    /// is refused even where the policy admits everyone, without the key no one
+    /// is root, a jump pipe (no login) is refused a route with a list, and the
+    /// grant carries the route's `ssh_permit`.
+    #[test]
+    fn allowed_logins_limit_every_policy() {
+        use tether_core::config::AllowedLogins;
+        let id = identity(&[]);
+        let key = KeyInput::default();
+        let open = route(None, true);
+        let listed = UpstreamLimits {
+            logins: AllowedLogins::Only(vec!["deploy".into(), "app".into()]),
+            permit: Permit {
+                agent_forwarding: true,
+                ..Permit::default()
+            },
+        };
+        let g = authorize(
+            Some(&open),
+            &listed,
+            "prod",
+            &ask(&id, Some("deploy"), &key),
+        )
+        .unwrap();
+        assert!(g.permit().agent_forwarding && g.permit().pty);
+        assert!(!g.permit().port_forwarding);
+        let err =
+            authorize(Some(&open), &listed, "prod", &ask(&id, Some("root"), &key)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "access denied: route \"prod\": login \"root\" is not allowed (allowed: deploy, app)"
+        );
+        assert!(!err.key_specific());
+        let err = authorize(Some(&open), &listed, "prod", &ask(&id, None, &key)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("access denied: route \"prod\": {JUMP_LOGIN_UNKNOWN}")
+        );
+
+        let default = UpstreamLimits::default();
+        assert!(authorize(
+            Some(&open),
+            &default,
+            "prod",
+            &ask(&id, Some("alice"), &key)
+        )
+        .is_ok());
+        let err =
+            authorize(Some(&open), &default, "prod", &ask(&id, Some("root"), &key)).unwrap_err();
+        assert!(
+            err.to_string().contains("login \"root\" is not allowed"),
+            "{err}"
+        );
+        assert!(authorize(Some(&open), &default, "prod", &ask(&id, None, &key)).is_ok());
+
+        // The policy is decided first: someone it refuses is not told the names.
+        let sre = route(Some(vec![Criterion::Groups(vec!["sre".into()])]), false);
+        let err =
+            authorize(Some(&sre), &listed, "prod", &ask(&id, Some("root"), &key)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "access denied: route \"prod\": not in group sre"
+        );
     }
 
     #[test]

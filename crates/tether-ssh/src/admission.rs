@@ -70,8 +70,9 @@ impl Principal {
 }
 
 /// Decides whether `principal` may reach `route` as `login` (`None`: a jump-host
-/// pipe, which has no login) under `config`'s policy in force. A denial is written
-/// to the audit log here, and only here.
+/// pipe, which has no login) under `config`'s policy and the route's
+/// `ssh_allowed_logins` in force. A denial is written to the audit log here, and
+/// only here.
 pub(crate) fn authorize(
     principal: &Principal,
     config: &Config,
@@ -80,7 +81,12 @@ pub(crate) fn authorize(
     via: Via,
     now: Timestamp,
 ) -> Result<AccessGranted, AccessDenied> {
-    let result = access::authorize(config.route(route), route, &principal.request(login, now));
+    let result = access::authorize(
+        config.route(route),
+        &config.upstream_limits_of(route),
+        route,
+        &principal.request(login, now),
+    );
     if let Err(denied) = &result {
         AuditEvent::PolicyDenied {
             conn: principal.conn,

@@ -3,8 +3,9 @@
 //! For every upstream connection tether generates a fresh ed25519 key and signs it
 //! with the user CA: random serial, key id = the user's email (so the upstream's
 //! auth log names the person), principals = [login name], valid from one minute ago
-//! to one hour from now but never past the client binding's expiry, and the usual
-//! `permit-*` extensions. The upstream trusts the CA with `TrustedUserCAKeys`.
+//! to one hour from now but never past the client binding's expiry, and only the
+//! `permit-*` extensions the route's `ssh_permit` allows ([`extensions`]). The
+//! upstream trusts the CA with `TrustedUserCAKeys`.
 //!
 //! Randomness comes from the OS CSPRNG through the fallible `getrandom` call, so an
 //! RNG failure is an error instead of a panic. Pure functions of their inputs (the
@@ -13,13 +14,14 @@
 use russh::keys::ssh_key::certificate::{Builder, CertType};
 use russh::keys::ssh_key::private::{Ed25519Keypair, KeypairData};
 use russh::keys::ssh_key::{Certificate, PrivateKey, PublicKey};
+use tether_core::config::Permit;
 
 /// How long before `now` a certificate becomes valid (clock skew allowance).
 pub const VALID_BEFORE_NOW_SECS: u64 = 60;
 /// The longest a certificate is valid after `now`.
 pub const MAX_LIFETIME_SECS: u64 = 3600;
 
-/// Extensions every upstream certificate carries (empty values).
+/// Every extension a certificate may carry (empty values), as OpenSSH names them.
 pub const EXTENSIONS: [&str; 5] = [
     "permit-X11-forwarding",
     "permit-agent-forwarding",
@@ -27,6 +29,22 @@ pub const EXTENSIONS: [&str; 5] = [
     "permit-pty",
     "permit-user-rc",
 ];
+
+/// The extensions a certificate for a route with `permit` carries: one per
+/// switch that is on, and `permit-user-rc` always (`~/.ssh/rc` is the upstream
+/// user's own start-up file; it grants nothing the login does not have).
+pub fn extensions(permit: Permit) -> Vec<&'static str> {
+    [
+        (permit.x11_forwarding, "permit-X11-forwarding"),
+        (permit.agent_forwarding, "permit-agent-forwarding"),
+        (permit.port_forwarding, "permit-port-forwarding"),
+        (permit.pty, "permit-pty"),
+        (true, "permit-user-rc"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect()
+}
 
 /// Why a certificate could not be issued.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +83,8 @@ pub fn ephemeral_ed25519() -> Result<PrivateKey, CertError> {
 
 /// Signs an OpenSSH user certificate for `subject_key`.
 ///
-/// `key_id` is the user's email, `login` the only principal. Validity runs from
+/// `key_id` is the user's email, `login` the only principal, `permit` what the
+/// route allows ([`extensions`]). Validity runs from
 /// `now - 60 s` to `min(now + 3600 s, not_after_cap)`; all times are Unix seconds.
 /// `not_after_cap` is the client binding's expiry; a binding that is already expired
 /// yields [`CertError::BindingExpired`].
@@ -77,6 +96,7 @@ pub fn sign_user_cert(
     subject_key: &PublicKey,
     key_id: &str,
     login: &str,
+    permit: Permit,
     not_after_cap: u64,
     now: u64,
 ) -> Result<Certificate, CertError> {
@@ -106,7 +126,7 @@ pub fn sign_user_cert(
         .map_err(sign_err)?
         .valid_principal(login)
         .map_err(sign_err)?;
-    for ext in EXTENSIONS {
+    for ext in extensions(permit) {
         builder.extension(ext, "").map_err(sign_err)?;
     }
     builder.sign(ca).map_err(sign_err)
@@ -133,6 +153,7 @@ mod tests {
             subject.public_key(),
             "alice@example.com",
             "alice",
+            Permit::ALL,
             NOW + 48 * 3600,
             NOW,
         )
@@ -153,12 +174,67 @@ mod tests {
         }
     }
 
+    /// Only what the route permits: the defaults (pty only) leave out agent,
+    /// port and X11 forwarding; all off leaves `permit-user-rc` alone.
+    #[test]
+    fn extensions_follow_the_route() {
+        let ca = ca();
+        let subject = ephemeral_ed25519().unwrap();
+        let names = |permit| {
+            let cert = sign_user_cert(&ca, subject.public_key(), "a@b", "a", permit, NOW + 10, NOW)
+                .unwrap();
+            let mut names: Vec<String> = cert.extensions().keys().cloned().collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(Permit::default()), ["permit-pty", "permit-user-rc"]);
+        assert_eq!(
+            names(Permit {
+                pty: false,
+                ..Permit::default()
+            }),
+            ["permit-user-rc"]
+        );
+        assert_eq!(
+            names(Permit {
+                agent_forwarding: true,
+                port_forwarding: true,
+                ..Permit::default()
+            }),
+            [
+                "permit-agent-forwarding",
+                "permit-port-forwarding",
+                "permit-pty",
+                "permit-user-rc"
+            ]
+        );
+        assert_eq!(names(Permit::ALL).len(), EXTENSIONS.len());
+    }
+
     #[test]
     fn serials_and_nonces_are_random() {
         let ca = ca();
         let subject = ephemeral_ed25519().unwrap();
-        let a = sign_user_cert(&ca, subject.public_key(), "a@b", "a", NOW + 10, NOW).unwrap();
-        let b = sign_user_cert(&ca, subject.public_key(), "a@b", "a", NOW + 10, NOW).unwrap();
+        let a = sign_user_cert(
+            &ca,
+            subject.public_key(),
+            "a@b",
+            "a",
+            Permit::ALL,
+            NOW + 10,
+            NOW,
+        )
+        .unwrap();
+        let b = sign_user_cert(
+            &ca,
+            subject.public_key(),
+            "a@b",
+            "a",
+            Permit::ALL,
+            NOW + 10,
+            NOW,
+        )
+        .unwrap();
         assert_ne!(a.serial(), b.serial());
         assert_ne!(a.nonce(), b.nonce());
     }
@@ -167,7 +243,16 @@ mod tests {
     fn validity_is_capped_by_binding_expiry() {
         let ca = ca();
         let subject = ephemeral_ed25519().unwrap();
-        let cert = sign_user_cert(&ca, subject.public_key(), "a@b", "a", NOW + 120, NOW).unwrap();
+        let cert = sign_user_cert(
+            &ca,
+            subject.public_key(),
+            "a@b",
+            "a",
+            Permit::ALL,
+            NOW + 120,
+            NOW,
+        )
+        .unwrap();
         assert_eq!(cert.valid_before(), NOW + 120);
         assert_eq!(cert.valid_after(), NOW - 60);
     }
@@ -176,7 +261,8 @@ mod tests {
     fn expired_binding_is_refused() {
         let ca = ca();
         let subject = ephemeral_ed25519().unwrap();
-        let err = sign_user_cert(&ca, subject.public_key(), "a@b", "a", NOW, NOW).unwrap_err();
+        let err = sign_user_cert(&ca, subject.public_key(), "a@b", "a", Permit::ALL, NOW, NOW)
+            .unwrap_err();
         assert!(matches!(err, CertError::BindingExpired));
     }
 
@@ -185,7 +271,16 @@ mod tests {
         let ca = ca();
         let other = ephemeral_ed25519().unwrap();
         let subject = ephemeral_ed25519().unwrap();
-        let cert = sign_user_cert(&ca, subject.public_key(), "a@b", "a", NOW + 7200, NOW).unwrap();
+        let cert = sign_user_cert(
+            &ca,
+            subject.public_key(),
+            "a@b",
+            "a",
+            Permit::ALL,
+            NOW + 7200,
+            NOW,
+        )
+        .unwrap();
         let ca_fp = ca.public_key().fingerprint(HashAlg::Sha256);
         let other_fp = other.public_key().fingerprint(HashAlg::Sha256);
         cert.validate_at(NOW, [&ca_fp]).unwrap();

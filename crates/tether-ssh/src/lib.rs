@@ -103,6 +103,16 @@ pub(crate) fn test_config() -> Config {
         metrics_address: None,
         metrics_basic_auth: None,
         routes: vec![],
+        // No login limit on `prod`, the route most unit tests use: what they check
+        // is the policy (the limits have tests of their own).
+        upstream_limits: [(
+            "prod".to_string(),
+            tether_core::config::UpstreamLimits {
+                logins: tether_core::config::AllowedLogins::Any,
+                ..Default::default()
+            },
+        )]
+        .into(),
         data_dir: None,
         ssh_binding_max_ttl: Duration::from_secs(48 * 3600),
         ssh_sign_in_timeout: Duration::from_secs(900),

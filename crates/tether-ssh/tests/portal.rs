@@ -233,7 +233,9 @@ async fn the_chosen_route_gets_the_clients_env_and_agent() {
         return;
     }
     let rig = rig_with("", |addr| {
-        portal_config(vec![route("prod", addr, None, true)])
+        let mut c = portal_config(vec![route("prod", addr, None, true)]);
+        permit_all(&mut c, "prod");
+        c
     })
     .await;
     let key = keygen();

@@ -20,7 +20,12 @@ use tether_core::policy::Criterion;
 use upstream_support::{can_run_sshd, free_port, USER};
 
 async fn setup() -> (Rig, ClientKey) {
-    let rig = rig("", |addr| vec![route("prod", addr, None, true)]).await;
+    let rig = rig_with("", |addr| {
+        let mut c = config_with(vec![route("prod", addr, None, true)]);
+        permit_all(&mut c, "prod");
+        c
+    })
+    .await;
     let key = keygen();
     sign_in(&rig.gw, &key, "alice@example.com").await;
     (rig, key)

@@ -166,7 +166,15 @@ pub fn describe(c: &Config) -> String {
         } else {
             "no one (no policy)"
         };
-        let _ = writeln!(s, "  - ssh://{} -> {} ({access})", r.name, r.to);
+        let limits = c.upstream_limits_of(&r.name);
+        let _ = writeln!(
+            s,
+            "  - ssh://{} -> {} ({access}; logins: {}; permit: {})",
+            r.name,
+            r.to,
+            limits.logins.describe(),
+            limits.permit.describe()
+        );
     }
     s
 }

@@ -67,6 +67,8 @@ routes:
   - from: ssh://prod
     to: {to}
     allow_any_authenticated_user: true
+    ssh_allowed_logins: [alice]
+    ssh_permit: {{port_forwarding: true}}
 ",
             ca = ca.display(),
             to = sshd.url(),

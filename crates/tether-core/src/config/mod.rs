@@ -5,13 +5,16 @@
 //! missing keys is the binary's job. Must not depend on tokio, russh, axum or sqlx.
 
 mod parse;
+mod upstream;
 pub mod yaml;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::secret::Secret;
 
 pub use parse::{parse_config, ConfigError, Parsed};
+pub use upstream::{valid_login, AllowedLogins, Permit, UpstreamLimits, ROOT};
 
 /// Which storage backend (§9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,6 +231,9 @@ pub struct Config {
     pub metrics_basic_auth: Option<Secret<String>>,
     /// Routes.
     pub routes: Vec<Route>,
+    /// Each route's `ssh_allowed_logins` and `ssh_permit`, by route name; a route
+    /// missing here has the defaults ([`Config::upstream_limits_of`]).
+    pub upstream_limits: BTreeMap<String, UpstreamLimits>,
     /// Data directory (keys, secrets, SQLite).
     pub data_dir: Option<String>,
     /// Longest client binding lifetime.
@@ -264,6 +270,12 @@ impl Config {
     /// A route by name.
     pub fn route(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// What `route` lets tether do upstream: its `ssh_allowed_logins` and
+    /// `ssh_permit`, or the defaults (any login but root, pty only).
+    pub fn upstream_limits_of(&self, route: &str) -> UpstreamLimits {
+        self.upstream_limits.get(route).cloned().unwrap_or_default()
     }
 
     /// The OIDC redirect URI.

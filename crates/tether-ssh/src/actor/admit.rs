@@ -126,7 +126,17 @@ impl Actor {
                 .unwrap_or_default(),
         }
         .emit();
-        self.phase = Phase::Authed(Box::new(Authed::new(user, principal, registration, relay)));
+        let permit = grant
+            .as_ref()
+            .map(AccessGranted::permit)
+            .unwrap_or_default();
+        self.phase = Phase::Authed(Box::new(Authed::new(
+            user,
+            principal,
+            registration,
+            relay,
+            permit,
+        )));
         // Authenticated: no longer counted among the unauthenticated.
         self.slot = None;
         Auth::Accept

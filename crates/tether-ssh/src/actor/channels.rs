@@ -16,10 +16,12 @@ use std::sync::Arc;
 use russh::server::{ChannelOpenHandle, Msg};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 use tether_core::audit::Via;
+use tether_core::config::Permit;
 use tether_core::username::WireUser;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use super::permit::{self, Asked};
 use super::{Actor, Phase};
 use crate::admission::{self, Principal};
 use crate::cli::{self, CliContext};
@@ -76,6 +78,9 @@ pub(crate) struct Authed {
     pub(crate) registration: Registration,
     /// The upstream side, for a route connection.
     pub(crate) relay: Option<Relay>,
+    /// What the route's `ssh_permit` allowed at admission (the upstream
+    /// certificate's extensions); see [`super::permit`].
+    pub(crate) permit: Permit,
     channels: HashMap<ChannelId, ChannelState>,
 }
 
@@ -92,6 +97,7 @@ impl Authed {
         principal: Arc<Principal>,
         registration: Registration,
         relay: Option<Relay>,
+        permit: Permit,
     ) -> Self {
         let mode = match &user.route {
             Some(route) => Mode::Route {
@@ -106,6 +112,7 @@ impl Authed {
             principal,
             registration,
             relay,
+            permit,
             channels: HashMap::new(),
         }
     }
@@ -271,6 +278,12 @@ impl Actor {
         let closing = self.closing;
         let ctx = self.ctx.clone();
         let handle = self.conn.handle.clone();
+        // A route connection's `-L`/`-D`/`-W` needs the route's port forwarding (a
+        // route-less connection's are jump-host pipes, decided below).
+        let forwarding = match &kind {
+            OtherChannel::DirectTcpip { .. } => self.permits(Asked::DirectTcpip),
+            _ => Ok(()),
+        };
         let authed = match &mut self.phase {
             Phase::Authed(a) if !closing => a,
             _ => {
@@ -294,6 +307,15 @@ impl Actor {
             return;
         };
         if let Some(relay) = authed.relay.as_mut() {
+            if let Err(route) = forwarding {
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: ChannelOpenFailure::AdministrativelyProhibited.code(),
+                        reason: permit::refusal(Asked::DirectTcpip, &route),
+                    })
+                    .await;
+                return;
+            }
             relay
                 .open_direct_tcpip(
                     &host,
@@ -346,6 +368,12 @@ impl Actor {
         request: ChannelRequest,
         reply: oneshot::Sender<bool>,
     ) {
+        if let Some(asked) = Asked::of(&request) {
+            if self.permits(asked).is_err() {
+                let _ = reply.send(false);
+                return;
+            }
+        }
         if let Some((relay, tasks)) = self.relay() {
             relay.request(id, request, reply, tasks);
             return;

@@ -21,6 +21,7 @@ mod admit;
 mod auth;
 mod channels;
 mod limits;
+mod permit;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -285,13 +286,21 @@ impl Actor {
                 address,
                 port,
                 reply,
-            } => match self.relay() {
-                Some((relay, tasks)) => relay.tcpip_forward(address, port, reply, tasks),
-                None => {
-                    tracing::debug!(%address, port, "remote forwarding refused (no route)");
-                    let _ = reply.send(None);
+            } => {
+                let permitted = self.permits(permit::Asked::TcpipForward).is_ok();
+                match self.relay() {
+                    Some((relay, tasks)) if permitted => {
+                        relay.tcpip_forward(address, port, reply, tasks);
+                    }
+                    Some(_) => {
+                        let _ = reply.send(None);
+                    }
+                    None => {
+                        tracing::debug!(%address, port, "remote forwarding refused (no route)");
+                        let _ = reply.send(None);
+                    }
                 }
-            },
+            }
             Event::CancelTcpipForward {
                 address,
                 port,

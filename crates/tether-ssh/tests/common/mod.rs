@@ -80,6 +80,7 @@ pub fn config(sign_in_timeout: Duration) -> Config {
             policy: None,
             line: 1,
         }],
+        upstream_limits: Default::default(),
         data_dir: None,
         ssh_binding_max_ttl: Duration::from_secs(48 * 3600),
         ssh_sign_in_timeout: sign_in_timeout,

@@ -59,6 +59,18 @@ pub fn route(name: &str, to: &str, policy: Option<Vec<Criterion>>, any: bool) ->
     }
 }
 
+/// Lets `route` do everything upstream (`ssh_permit` all on; the defaults allow
+/// a pty only): for the tests of forwarding itself.
+pub fn permit_all(config: &mut Config, route: &str) {
+    config.upstream_limits.insert(
+        route.to_string(),
+        tether_core::config::UpstreamLimits {
+            permit: tether_core::config::Permit::ALL,
+            ..Default::default()
+        },
+    );
+}
+
 /// The test gateway config with `routes`.
 pub fn config_with(routes: Vec<Route>) -> Config {
     let mut c = common::config(Duration::from_secs(60));

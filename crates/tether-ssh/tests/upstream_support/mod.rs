@@ -281,7 +281,11 @@ pub fn grant(target: &UpstreamTarget, user: &UpstreamUser) -> AccessGranted {
         binding_expires_at: user.binding_expires_at,
         now: SystemClock.now(),
     };
-    authorize(Some(&route), &route.name, &request).unwrap()
+    let limits = tether_core::config::UpstreamLimits {
+        permit: tether_core::config::Permit::ALL,
+        ..Default::default()
+    };
+    authorize(Some(&route), &limits, &route.name, &request).unwrap()
 }
 
 pub fn expiring_user(login: &str, at: Timestamp) -> UpstreamUser {

@@ -70,6 +70,7 @@ pub fn config(base: &str, idp: &str) -> Config {
         metrics_address: None,
         metrics_basic_auth: None,
         routes: vec![],
+        upstream_limits: Default::default(),
         data_dir: None,
         ssh_binding_max_ttl: Duration::from_secs(48 * 3600),
         ssh_sign_in_timeout: Duration::from_secs(15 * 60),

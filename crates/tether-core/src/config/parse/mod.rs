@@ -1,6 +1,7 @@
 //! Turns config text into a validated [`Config`]: unknown-key handling (Pomerium keys
 //! warn, others fail), types, durations, required keys — every error with its line.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -9,7 +10,7 @@ use base64::Engine;
 use super::yaml::{parse_yaml, Node, Value};
 use super::{
     Config, DevIdpUser, HostKeyPolicy, IdpConfig, Limits, LogFormat, Route, RuntimeFlags,
-    StorageType,
+    StorageType, UpstreamLimits,
 };
 use crate::duration::parse_duration;
 use crate::secret::Secret;
@@ -500,9 +501,9 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         Some(n) => parse_runtime_flags(&mut ctx, n)?,
         None => RuntimeFlags::default(),
     };
-    let routes = match get("routes") {
+    let (routes, upstream_limits) = match get("routes") {
         Some(n) => parse_routes(&mut ctx, n)?,
-        None => Vec::new(),
+        None => (Vec::new(), BTreeMap::new()),
     };
     let dev_idp_users = match get("dev_idp") {
         Some(n) => parse_dev_idp(&ctx, n)?,
@@ -576,6 +577,7 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
             .transpose()?,
         metrics_basic_auth: opt_string(&ctx, "metrics_basic_auth")?.map(Secret::new),
         routes,
+        upstream_limits,
         data_dir: opt_string(&ctx, "data_dir")?,
         ssh_binding_max_ttl: dur(&ctx, "ssh_binding_max_ttl", Duration::from_secs(48 * 3600))?,
         ssh_sign_in_timeout: dur(&ctx, "ssh_sign_in_timeout", Duration::from_secs(15 * 60))?,
@@ -664,11 +666,15 @@ fn parse_runtime_flags(ctx: &mut Ctx, node: &Node) -> Result<RuntimeFlags, Confi
     Ok(flags)
 }
 
-fn parse_routes(ctx: &mut Ctx, node: &Node) -> Result<Vec<Route>, ConfigError> {
+fn parse_routes(
+    ctx: &mut Ctx,
+    node: &Node,
+) -> Result<(Vec<Route>, BTreeMap<String, UpstreamLimits>), ConfigError> {
     let Some(items) = node.as_seq() else {
         return Err(ctx.err(node.line, "routes: expected a list of routes"));
     };
     let mut routes: Vec<Route> = Vec::new();
+    let mut limits = BTreeMap::new();
     for item in items {
         let Some(entries) = item.as_map() else {
             return Err(ctx.err(item.line, "route: expected a mapping with from and to"));
@@ -682,7 +688,8 @@ fn parse_routes(ctx: &mut Ctx, node: &Node) -> Result<Vec<Route>, ConfigError> {
                 ));
             } else if POMERIUM_ROUTE_KEYS.contains(&key.as_str()) {
                 ctx.warn(k.line, format!("ignored: route {key}"));
-            } else if !ROUTE_KEYS.contains(&key.as_str()) {
+            } else if !ROUTE_KEYS.contains(&key.as_str()) && !upstream::KEYS.contains(&key.as_str())
+            {
                 return Err(ctx.err(k.line, format!("unknown route key {key}")));
             }
         }
@@ -728,6 +735,7 @@ fn parse_routes(ctx: &mut Ctx, node: &Node) -> Result<Vec<Route>, ConfigError> {
             .map(|n| ctx.bool("allow_any_authenticated_user", n))
             .transpose()?
             .unwrap_or(false);
+        limits.insert(name.clone(), upstream::parse(ctx, item)?);
         routes.push(Route {
             name,
             to,
@@ -739,7 +747,7 @@ fn parse_routes(ctx: &mut Ctx, node: &Node) -> Result<Vec<Route>, ConfigError> {
             line: item.line,
         });
     }
-    Ok(routes)
+    Ok((routes, limits))
 }
 
 /// `ssh://host[:port]` → `host:port` (default port 22). IPv6 in brackets.
@@ -808,6 +816,8 @@ fn parse_dev_idp(ctx: &Ctx, node: &Node) -> Result<Vec<DevIdpUser>, ConfigError>
         })
         .collect()
 }
+
+mod upstream;
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::{AllowedLogins, Permit};
 
 const BASE: &str = "\
 authenticate_service_url: https://auth.example.com/
@@ -250,6 +251,132 @@ fn example_config_parses() {
     let text = include_str!("../../../../../config/example.yaml");
     let p = parse_config(text, "example.yaml").unwrap();
     assert!(!p.config.routes.is_empty());
+    // The sample must not show a route where any signed-in user can be root.
+    for route in &p.config.routes {
+        let limits = p.config.upstream_limits_of(&route.name);
+        assert!(
+            !(route.allow_any_authenticated_user && limits.logins.allows("root")),
+            "example route {} admits any signed-in user as root",
+            route.name
+        );
+        assert!(limits.logins.is_list(), "{} lists its logins", route.name);
+    }
+}
+
+#[test]
+fn upstream_limits_default_to_no_root_and_pty_only() {
+    let p = parse("routes:\n  - from: ssh://x\n    to: ssh://a:22\n").unwrap();
+    let limits = p.config.upstream_limits_of("x");
+    assert_eq!(limits.logins, AllowedLogins::AnyButRoot);
+    assert!(limits.logins.allows("alice"));
+    assert!(!limits.logins.allows("root"));
+    assert_eq!(
+        limits.permit,
+        Permit {
+            pty: true,
+            agent_forwarding: false,
+            port_forwarding: false,
+            x11_forwarding: false,
+        }
+    );
+    // A name that is no route gets the same defaults.
+    assert_eq!(p.config.upstream_limits_of("nope"), limits);
+}
+
+#[test]
+fn upstream_limits_parse() {
+    let p = parse(
+        "routes:
+  - from: ssh://prod
+    to: ssh://10.0.0.5:22
+    ssh_allowed_logins: [deploy, app, deploy]
+    ssh_permit:
+      pty: false
+      agent_forwarding: true
+  - from: ssh://admin
+    to: ssh://10.0.0.6:22
+    ssh_allowed_logins:
+      - root
+    ssh_permit: {port_forwarding: true, x11_forwarding: true}
+  - from: ssh://legacy
+    to: ssh://10.0.0.7:22
+    ssh_allowed_logins: any
+",
+    )
+    .unwrap();
+    let prod = p.config.upstream_limits_of("prod");
+    assert_eq!(
+        prod.logins,
+        AllowedLogins::Only(vec!["deploy".into(), "app".into()])
+    );
+    assert_eq!(
+        prod.permit,
+        Permit {
+            pty: false,
+            agent_forwarding: true,
+            port_forwarding: false,
+            x11_forwarding: false,
+        }
+    );
+    let admin = p.config.upstream_limits_of("admin");
+    assert!(admin.logins.allows("root"));
+    assert!(!admin.logins.allows("deploy"));
+    assert_eq!(
+        admin.permit,
+        Permit {
+            agent_forwarding: false,
+            ..Permit::ALL
+        }
+    );
+    assert_eq!(
+        p.config.upstream_limits_of("legacy").logins,
+        AllowedLogins::Any
+    );
+    assert!(p.warnings.is_empty());
+}
+
+#[test]
+fn malformed_upstream_limits_are_one_line_errors() {
+    let route = "routes:\n  - from: ssh://x\n    to: ssh://a:22\n";
+    let cases = [
+        (
+            "    ssh_allowed_logins: deploy\n",
+            "config.yaml:9: ssh_allowed_logins: expected a list of login names, e.g. [deploy, app], or any",
+        ),
+        (
+            "    ssh_allowed_logins: []\n",
+            "config.yaml:9: ssh_allowed_logins: expected at least one login name (remove the route to allow none)",
+        ),
+        (
+            "    ssh_allowed_logins: [deploy, \"a b\"]\n",
+            "config.yaml:9: ssh_allowed_logins: \"a b\" is not a login name (letters, digits, '.', '_', '-'; at most 32)",
+        ),
+        (
+            "    ssh_allowed_logins: [\"*\"]\n",
+            "config.yaml:9: ssh_allowed_logins: \"*\" is not a login name (letters, digits, '.', '_', '-'; at most 32)",
+        ),
+        (
+            "    ssh_allowed_logins: [{a: b}]\n",
+            "config.yaml:9: ssh_allowed_logins: expected a string, found a mapping",
+        ),
+        (
+            "    ssh_permit: true\n",
+            "config.yaml:9: ssh_permit: expected a mapping of pty, agent_forwarding, port_forwarding, x11_forwarding: true|false",
+        ),
+        (
+            "    ssh_permit:\n      agent: true\n",
+            "config.yaml:10: unknown ssh_permit.agent (expected pty, agent_forwarding, port_forwarding, x11_forwarding)",
+        ),
+        (
+            "    ssh_permit:\n      pty: yes\n",
+            "config.yaml:10: ssh_permit.pty: expected true or false",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let err = parse(&format!("{route}{extra}")).unwrap_err();
+        assert_eq!(err.to_string(), expected, "{extra}");
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+    }
 }
 
 #[test]
