@@ -3,6 +3,7 @@
 //! missing), started by `tether-testkit` with a development-IdP config on free
 //! loopback ports and stopped when dropped.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -91,6 +92,9 @@ impl Gateway {
             .prefix("tether-bench-")
             .tempdir()
             .context("temporary data dir")?;
+        // tether refuses a data directory others can open.
+        std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o700))
+            .context("chmod 700 the data dir")?;
         let (http_port, ssh_port) = (free_port(), free_port());
         let extra = prepare(data.path()).context("preparing the gateway's data directory")?;
         let mut yaml = config_yaml(http_port, ssh_port, data.path());
@@ -146,6 +150,7 @@ ssh_sign_in_timeout: 5m
 databroker_storage_type: file
 data_dir: {data}
 dev_idp:
+  enabled: true
   users:
     - username: {USER}
       password: {PASSWORD}

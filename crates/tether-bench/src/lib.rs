@@ -2,7 +2,10 @@
 //! exactly as users do: the web sign-in through the development IdP, SSH clients
 //! (russh, in process) that authenticate through publickey + keyboard-interactive and
 //! the Verify page, the revoke button's POST, and the real OpenSSH client against
-//! throwaway OpenSSH servers (`revocation` and `throughput` in `src/bin/`).
+//! throwaway OpenSSH servers (`revocation` and `throughput` in `src/bin/`), and load
+//! runs with many connections at once (`flood`, `idle`, `churn`): many loopback
+//! source addresses, raised descriptor limits, `/proc` memory readings, and a light
+//! russh upstream server in its own process.
 //!
 //! A development tool: nothing in the product may depend on this crate, and it talks
 //! to tether only over its public surfaces (HTTP, SSH, the command line). Benchmarks
@@ -17,11 +20,17 @@
     clippy::indexing_slicing
 )]
 
+pub mod flood;
 pub mod gateway;
 pub mod html;
+pub mod loopback;
 pub mod machine;
+pub mod memory;
 pub mod openssh;
 pub mod procstat;
+pub mod rig;
 pub mod sshc;
 pub mod stats;
+pub mod sysenv;
+pub mod upstream;
 pub mod web;

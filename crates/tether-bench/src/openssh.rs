@@ -310,6 +310,59 @@ pub fn run_command(args: &[String], remote: &str, timeout: Duration) -> Result<D
     Ok(elapsed)
 }
 
+/// Runs `ssh <args> <remote>` (a command that prints something, e.g. `echo ok`) and
+/// returns the time from spawn to the first byte on its stdout; the client must then
+/// exit 0. Kills it after `timeout`. The error text is the client's stderr.
+pub fn time_to_output(args: &[String], remote: &str, timeout: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    let mut child = ChildGuard(
+        Command::new(SSH)
+            .args(args)
+            .arg(remote)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ssh")?,
+    );
+    let stderr = read_all(child.0.stderr.take().context("stderr")?);
+    let mut stdout = child.0.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut first = true;
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if first {
+                let _ = tx.send(Instant::now());
+                first = false;
+            }
+        }
+    });
+    let first_output = rx.recv_timeout(timeout).ok();
+    let status = loop {
+        if let Some(status) = child.0.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() > timeout {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let _ = child.0.kill();
+    let _ = reader.join();
+    let errors = String::from_utf8_lossy(&stderr.join().unwrap_or_default())
+        .trim()
+        .to_string();
+    match (first_output, status) {
+        (Some(at), Some(status)) if status.success() => Ok(at - started),
+        (_, None) => bail!("no output within {timeout:?} ({errors})"),
+        (_, Some(status)) => bail!("ssh exited with {status}: {errors}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

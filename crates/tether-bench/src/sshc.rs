@@ -5,9 +5,14 @@
 //! "Closed" means the client saw the server's FIN (a read returning EOF) or a reset:
 //! the socket is wrapped, reads returning EOF are noticed, and when russh drops the
 //! socket after an SSH disconnect message, the rest of the stream is drained until EOF.
+//!
+//! For load runs it also logs in with an already bound key (`publickey` succeeds at
+//! once), from a chosen loopback source address, and runs or starts commands on
+//! session channels.
 
+use std::borrow::Cow;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
@@ -17,7 +22,7 @@ use anyhow::{bail, ensure, Context, Result};
 use russh::client::{self, AuthResult, DisconnectReason, KeyboardInteractiveAuthResponse};
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
-use russh::MethodKind;
+use russh::{Channel, ChannelMsg, MethodKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -200,7 +205,83 @@ impl Conn {
     pub fn is_closed(&self) -> bool {
         self.closed.borrow().is_some()
     }
+
+    /// `publickey` with a key that needs no sign-in: must succeed at once.
+    pub async fn authenticate_bound(&mut self, user: &str, key: Arc<PrivateKey>) -> Result<()> {
+        let key = PrivateKeyWithHashAlg::new(key, None);
+        match self
+            .handle
+            .authenticate_publickey(user, key)
+            .await
+            .context("publickey")?
+        {
+            AuthResult::Success => Ok(()),
+            other => bail!("publickey with a bound key: expected success, got {other:?}"),
+        }
+    }
+
+    /// Opens a session channel and sends `exec command` (wanting a reply); returns the
+    /// channel once the server has confirmed the request.
+    pub async fn exec_start(&self, command: &str) -> Result<Channel<client::Msg>> {
+        let mut ch = self
+            .handle
+            .channel_open_session()
+            .await
+            .context("opening a session channel")?;
+        ch.exec(true, command).await.context("sending exec")?;
+        loop {
+            match ch.wait().await {
+                Some(ChannelMsg::Success) => return Ok(ch),
+                Some(ChannelMsg::Failure) => bail!("exec {command:?} refused"),
+                Some(ChannelMsg::Close) | None => bail!("channel closed before exec was answered"),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Runs `command` on a new session channel to its end: when its first output
+    /// arrived (if any), and its exit status.
+    pub async fn exec(&self, command: &str) -> Result<Exec> {
+        let mut ch = self.exec_start(command).await?;
+        let mut out = Exec::default();
+        while let Some(msg) = ch.wait().await {
+            match msg {
+                ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. } => {
+                    out.first_output.get_or_insert_with(Instant::now);
+                }
+                ChannelMsg::ExitStatus { exit_status } => out.exit_status = Some(exit_status),
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        out.done = Some(Instant::now());
+        Ok(out)
+    }
+
+    /// Says goodbye (SSH_MSG_DISCONNECT) and lets the connection close.
+    pub async fn close(self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "")
+            .await;
+    }
 }
+
+/// What [`Conn::exec`] saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Exec {
+    pub first_output: Option<Instant>,
+    pub exit_status: Option<u32>,
+    pub done: Option<Instant>,
+}
+
+/// The key exchange of [`Dialer::for_load`], with russh's extension markers.
+const LOAD_KEX: &[russh::kex::Name] = &[
+    russh::kex::CURVE25519,
+    russh::kex::CURVE25519_PRE_RFC_8731,
+    russh::kex::EXTENSION_SUPPORT_AS_CLIENT,
+    russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
+];
 
 /// Shared by every connection of a run.
 #[derive(Clone)]
@@ -212,13 +293,71 @@ pub struct Dialer {
 }
 
 impl Dialer {
+    /// For load runs: as [`Dialer::new`], with the key exchange fixed to
+    /// curve25519-sha256 (what OpenSSH 9.2's client ends up with against both
+    /// tether and OpenSSH 9.2's sshd, russh having no sntrup761), so a comparison
+    /// with sshd measures both servers doing the same work.
+    pub fn for_load(addr: SocketAddr, user: &str) -> Dialer {
+        Dialer::with_kex(addr, user, Some(LOAD_KEX))
+    }
+
+    /// The SSH handshake (version exchange, key exchange, host key pinned) over an
+    /// already connected `tcp`; not authenticated yet.
+    pub async fn handshake(&self, tcp: TcpStream, binding_id: String) -> Result<Conn> {
+        let (tx, closed) = watch::channel(None);
+        let stream = Watched {
+            inner: Some(tcp),
+            closed: Arc::new(tx),
+        };
+        let goodbye = Arc::new(Mutex::new(Goodbye::default()));
+        let handler = Handler {
+            host_key: self.host_key.clone(),
+            goodbye: goodbye.clone(),
+        };
+        let handle = client::connect_stream(self.config.clone(), stream, handler)
+            .await
+            .context("SSH handshake")?;
+        Ok(Conn {
+            binding_id,
+            handle,
+            closed,
+            goodbye,
+        })
+    }
+
+    /// Connects (from `source` when given, see [`crate::loopback`]) and logs in with
+    /// `key`, which must already be bound (or, directly to an sshd, authorized):
+    /// `publickey` must succeed at once.
+    pub async fn connect_bound(
+        &self,
+        key: Arc<PrivateKey>,
+        source: Option<Ipv4Addr>,
+    ) -> Result<Conn> {
+        let tcp = match source {
+            Some(src) => crate::loopback::connect_from(src, self.addr).await,
+            None => TcpStream::connect(self.addr).await,
+        }
+        .with_context(|| format!("TCP connect to {}", self.addr))?;
+        let _ = tcp.set_nodelay(true);
+        let mut conn = self.handshake(tcp, binding_id(&key)).await?;
+        conn.authenticate_bound(&self.user, key).await?;
+        Ok(conn)
+    }
+
     pub fn new(addr: SocketAddr, user: &str) -> Dialer {
-        let config = client::Config {
+        Dialer::with_kex(addr, user, None)
+    }
+
+    fn with_kex(addr: SocketAddr, user: &str, kex: Option<&'static [russh::kex::Name]>) -> Dialer {
+        let mut config = client::Config {
             inactivity_timeout: None,
             keepalive_interval: None,
             nodelay: true,
             ..Default::default()
         };
+        if let Some(kex) = kex {
+            config.preferred.kex = Cow::Borrowed(kex);
+        }
         Dialer {
             addr,
             user: user.to_string(),
@@ -238,24 +377,16 @@ impl Dialer {
     /// As [`Dialer::sign_in`] with a given key (e.g. one an OpenSSH client then uses:
     /// the binding is per key).
     pub async fn sign_in_with(&self, web: &Web, key: PrivateKey) -> Result<Conn> {
-        let binding_id = binding_id(&key);
         let tcp = TcpStream::connect(self.addr)
             .await
             .with_context(|| format!("connect {}", self.addr))?;
         tcp.set_nodelay(true)?;
-        let (tx, closed) = watch::channel(None);
-        let stream = Watched {
-            inner: Some(tcp),
-            closed: Arc::new(tx),
-        };
-        let goodbye = Arc::new(Mutex::new(Goodbye::default()));
-        let handler = Handler {
-            host_key: self.host_key.clone(),
-            goodbye: goodbye.clone(),
-        };
-        let mut handle = client::connect_stream(self.config.clone(), stream, handler)
-            .await
-            .context("SSH handshake")?;
+        let Conn {
+            binding_id,
+            mut handle,
+            closed,
+            goodbye,
+        } = self.handshake(tcp, binding_id(&key)).await?;
 
         let key = PrivateKeyWithHashAlg::new(Arc::new(key), None);
         match handle.authenticate_publickey(&self.user, key).await? {
