@@ -269,6 +269,45 @@ async fn the_chosen_route_gets_the_clients_env_and_agent() {
     assert!(screen.contains("ssh exited with 0"), "{screen}");
 }
 
+/// The route's `ssh_permit` holds through the portal: with agent forwarding not
+/// permitted (the default), the carried `-A` is dropped and the upstream shell has
+/// no agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chosen_route_gets_no_agent_where_it_is_not_permitted() {
+    if !can_run_sshd() || !Tmux::available() {
+        return;
+    }
+    let rig = rig_with("", |addr| {
+        portal_config(vec![route("prod", addr, None, true)])
+    })
+    .await;
+    let key = keygen();
+    sign_in(&rig.gw, &key, "alice@example.com").await;
+    let agent = start_agent().await;
+    let opts = client_opts(&key)
+        .join(" ")
+        .replace("-o IdentityAgent=none ", "");
+    let port = rig.gw.addr.port();
+    let tmux = Tmux::start(&format!(
+        "SSH_AUTH_SOCK={} ssh {opts} -A -p {port} -tt {USER}@127.0.0.1 portal; \
+         echo \"ssh exited with $?\"; sleep 600",
+        agent.sock.display()
+    ));
+    tmux.wait_for("tether: choose a route").await;
+    tmux.send(&["Enter"]);
+    tmux.wait_for_prompt().await;
+    tmux.send(&[
+        "ssh-add -l; echo \"agent=$?${SSH_AUTH_SOCK:-unset}\"",
+        "Enter",
+    ]);
+    let screen = tmux.wait_for("agent=").await;
+    assert!(screen.contains("agent=2unset"), "{screen}");
+    assert!(!screen.contains(&agent.key.fingerprint), "{screen}");
+    tmux.send(&["exit", "Enter"]);
+    let screen = tmux.wait_for("ssh exited with ").await;
+    assert!(screen.contains("ssh exited with 0"), "{screen}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_choice_keeps_the_picker_and_q_quits() {
     if !Tmux::available() {

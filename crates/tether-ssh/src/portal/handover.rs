@@ -7,8 +7,10 @@
 //! it through the route connection's [`Relay`], with later window changes and
 //! signals forwarded as its channel requests.
 //!
-//! The client's `env` requests and agent forwarding are replayed on the upstream
-//! session before the shell (an `env` the upstream refuses is skipped, as sshd's
+//! The route's `ssh_permit` applies: without `pty` the route is refused here (the
+//! portal's shell needs a terminal), and agent forwarding is carried over only
+//! where it is permitted. The client's `env` requests and agent forwarding are
+//! replayed on the upstream session before the shell (an `env` the upstream refuses is skipped, as sshd's
 //! `AcceptEnv` would for a direct connection); agent channels the upstream then
 //! opens are relayed to the client's agent only if the client asked for it.
 //!
@@ -62,6 +64,16 @@ pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected,
         ctx.clock.now(),
     )
     .map_err(|denied| denied.to_string())?;
+    // The route's ssh_permit holds for the hand-over as for a direct connection:
+    // the portal's shell needs a terminal, and the carried agent request is
+    // dropped where agent forwarding is not permitted.
+    let permit = grant.permit();
+    if !permit.pty {
+        return Err(format!(
+            "route {route:?}: a terminal is not permitted there (connect to it directly)"
+        ));
+    }
+    let agent = init.carried.agent && permit.agent_forwarding;
     let (events_tx, events) = mpsc::channel(UPSTREAM_EVENTS);
     let upstream = admission::connect(
         &ctx.upstreams,
@@ -72,7 +84,7 @@ pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected,
     )
     .await
     .map_err(|e| e.to_string())?;
-    match open_shell(init, &upstream, route).await {
+    match open_shell(init, &upstream, route, agent).await {
         Ok((up, reader)) => {
             init.recorder.add(route, Some(&init.login));
             tracing::Span::current().record("route", route);
@@ -83,7 +95,7 @@ pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected,
                 reader,
                 events,
                 metrics: init.ctx.metrics.clone(),
-                agent: init.carried.agent,
+                agent,
             })
         }
         Err(line) => {
@@ -98,6 +110,7 @@ async fn open_shell(
     init: &PortalInit,
     upstream: &Upstream,
     route: &str,
+    agent: bool,
 ) -> Result<(UpstreamChannel, UpstreamReader), String> {
     let refused = |what: &str, e: Option<UpstreamError>| {
         let detail = e.map(|e| format!(": {e}")).unwrap_or_default();
@@ -129,7 +142,7 @@ async fn open_shell(
             Err(e) => return Err(refused("the environment", Some(e))),
         }
     }
-    if init.carried.agent {
+    if agent {
         match bounded(up.agent_forward()).await {
             Ok(true) => {}
             Ok(false) => tracing::info!(route, "upstream refused agent forwarding"),
