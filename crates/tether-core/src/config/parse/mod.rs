@@ -323,8 +323,118 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         Value::Null => &empty,
         _ => return Err(ctx.err(root.line, "expected a mapping of config keys")),
     };
-
     // Unknown-key pass first, so a typo is reported as such.
+    check_keys(&mut ctx, entries)?;
+    let top = Top { root: &root };
+
+    let address = match top.get("address") {
+        Some(n) => ctx.address("address", n)?,
+        None => ":443".to_string(),
+    };
+    let certificate_file = top.opt_string(&ctx, "certificate_file")?;
+    let certificate_key_file = top.opt_string(&ctx, "certificate_key_file")?;
+    if certificate_file.is_some() != certificate_key_file.is_some() {
+        return Err(ConfigError {
+            file: file.to_string(),
+            line: None,
+            message: "certificate_file and certificate_key_file must be set together".into(),
+        });
+    }
+    let authenticate_service_url = top
+        .url(&ctx, "authenticate_service_url")?
+        .trim_end_matches('/')
+        .to_string();
+    let idp = parse_idp(&ctx, &top)?;
+    let cookie_secret = parse_cookie_secret(&ctx, &top)?;
+    let (storage_type, storage_connection_string) = parse_storage(&ctx, &top)?;
+    let (ssh_upstream_host_key_policy, ssh_upstream_known_hosts_file) =
+        parse_upstream_host_keys(&ctx, &top)?;
+    let log_format = top.choice(
+        &ctx,
+        "log_format",
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+    )?;
+    let runtime_flags = match top.get("runtime_flags") {
+        Some(n) => parse_runtime_flags(&mut ctx, n)?,
+        None => RuntimeFlags::default(),
+    };
+    let (routes, upstream_limits) = match top.get("routes") {
+        Some(n) => parse_routes(&mut ctx, n)?,
+        None => (Vec::new(), BTreeMap::new()),
+    };
+    let dev_idp_users = match top.get("dev_idp") {
+        Some(n) => parse_dev_idp(&ctx, n)?,
+        None => Vec::new(),
+    };
+    let refresh = super::SessionRefresh::default();
+
+    let config = Config {
+        address,
+        insecure_server: top.flag(&ctx, "insecure_server")?,
+        certificate_file,
+        certificate_key_file,
+        authenticate_service_url,
+        idp,
+        assume_email_verified: top.flag(&ctx, "assume_email_verified")?,
+        cookie_secret,
+        session_refresh: super::SessionRefresh {
+            interval: top.duration(&ctx, "idp_session_refresh_interval", refresh.interval)?,
+            grace: top.duration(&ctx, "idp_session_refresh_grace", refresh.grace)?,
+        },
+        cookie_secret_file: top.opt_string(&ctx, "cookie_secret_file")?,
+        cookie_name: top
+            .opt_string(&ctx, "cookie_name")?
+            .unwrap_or_else(|| "_pomerium".into()),
+        cookie_expire: top.duration(&ctx, "cookie_expire", Duration::from_secs(14 * 3600))?,
+        ssh_address: top
+            .get("ssh_address")
+            .map(|n| ctx.address("ssh_address", n))
+            .transpose()?,
+        ssh_host_key_files: top
+            .get("ssh_host_key_files")
+            .map(|n| ctx.string_list("ssh_host_key_files", n))
+            .transpose()?
+            .unwrap_or_default(),
+        ssh_host_keys: parse_pem_list(&ctx, &top, "ssh_host_keys")?,
+        ssh_user_ca_key_file: top.opt_string(&ctx, "ssh_user_ca_key_file")?,
+        ssh_user_ca_key: top.opt_string(&ctx, "ssh_user_ca_key")?.map(Secret::new),
+        storage_type,
+        storage_connection_string,
+        runtime_flags,
+        metrics_address: top
+            .get("metrics_address")
+            .map(|n| ctx.address("metrics_address", n))
+            .transpose()?,
+        metrics_basic_auth: top.opt_string(&ctx, "metrics_basic_auth")?.map(Secret::new),
+        routes,
+        upstream_limits,
+        data_dir: top.opt_string(&ctx, "data_dir")?,
+        ssh_binding_max_ttl: top.duration(
+            &ctx,
+            "ssh_binding_max_ttl",
+            Duration::from_secs(48 * 3600),
+        )?,
+        ssh_sign_in_timeout: top.duration(
+            &ctx,
+            "ssh_sign_in_timeout",
+            Duration::from_secs(15 * 60),
+        )?,
+        ssh_upstream_known_hosts_file,
+        ssh_upstream_host_key_policy,
+        limits: parse_limits(&ctx, &root)?,
+        log_format,
+        audit_log: top.opt_string(&ctx, "audit_log")?,
+        dev_idp_users,
+    };
+    Ok(Parsed {
+        config,
+        warnings: ctx.warnings,
+    })
+}
+
+/// Every top-level key once, and known: tether's own, or Pomerium's (ignored with
+/// a warning); anything else is an error.
+fn check_keys(ctx: &mut Ctx, entries: &[(Node, Node)]) -> Result<(), ConfigError> {
     let mut seen: Vec<&str> = Vec::new();
     for (k, _) in entries {
         let key = ctx.string("key", k)?;
@@ -341,257 +451,210 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
             return Err(ctx.err(k.line, format!("unknown key {key}")));
         }
     }
-    let get = |key: &str| root.get(key).filter(|n| !n.is_null());
+    Ok(())
+}
 
-    let opt_string = |ctx: &Ctx, key: &str| get(key).map(|n| ctx.string(key, n)).transpose();
-    let req_string = |ctx: &Ctx, key: &str| -> Result<String, ConfigError> {
-        match get(key) {
-            Some(n) => {
-                let s = ctx.string(key, n)?;
-                if s.trim().is_empty() {
-                    Err(ctx.err(n.line, format!("{key}: must not be empty")))
-                } else {
-                    Ok(s)
-                }
-            }
-            None => Err(ctx.missing(key)),
-        }
-    };
+/// The top-level mapping with typed getters; a key set to null counts as absent.
+struct Top<'a> {
+    root: &'a Node,
+}
 
-    let address = match get("address") {
-        Some(n) => ctx.address("address", n)?,
-        None => ":443".to_string(),
-    };
-    let insecure_server = get("insecure_server")
-        .map(|n| ctx.bool("insecure_server", n))
-        .transpose()?
-        .unwrap_or(false);
-    let certificate_file = opt_string(&ctx, "certificate_file")?;
-    let certificate_key_file = opt_string(&ctx, "certificate_key_file")?;
-    if certificate_file.is_some() != certificate_key_file.is_some() {
-        return Err(ConfigError {
-            file: file.to_string(),
-            line: None,
-            message: "certificate_file and certificate_key_file must be set together".into(),
-        });
+impl Top<'_> {
+    fn get(&self, key: &str) -> Option<&Node> {
+        self.root.get(key).filter(|n| !n.is_null())
     }
 
-    let authenticate_service_url = {
-        let url = req_string(&ctx, "authenticate_service_url")?;
-        let line = get("authenticate_service_url").map_or(1, |n| n.line);
+    /// The line of `key`, or 1 when it is absent.
+    fn line(&self, key: &str) -> usize {
+        self.get(key).map_or(1, |n| n.line)
+    }
+
+    fn opt_string(&self, ctx: &Ctx, key: &str) -> Result<Option<String>, ConfigError> {
+        self.get(key).map(|n| ctx.string(key, n)).transpose()
+    }
+
+    /// A required, non-empty string.
+    fn req_string(&self, ctx: &Ctx, key: &str) -> Result<String, ConfigError> {
+        let Some(n) = self.get(key) else {
+            return Err(ctx.missing(key));
+        };
+        let s = ctx.string(key, n)?;
+        if s.trim().is_empty() {
+            return Err(ctx.err(n.line, format!("{key}: must not be empty")));
+        }
+        Ok(s)
+    }
+
+    /// A required http:// or https:// URL.
+    fn url(&self, ctx: &Ctx, key: &str) -> Result<String, ConfigError> {
+        let url = self.req_string(ctx, key)?;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ctx.err(
-                line,
-                "authenticate_service_url: expected an http:// or https:// URL",
+                self.line(key),
+                format!("{key}: expected an http:// or https:// URL"),
             ));
         }
-        url.trim_end_matches('/').to_string()
-    };
+        Ok(url)
+    }
 
-    let provider = req_string(&ctx, "idp_provider")?;
+    /// A boolean, false when absent.
+    fn flag(&self, ctx: &Ctx, key: &str) -> Result<bool, ConfigError> {
+        Ok(self
+            .get(key)
+            .map(|n| ctx.bool(key, n))
+            .transpose()?
+            .unwrap_or(false))
+    }
+
+    /// A duration greater than zero, `default` when absent.
+    fn duration(&self, ctx: &Ctx, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let Some(n) = self.get(key) else {
+            return Ok(default);
+        };
+        let d = ctx.duration(key, n)?;
+        if d.is_zero() {
+            return Err(ctx.err(n.line, format!("{key}: must be greater than zero")));
+        }
+        Ok(d)
+    }
+
+    /// One of `options` by name; the first when absent.
+    fn choice<T: Copy>(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        options: &[(&str, T)],
+    ) -> Result<T, ConfigError> {
+        let Some(text) = self.opt_string(ctx, key)? else {
+            return options
+                .first()
+                .map(|(_, v)| *v)
+                .ok_or_else(|| ctx.missing(key));
+        };
+        if let Some((_, v)) = options.iter().find(|(name, _)| *name == text) {
+            return Ok(*v);
+        }
+        let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+        let expected = match names.split_last() {
+            Some((last, [])) => (*last).to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        Err(ctx.err(
+            self.line(key),
+            format!("{key}: expected {expected}, found {text:?}"),
+        ))
+    }
+}
+
+/// The identity provider: `idp_provider` (oidc), its URL, client and scopes.
+fn parse_idp(ctx: &Ctx, top: &Top) -> Result<IdpConfig, ConfigError> {
+    let provider = top.req_string(ctx, "idp_provider")?;
     if provider != "oidc" {
-        let line = get("idp_provider").map_or(1, |n| n.line);
         return Err(ctx.err(
-            line,
+            top.line("idp_provider"),
             format!("idp_provider: expected oidc, found {provider:?}"),
         ));
     }
-    let provider_url = req_string(&ctx, "idp_provider_url")?;
-    if !(provider_url.starts_with("http://") || provider_url.starts_with("https://")) {
-        let line = get("idp_provider_url").map_or(1, |n| n.line);
-        return Err(ctx.err(
-            line,
-            "idp_provider_url: expected an http:// or https:// URL",
-        ));
-    }
-    let client_secret = opt_string(&ctx, "idp_client_secret")?.map(Secret::new);
-    let client_secret_file = opt_string(&ctx, "idp_client_secret_file")?;
+    let provider_url = top.url(ctx, "idp_provider_url")?;
+    let client_secret = top.opt_string(ctx, "idp_client_secret")?.map(Secret::new);
+    let client_secret_file = top.opt_string(ctx, "idp_client_secret_file")?;
     if client_secret.is_none() && client_secret_file.is_none() {
         return Err(ctx.missing("idp_client_secret (or idp_client_secret_file)"));
     }
-    let scopes = match get("idp_scopes") {
+    let scopes = match top.get("idp_scopes") {
         Some(n) => ctx.string_list("idp_scopes", n)?,
-        None => vec![
-            "openid".into(),
-            "profile".into(),
-            "email".into(),
-            "offline_access".into(),
-        ],
+        None => ["openid", "profile", "email", "offline_access"]
+            .map(String::from)
+            .to_vec(),
     };
-    let idp = IdpConfig {
+    Ok(IdpConfig {
         provider,
         provider_url: provider_url.trim_end_matches('/').to_string(),
-        client_id: req_string(&ctx, "idp_client_id")?,
+        client_id: top.req_string(ctx, "idp_client_id")?,
         client_secret,
         client_secret_file,
         scopes,
-    };
+    })
+}
 
-    let cookie_secret = opt_string(&ctx, "cookie_secret")?;
-    if let (Some(secret), Some(n)) = (&cookie_secret, get("cookie_secret")) {
-        let ok = STANDARD
-            .decode(secret.trim())
-            .is_ok_and(|bytes| bytes.len() == 32);
-        if !ok {
-            return Err(ctx.err(
-                n.line,
-                "cookie_secret: expected base64 of 32 random bytes (head -c32 /dev/urandom | base64)",
-            ));
-        }
+/// `cookie_secret`, when set: base64 of exactly 32 bytes.
+fn parse_cookie_secret(ctx: &Ctx, top: &Top) -> Result<Option<Secret<String>>, ConfigError> {
+    let Some(secret) = top.opt_string(ctx, "cookie_secret")? else {
+        return Ok(None);
+    };
+    let ok = STANDARD
+        .decode(secret.trim())
+        .is_ok_and(|bytes| bytes.len() == 32);
+    if !ok {
+        return Err(ctx.err(
+            top.line("cookie_secret"),
+            "cookie_secret: expected base64 of 32 random bytes (head -c32 /dev/urandom | base64)",
+        ));
     }
+    Ok(Some(Secret::new(secret)))
+}
 
-    let storage_type = match opt_string(&ctx, "databroker_storage_type")?.as_deref() {
-        None | Some("file") => StorageType::File,
-        Some("memory") => StorageType::Memory,
-        Some("postgres") => StorageType::Postgres,
-        Some(other) => {
-            let line = get("databroker_storage_type").map_or(1, |n| n.line);
-            return Err(ctx.err(
-                line,
-                format!(
-                    "databroker_storage_type: expected file, memory or postgres, found {other:?}"
-                ),
-            ));
-        }
-    };
-    let storage_connection_string =
-        opt_string(&ctx, "databroker_storage_connection_string")?.map(Secret::new);
-    if storage_type == StorageType::Postgres && storage_connection_string.is_none() {
+/// The store: its type and, for PostgreSQL (required there), connection string.
+fn parse_storage(
+    ctx: &Ctx,
+    top: &Top,
+) -> Result<(StorageType, Option<Secret<String>>), ConfigError> {
+    let storage_type = top.choice(
+        ctx,
+        "databroker_storage_type",
+        &[
+            ("file", StorageType::File),
+            ("memory", StorageType::Memory),
+            ("postgres", StorageType::Postgres),
+        ],
+    )?;
+    let connection = top
+        .opt_string(ctx, "databroker_storage_connection_string")?
+        .map(Secret::new);
+    if storage_type == StorageType::Postgres && connection.is_none() {
         return Err(ctx.missing(
             "databroker_storage_connection_string (required with databroker_storage_type: postgres)",
         ));
     }
+    Ok((storage_type, connection))
+}
 
-    let ssh_upstream_host_key_policy =
-        match opt_string(&ctx, "ssh_upstream_host_key_policy")?.as_deref() {
-            None | Some("accept-new") => HostKeyPolicy::AcceptNew,
-            Some("strict") => HostKeyPolicy::Strict,
-            Some(other) => {
-                let line = get("ssh_upstream_host_key_policy").map_or(1, |n| n.line);
-                return Err(ctx.err(
-                    line,
-                    format!(
-                    "ssh_upstream_host_key_policy: expected accept-new or strict, found {other:?}"
-                ),
-                ));
-            }
-        };
-    let ssh_upstream_known_hosts_file = opt_string(&ctx, "ssh_upstream_known_hosts_file")?;
-    if ssh_upstream_host_key_policy == HostKeyPolicy::Strict
-        && ssh_upstream_known_hosts_file.is_none()
-    {
+/// How upstream host keys are checked, and the known_hosts file (required for
+/// `strict`).
+fn parse_upstream_host_keys(
+    ctx: &Ctx,
+    top: &Top,
+) -> Result<(HostKeyPolicy, Option<String>), ConfigError> {
+    let policy = top.choice(
+        ctx,
+        "ssh_upstream_host_key_policy",
+        &[
+            ("accept-new", HostKeyPolicy::AcceptNew),
+            ("strict", HostKeyPolicy::Strict),
+        ],
+    )?;
+    let known_hosts = top.opt_string(ctx, "ssh_upstream_known_hosts_file")?;
+    if policy == HostKeyPolicy::Strict && known_hosts.is_none() {
         return Err(ctx.missing(
             "ssh_upstream_known_hosts_file (required with ssh_upstream_host_key_policy: strict)",
         ));
     }
+    Ok((policy, known_hosts))
+}
 
-    let log_format = match opt_string(&ctx, "log_format")?.as_deref() {
-        None | Some("text") => LogFormat::Text,
-        Some("json") => LogFormat::Json,
-        Some(other) => {
-            let line = get("log_format").map_or(1, |n| n.line);
-            return Err(ctx.err(
-                line,
-                format!("log_format: expected text or json, found {other:?}"),
-            ));
-        }
+/// A list of PEM keys given inline.
+fn parse_pem_list(ctx: &Ctx, top: &Top, key: &str) -> Result<Vec<Secret<String>>, ConfigError> {
+    let Some(n) = top.get(key) else {
+        return Ok(Vec::new());
     };
-
-    let runtime_flags = match get("runtime_flags") {
-        Some(n) => parse_runtime_flags(&mut ctx, n)?,
-        None => RuntimeFlags::default(),
-    };
-    let (routes, upstream_limits) = match get("routes") {
-        Some(n) => parse_routes(&mut ctx, n)?,
-        None => (Vec::new(), BTreeMap::new()),
-    };
-    let dev_idp_users = match get("dev_idp") {
-        Some(n) => parse_dev_idp(&ctx, n)?,
-        None => Vec::new(),
-    };
-
-    let dur = |ctx: &Ctx, key: &str, default: Duration| -> Result<Duration, ConfigError> {
-        match get(key) {
-            Some(n) => {
-                let d = ctx.duration(key, n)?;
-                if d.is_zero() {
-                    return Err(ctx.err(n.line, format!("{key}: must be greater than zero")));
-                }
-                Ok(d)
-            }
-            None => Ok(default),
-        }
-    };
-
-    let config = Config {
-        address,
-        insecure_server,
-        certificate_file,
-        certificate_key_file,
-        authenticate_service_url,
-        idp,
-        assume_email_verified: get("assume_email_verified")
-            .map(|n| ctx.bool("assume_email_verified", n))
-            .transpose()?
-            .unwrap_or(false),
-        cookie_secret: cookie_secret.map(Secret::new),
-        session_refresh: super::SessionRefresh {
-            interval: dur(
-                &ctx,
-                "idp_session_refresh_interval",
-                super::SessionRefresh::default().interval,
-            )?,
-            grace: dur(
-                &ctx,
-                "idp_session_refresh_grace",
-                super::SessionRefresh::default().grace,
-            )?,
-        },
-        cookie_secret_file: opt_string(&ctx, "cookie_secret_file")?,
-        cookie_name: opt_string(&ctx, "cookie_name")?.unwrap_or_else(|| "_pomerium".into()),
-        cookie_expire: dur(&ctx, "cookie_expire", Duration::from_secs(14 * 3600))?,
-        ssh_address: get("ssh_address")
-            .map(|n| ctx.address("ssh_address", n))
-            .transpose()?,
-        ssh_host_key_files: get("ssh_host_key_files")
-            .map(|n| ctx.string_list("ssh_host_key_files", n))
-            .transpose()?
-            .unwrap_or_default(),
-        ssh_host_keys: match get("ssh_host_keys") {
-            Some(n) => match &n.value {
-                Value::Seq(items) => items
-                    .iter()
-                    .map(|i| ctx.string("ssh_host_keys", i).map(Secret::new))
-                    .collect::<Result<_, _>>()?,
-                _ => return Err(ctx.err(n.line, "ssh_host_keys: expected a list of PEM keys")),
-            },
-            None => Vec::new(),
-        },
-        ssh_user_ca_key_file: opt_string(&ctx, "ssh_user_ca_key_file")?,
-        ssh_user_ca_key: opt_string(&ctx, "ssh_user_ca_key")?.map(Secret::new),
-        storage_type,
-        storage_connection_string,
-        runtime_flags,
-        metrics_address: get("metrics_address")
-            .map(|n| ctx.address("metrics_address", n))
-            .transpose()?,
-        metrics_basic_auth: opt_string(&ctx, "metrics_basic_auth")?.map(Secret::new),
-        routes,
-        upstream_limits,
-        data_dir: opt_string(&ctx, "data_dir")?,
-        ssh_binding_max_ttl: dur(&ctx, "ssh_binding_max_ttl", Duration::from_secs(48 * 3600))?,
-        ssh_sign_in_timeout: dur(&ctx, "ssh_sign_in_timeout", Duration::from_secs(15 * 60))?,
-        ssh_upstream_known_hosts_file,
-        ssh_upstream_host_key_policy,
-        limits: parse_limits(&ctx, &root)?,
-        log_format,
-        audit_log: opt_string(&ctx, "audit_log")?,
-        dev_idp_users,
-    };
-    Ok(Parsed {
-        config,
-        warnings: ctx.warnings,
-    })
+    match &n.value {
+        Value::Seq(items) => items
+            .iter()
+            .map(|i| ctx.string(key, i).map(Secret::new))
+            .collect(),
+        _ => Err(ctx.err(n.line, format!("{key}: expected a list of PEM keys"))),
+    }
 }
 
 /// The `Limits` keys; absent ones keep their defaults. Counts must be at least 1
