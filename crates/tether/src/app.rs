@@ -263,18 +263,8 @@ pub async fn run(
     config_path: Option<PathBuf>,
 ) -> Result<Outcome> {
     let config = Arc::new(config);
-    let conn = match (&config.storage_connection_string, config.storage_type) {
-        (Some(c), _) => c.expose().clone(),
-        (None, StorageType::File) => data.join("tether.db").display().to_string(),
-        (None, _) => String::new(),
-    };
-    let store: Arc<dyn Store> = match tether_store::open(config.storage_type.as_str(), &conn).await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tether: {e}");
-            return Ok(Outcome::SetupFailed);
-        }
+    let Some(store) = open_store(&config, &data).await else {
+        return Ok(Outcome::SetupFailed);
     };
 
     let web_tls = match web_tls(&config) {
@@ -349,19 +339,18 @@ pub async fn run(
         root.child_token(),
     ));
     if let Some(listener) = metrics_listener {
-        tracing::info!(address = ?listener.local_addr().ok(), "metrics listening (GET /metrics)");
-        let app = tether_web::metrics_router(
-            registry.metrics().clone(),
-            store.clone(),
-            clock.clone(),
-            config.metrics_basic_auth.clone(),
-        );
-        let token = root.child_token();
-        tracker.spawn(async move {
-            if let Err(e) = tether_web::serve(listener, app, web_limits, None, token).await {
-                tracing::error!(error = %e, "metrics server failed");
-            }
-        });
+        let deps = MetricsDeps {
+            metrics: registry.metrics().clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+            basic_auth: config.metrics_basic_auth.clone(),
+        };
+        tracker.spawn(serve_metrics(
+            listener,
+            deps,
+            web_limits,
+            root.child_token(),
+        ));
     }
     if let Some(listener) = ssh_listener {
         let deps = SshDeps {
@@ -372,12 +361,7 @@ pub async fn run(
             clock: clock.clone(),
             registry: registry.clone(),
         };
-        let token = root.child_token();
-        tracker.spawn(async move {
-            if let Err(e) = tether_ssh::run(listener, deps, token).await {
-                tracing::error!(error = %e, "ssh server failed");
-            }
-        });
+        tracker.spawn(serve_ssh(listener, deps, root.child_token()));
     }
     tracker.spawn(housekeeping(
         store.clone(),
@@ -386,26 +370,88 @@ pub async fn run(
     ));
     tracker.close();
 
+    announce(&config, &keys, web_addr, ssh_addr, demo);
+
+    wait_for_signal()
+        .await
+        .context("installing signal handlers")?;
+    shut_down(root, tracker, store).await;
+    Ok(Outcome::Clean)
+}
+
+/// Says where tether listens (and, for the demo, how to try it).
+fn announce(
+    config: &Config,
+    keys: &KeyMaterial,
+    web: Option<SocketAddr>,
+    ssh: Option<SocketAddr>,
+    demo: bool,
+) {
     if let Some(ca) = &keys.user_ca_pub_path {
         tracing::info!(path = %ca.display(), "user CA public key (give it to upstream sshd as TrustedUserCAKeys)");
     }
     tracing::info!(
-        web = ?web_addr,
-        ssh = ?ssh_addr,
+        web = ?web,
+        ssh = ?ssh,
         storage = config.storage_type.as_str(),
         "tether {} listening",
         env!("CARGO_PKG_VERSION")
     );
     if demo {
-        crate::demo::print_banner(&config, ssh_addr, web_addr);
+        crate::demo::print_banner(config, ssh, web);
     }
+}
 
-    wait_for_signal()
-        .await
-        .context("installing signal handlers")?;
+/// The SSH server, until `token` is cancelled.
+async fn serve_ssh(listener: TcpListener, deps: SshDeps, token: CancellationToken) {
+    if let Err(e) = tether_ssh::run(listener, deps, token).await {
+        tracing::error!(error = %e, "ssh server failed");
+    }
+}
+
+/// The configured store, opened (and migrated); `None` after printing why not.
+async fn open_store(config: &Config, data: &std::path::Path) -> Option<Arc<dyn Store>> {
+    let conn = match (&config.storage_connection_string, config.storage_type) {
+        (Some(c), _) => c.expose().clone(),
+        (None, StorageType::File) => data.join("tether.db").display().to_string(),
+        (None, _) => String::new(),
+    };
+    match tether_store::open(config.storage_type.as_str(), &conn).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("tether: {e}");
+            None
+        }
+    }
+}
+
+/// The Prometheus listener's server, until `token` is cancelled.
+async fn serve_metrics(
+    listener: TcpListener,
+    deps: MetricsDeps,
+    limits: tether_web::WebLimits,
+    token: CancellationToken,
+) {
+    tracing::info!(address = ?listener.local_addr().ok(), "metrics listening (GET /metrics)");
+    let app = tether_web::metrics_router(deps.metrics, deps.store, deps.clock, deps.basic_auth);
+    if let Err(e) = tether_web::serve(listener, app, limits, None, token).await {
+        tracing::error!(error = %e, "metrics server failed");
+    }
+}
+
+/// What the metrics listener serves from.
+struct MetricsDeps {
+    metrics: Arc<tether_core::metrics::Metrics>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    basic_auth: Option<tether_core::Secret<String>>,
+}
+
+/// Cancels every task, then waits for them and for the store's own (its outbox
+/// tailer) within one grace period; a second signal ends the wait at once.
+async fn shut_down(root: CancellationToken, tracker: TaskTracker, store: Arc<dyn Store>) {
     tracing::info!("shutting down: no new connections, draining");
     root.cancel();
-    // The tasks, then the store's own (its outbox tailer), in the same grace.
     let drained = async {
         tracker.wait().await;
         store.close().await;
@@ -415,7 +461,6 @@ pub async fn run(
         _ = tokio::time::sleep(GRACE) => tracing::warn!("grace period over, exiting"),
         _ = wait_for_signal() => tracing::warn!("second signal, exiting now"),
     }
-    Ok(Outcome::Clean)
 }
 
 /// The listeners `run` serves on, all bound before anything starts.
