@@ -15,8 +15,9 @@ use jsonwebtoken::{Algorithm, Header};
 use sha2::{Digest, Sha256};
 use tether_core::{Clock, SystemClock};
 
-use super::{same, DevState};
+use super::{same, DevState, IssuedCode};
 use crate::form::Fields;
+use tether_core::config::DevIdpUser;
 
 /// ID token lifetime.
 const TOKEN_TTL_SECS: i64 = 3600;
@@ -57,24 +58,8 @@ fn client_credentials(headers: &HeaderMap, f: &Fields) -> Option<(String, String
 /// `POST /dev-idp/token`.
 pub(super) async fn token(State(s): State<DevState>, headers: HeaderMap, body: Bytes) -> Response {
     let f = Fields::parse(&body);
-    let configured_secret = s
-        .config
-        .idp
-        .client_secret
-        .as_ref()
-        .map(|x| x.expose().as_str());
-    let authenticated = match (client_credentials(&headers, &f), configured_secret) {
-        (Some((id, secret)), Some(expected)) => {
-            id == s.config.idp.client_id && same(&secret, expected)
-        }
-        _ => false,
-    };
-    if !authenticated {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
+    if let Err(refused) = authenticate_client(&s, &headers, &f) {
+        return refused.response();
     }
     if f.get("grant_type") != Some("authorization_code") {
         return oauth_error(
@@ -83,58 +68,98 @@ pub(super) async fn token(State(s): State<DevState>, headers: HeaderMap, body: B
             "only authorization_code",
         );
     }
-    let code = f.get("code").unwrap_or_default();
     let now = SystemClock.now();
+    match redeem(&s, &f, now) {
+        Ok((issued, user)) => issue(&s, &issued, user, now),
+        Err(refused) => refused.response(),
+    }
+}
+
+/// An OAuth error answer: status, `error` and `error_description`.
+struct OAuthError(StatusCode, &'static str, &'static str);
+
+impl OAuthError {
+    fn response(self) -> Response {
+        oauth_error(self.0, self.1, self.2)
+    }
+}
+
+/// The client's id and secret (Basic or form), checked in constant time.
+fn authenticate_client(s: &DevState, headers: &HeaderMap, f: &Fields) -> Result<(), OAuthError> {
+    let configured_secret = s
+        .config
+        .idp
+        .client_secret
+        .as_ref()
+        .map(|x| x.expose().as_str());
+    let authenticated = match (client_credentials(headers, f), configured_secret) {
+        (Some((id, secret)), Some(expected)) => {
+            id == s.config.idp.client_id && same(&secret, expected)
+        }
+        _ => false,
+    };
+    if authenticated {
+        Ok(())
+    } else {
+        Err(OAuthError(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        ))
+    }
+}
+
+/// The authorization code, redeemed once: unexpired, for this client and
+/// redirect URI, with the PKCE verifier, for a user that still exists.
+fn redeem<'s>(
+    s: &'s DevState,
+    f: &Fields,
+    now: tether_core::Timestamp,
+) -> Result<(IssuedCode, &'s DevIdpUser), OAuthError> {
+    let grant_error = |why| OAuthError(StatusCode::BAD_REQUEST, "invalid_grant", why);
+    let code = f.get("code").unwrap_or_default();
     // Single use: the code is removed whether or not the rest checks out.
     let issued = match s.idp.inner.codes.lock() {
         Ok(mut codes) => codes.remove(code),
         Err(_) => {
-            return oauth_error(
+            return Err(OAuthError(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
                 "state poisoned",
-            )
+            ))
         }
     };
     let Some(issued) = issued.filter(|c| c.expires > now) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "unknown, used or expired code",
-        );
+        return Err(grant_error("unknown, used or expired code"));
     };
     if issued.client_id != s.config.idp.client_id
         || f.get("redirect_uri") != Some(issued.redirect_uri.as_str())
     {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "client or redirect_uri mismatch",
-        );
+        return Err(grant_error("client or redirect_uri mismatch"));
     }
     let verifier = f.get("code_verifier").unwrap_or_default();
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
     if verifier.len() < 43 || !same(&challenge, &issued.code_challenge) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "PKCE verification failed",
-        );
+        return Err(grant_error("PKCE verification failed"));
     }
-    let Some(user) = s
+    let user = s
         .idp
         .inner
         .users
         .iter()
         .find(|u| u.username == issued.username)
-    else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "user no longer exists",
-        );
-    };
+        .ok_or_else(|| grant_error("user no longer exists"))?;
+    Ok((issued, user))
+}
 
+/// The token response: a signed ID token for `user` and an opaque access token.
+fn issue(
+    s: &DevState,
+    issued: &IssuedCode,
+    user: &DevIdpUser,
+    now: tether_core::Timestamp,
+) -> Response {
+    let server_error = |why| oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", why);
     let iat = now.unix_seconds();
     let claims = serde_json::json!({
         "iss": s.idp.issuer(),
@@ -155,20 +180,12 @@ pub(super) async fn token(State(s): State<DevState>, headers: HeaderMap, body: B
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "dev IdP: signing the ID token failed");
-            return oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "signing failed",
-            );
+            return server_error("signing failed");
         }
     };
     let mut raw = [0u8; 32];
     if getrandom::getrandom(&mut raw).is_err() {
-        return oauth_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "no randomness",
-        );
+        return server_error("no randomness");
     }
     tracing::info!(user = %user.username, "dev IdP: tokens issued");
     let mut body = HashMap::new();
