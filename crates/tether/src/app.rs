@@ -45,6 +45,15 @@ fn listen_addr(addr: &str) -> String {
 /// Effective config as `tether check` prints it, secrets redacted.
 pub fn describe(c: &Config) -> String {
     let mut s = String::new();
+    describe_web(&mut s, c);
+    describe_ssh(&mut s, c);
+    describe_limits(&mut s, c);
+    describe_routes(&mut s, c);
+    s
+}
+
+/// The web side: listener, sign-in URL, IdP, cookies.
+fn describe_web(s: &mut String, c: &Config) {
     let redacted = |present: bool| if present { "[redacted]" } else { "(generated)" };
     let _ = writeln!(s, "address: {}", c.address);
     let _ = writeln!(s, "insecure_server: {}", c.insecure_server);
@@ -78,6 +87,11 @@ pub fn describe(c: &Config) -> String {
     );
     let _ = writeln!(s, "cookie_name: {}", c.cookie_name);
     let _ = writeln!(s, "cookie_expire: {}s", c.cookie_expire.as_secs());
+}
+
+/// The SSH side and the store.
+fn describe_ssh(s: &mut String, c: &Config) {
+    let redacted = |present: bool| if present { "[redacted]" } else { "(generated)" };
     let _ = writeln!(
         s,
         "ssh_address: {}",
@@ -131,6 +145,10 @@ pub fn describe(c: &Config) -> String {
         "ssh_sign_in_timeout: {}s",
         c.ssh_sign_in_timeout.as_secs()
     );
+}
+
+/// The pre-authentication and web limits, and the runtime flags.
+fn describe_limits(s: &mut String, c: &Config) {
     let l = &c.limits;
     let _ = writeln!(
         s,
@@ -157,6 +175,10 @@ pub fn describe(c: &Config) -> String {
         "runtime_flags: ssh_routes_portal={} ssh_allow_direct_tcpip={}",
         c.runtime_flags.ssh_routes_portal, c.runtime_flags.ssh_allow_direct_tcpip
     );
+}
+
+/// Each route with who may use it, its logins and permits.
+fn describe_routes(s: &mut String, c: &Config) {
     let _ = writeln!(s, "routes: {}", c.routes.len());
     for r in &c.routes {
         let access = if r.policy.is_some() {
@@ -176,7 +198,6 @@ pub fn describe(c: &Config) -> String {
             limits.permit.describe()
         );
     }
-    s
 }
 
 /// The web listener's TLS: `None` with `insecure_server` (TLS ends at a proxy in
