@@ -41,6 +41,20 @@ pub(crate) fn internal(context: &str, detail: &dyn std::fmt::Display) -> String 
     format!("internal error (ref {id})")
 }
 
+/// As [`internal`] for a failed store call: when the store cannot be reached
+/// (SPEC §9: new connections are refused) the client is told so, since that is
+/// the operator's outage and not the client's fault, and retrying later helps.
+pub(crate) fn store_failure(context: &str, error: &tether_store::StoreError) -> String {
+    match error {
+        tether_store::StoreError::Unavailable(_) => {
+            let id = new_ref();
+            tracing::error!(error_ref = %id, "{context}: {error}");
+            format!("gateway store unavailable; try again later (ref {id})")
+        }
+        tether_store::StoreError::Corrupt(_) => internal(context, error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +71,18 @@ mod tests {
         let text = internal("store", &"connection refused to 10.0.0.1");
         assert!(text.starts_with("internal error (ref "), "{text}");
         assert!(!text.contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn an_unreachable_store_is_named_without_its_detail() {
+        let e = tether_store::StoreError::Unavailable("connection refused to 10.0.0.1".into());
+        let text = store_failure("binding lookup", &e);
+        assert!(
+            text.starts_with("gateway store unavailable; try again later (ref "),
+            "{text}"
+        );
+        assert!(!text.contains("10.0.0.1"));
+        let e = tether_store::StoreError::Corrupt("bad row".into());
+        assert!(store_failure("x", &e).starts_with("internal error (ref "));
     }
 }

@@ -190,7 +190,8 @@ async fn a_failing_store_fails_closed_with_a_reference() {
     assert_eq!(done.status.code(), Some(255));
     assert!(done.stdout.is_empty(), "{}", done.stdout);
     assert!(
-        done.stderr.contains("internal error (ref "),
+        done.stderr
+            .contains("gateway store unavailable; try again later (ref "),
         "{}",
         done.stderr
     );

@@ -4,8 +4,9 @@
 //! valid client binding succeeds; without one it earns a partial success that
 //! requires `keyboard-interactive`, which shows the sign-in URL (one INFO_REQUEST,
 //! zero prompts) and then holds the connection until the browser decides (`wait`).
-//! Store failures fail closed: the client is refused with `internal error (ref
-//! <id>)`. The limits of §3.5 are counted here.
+//! Store failures fail closed: the client is refused with `gateway store
+//! unavailable; try again later (ref <id>)` (`internal error (ref <id>)` for data
+//! the store cannot decode). The limits of §3.5 are counted here.
 //!
 //! A key that would be accepted is handed to `admit` (route policy, upstream).
 
@@ -26,7 +27,7 @@ use super::limits::{AuthLimits, LimitExceeded};
 use super::{Actor, Phase};
 use crate::access::key_input;
 use crate::admission::Principal;
-use crate::error::internal;
+use crate::error::{internal, store_failure};
 use crate::events::AuthRequest;
 use crate::wait::{self, Decision};
 
@@ -202,7 +203,7 @@ impl Actor {
         let now = self.ctx.clock.now();
         match self.ctx.store.binding_for_key(&fingerprint).await {
             Err(e) => {
-                let text = internal("binding lookup failed", &e);
+                let text = store_failure("binding lookup failed", &e);
                 return self.refuse(&text).await;
             }
             Ok(Some((binding, Some(session)))) if binding.is_valid(now, Some(&session)) => {
@@ -302,7 +303,7 @@ impl Actor {
             Ok(r) => r,
             Err(e) => {
                 return self
-                    .refuse(&internal("opening sign-in request failed", &e))
+                    .refuse(&store_failure("opening sign-in request failed", &e))
                     .await
             }
         };
@@ -429,7 +430,7 @@ impl Actor {
             Ok(_) => return self.refuse("the sign-in is no longer valid").await,
             Err(e) => {
                 return self
-                    .refuse(&internal("loading the new binding failed", &e))
+                    .refuse(&store_failure("loading the new binding failed", &e))
                     .await
             }
         };
@@ -438,7 +439,7 @@ impl Actor {
             Ok(_) => return self.refuse("the sign-in is no longer valid").await,
             Err(e) => {
                 return self
-                    .refuse(&internal("loading the web session failed", &e))
+                    .refuse(&store_failure("loading the web session failed", &e))
                     .await
             }
         };

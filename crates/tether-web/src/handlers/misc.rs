@@ -51,15 +51,21 @@ pub(crate) async fn ping() -> &'static str {
     "OK"
 }
 
-/// `GET /healthz`: 200 when the store answers, 503 otherwise.
+/// How long `/healthz` waits for the store: well under a load balancer's or
+/// Kubernetes' probe timeout, so a hung database reads as "not ready" with a reason
+/// rather than as a probe that timed out. (The store's own pool gives up after 5 s.)
+const HEALTHZ_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// `GET /healthz`: 200 `OK` when the store answers a ping within
+/// [`HEALTHZ_STORE_TIMEOUT`], 503 `store unavailable` otherwise.
 pub(crate) async fn healthz(State(state): State<crate::State>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "OK").into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed: store unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
-        }
-    }
+    let failure = match tokio::time::timeout(HEALTHZ_STORE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => return (StatusCode::OK, "OK").into_response(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {HEALTHZ_STORE_TIMEOUT:?}"),
+    };
+    tracing::warn!(error = %failure, "readiness check failed: store unreachable");
+    (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
 }
 
 /// Everything else.
