@@ -300,7 +300,12 @@ async fn the_chosen_route_gets_no_agent_where_it_is_not_permitted() {
         "ssh-add -l; echo \"agent=$?${SSH_AUTH_SOCK:-unset}\"",
         "Enter",
     ]);
-    let screen = tmux.wait_for("agent=").await;
+    // The output line, not the typed command (which also holds `agent=`).
+    let screen = tmux
+        .wait_until("the agent check's output", |screen| {
+            screen.lines().any(|l| l.starts_with("agent="))
+        })
+        .await;
     assert!(screen.contains("agent=2unset"), "{screen}");
     assert!(!screen.contains(&agent.key.fingerprint), "{screen}");
     tmux.send(&["exit", "Enter"]);
