@@ -10,6 +10,7 @@ pub mod audit;
 pub mod binding;
 pub mod code;
 pub mod config;
+pub mod connection;
 pub mod duration;
 pub mod identity;
 pub mod metrics;

@@ -122,5 +122,6 @@ pub(crate) fn test_config() -> Config {
         log_format: LogFormat::Text,
         audit_log: None,
         dev_idp_users: vec![],
+        administrators: None,
     }
 }

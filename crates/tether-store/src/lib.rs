@@ -26,6 +26,7 @@ pub mod sql;
 use std::sync::Arc;
 
 pub use feed::{Feed, FEED_CAPACITY};
+pub use tether_core::connection::LiveSession;
 
 /// How long live counts that are no longer re-stamped are kept before
 /// `purge_expired` deletes them (readers already ignore them once stale).
@@ -88,6 +89,14 @@ pub enum StoreEvent {
     IdentityBindingRemoved {
         /// `SHA256:...`
         fingerprint: String,
+    },
+    /// Someone ended one live SSH connection (operator console, `tether sessions
+    /// kill`); the replica holding it closes it.
+    ConnectionEnded {
+        /// The live session id (`<replica>-<n>`).
+        connection_id: String,
+        /// Plain-ASCII reason shown to the client.
+        reason: String,
     },
     /// The feed lagged or reconnected: consumers must re-check everything.
     Resync,
@@ -155,6 +164,17 @@ pub struct Approval {
 pub struct SignOut {
     /// Client bindings revoked (all of the user's).
     pub revoked_bindings: Vec<String>,
+}
+
+/// What cutting a user off removed ([`Store::cut_off_user`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CutOff {
+    /// Client bindings revoked.
+    pub client_bindings: Vec<String>,
+    /// Identity bindings (remembered keys) removed, by fingerprint.
+    pub identity_bindings: Vec<String>,
+    /// Web sessions ended.
+    pub sessions: Vec<String>,
 }
 
 /// A web session due for an identity refresh at the IdP, claimed by one caller
@@ -367,11 +387,33 @@ pub trait Store: Send + Sync + 'static {
         since: Timestamp,
     ) -> Result<HashMap<String, u32>, StoreError>;
 
+    // --- live sessions (operator console) ---
+
+    /// Replaces what `replica` last published: its live SSH connections, stamped
+    /// `now`. An empty list withdraws it.
+    async fn publish_live_sessions(
+        &self,
+        replica: &str,
+        sessions: &[LiveSession],
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Every replica's live connections whose replica stamped them at or after
+    /// `since` (a replica that died drops out), oldest first.
+    async fn live_sessions(&self, since: Timestamp) -> Result<Vec<LiveSession>, StoreError>;
+    /// Asks whichever replica holds live connection `id` to end it with `reason`:
+    /// publishes `ConnectionEnded` (no state changes).
+    async fn end_live_session(&self, id: &str, reason: &str) -> Result<(), StoreError>;
+    /// Cuts user `user_id` off in one transaction: every client binding revoked,
+    /// every identity binding removed, every web session ended (with their refresh
+    /// tokens). Publishes `BindingRevoked`, `IdentityBindingRemoved` and
+    /// `SessionEnded` for each, so the user's connections end on every replica.
+    async fn cut_off_user(&self, user_id: &str, reason: &str) -> Result<CutOff, StoreError>;
+
     // --- housekeeping ---
 
     /// Deletes expired sessions (publishing `SessionEnded` for each), expired
     /// bindings (publishing `BindingRevoked` with reason `binding expired`) and
     /// expired or decided requests older than a grace period, and live counts
-    /// not re-stamped for [`LIVE_COUNTS_KEPT`] (a replica that died).
+    /// and live sessions not re-stamped for [`LIVE_COUNTS_KEPT`] (a replica that died).
     async fn purge_expired(&self, now: Timestamp) -> Result<(), StoreError>;
 }

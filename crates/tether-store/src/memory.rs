@@ -12,6 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tether_core::connection::LiveSession;
 use tether_core::{
     BindingRequest, ClientBinding, Identity, IdentityBinding, RequestStatus, Session, Timestamp,
 };
@@ -19,7 +20,7 @@ use tokio::sync::broadcast;
 
 use crate::rules;
 use crate::{
-    Approval, DecideError, Feed, PinnedHostKey, RefreshClaim, RevokeError, SignOut, Store,
+    Approval, CutOff, DecideError, Feed, PinnedHostKey, RefreshClaim, RevokeError, SignOut, Store,
     StoreError, StoreEvent,
 };
 
@@ -45,6 +46,8 @@ struct State {
     live_counts: HashMap<String, (Timestamp, HashMap<String, u32>)>,
     /// Identity refresh state by session id (removed with the session).
     refresh: HashMap<String, Refresh>,
+    /// Live sessions by replica: (stamp, sessions).
+    live_sessions: HashMap<String, (Timestamp, Vec<LiveSession>)>,
 }
 
 /// A session's refresh token and schedule.
@@ -518,10 +521,100 @@ impl Store for MemoryStore {
         Ok(sums)
     }
 
+    async fn publish_live_sessions(
+        &self,
+        replica: &str,
+        sessions: &[LiveSession],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        if sessions.is_empty() {
+            st.live_sessions.remove(replica);
+        } else {
+            st.live_sessions
+                .insert(replica.to_string(), (now, sessions.to_vec()));
+        }
+        Ok(())
+    }
+
+    async fn live_sessions(&self, since: Timestamp) -> Result<Vec<LiveSession>, StoreError> {
+        let st = self.lock()?;
+        let mut all: Vec<LiveSession> = st
+            .live_sessions
+            .values()
+            .filter(|(stamp, _)| *stamp >= since)
+            .flat_map(|(_, v)| v.iter().cloned())
+            .collect();
+        all.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        Ok(all)
+    }
+
+    async fn end_live_session(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        let _st = self.lock()?;
+        self.feed.publish(StoreEvent::ConnectionEnded {
+            connection_id: id.to_string(),
+            reason: reason.to_string(),
+        });
+        Ok(())
+    }
+
+    async fn cut_off_user(&self, user_id: &str, reason: &str) -> Result<CutOff, StoreError> {
+        let mut st = self.lock()?;
+        let mut cut = CutOff::default();
+        let mut bindings: Vec<String> = st
+            .bindings
+            .values()
+            .filter(|b| b.user_id == user_id)
+            .map(|b| b.fingerprint.clone())
+            .collect();
+        bindings.sort();
+        for fp in bindings {
+            if let Some(b) = st.bindings.remove(&fp) {
+                self.feed.publish(StoreEvent::BindingRevoked {
+                    binding_id: b.id.clone(),
+                    reason: reason.to_string(),
+                });
+                cut.client_bindings.push(b.id);
+            }
+        }
+        let mut remembered: Vec<String> = st
+            .identities
+            .values()
+            .filter(|i| i.user_id == user_id)
+            .map(|i| i.fingerprint.clone())
+            .collect();
+        remembered.sort();
+        for fp in remembered {
+            st.identities.remove(&fp);
+            self.feed.publish(StoreEvent::IdentityBindingRemoved {
+                fingerprint: fp.clone(),
+            });
+            cut.identity_bindings.push(fp);
+        }
+        let mut sessions: Vec<String> = st
+            .sessions
+            .values()
+            .filter(|s| s.user_id() == user_id)
+            .map(|s| s.id.clone())
+            .collect();
+        sessions.sort();
+        for id in sessions {
+            st.sessions.remove(&id);
+            st.refresh.remove(&id);
+            self.feed.publish(StoreEvent::SessionEnded {
+                session_id: id.clone(),
+                reason: reason.to_string(),
+            });
+            cut.sessions.push(id);
+        }
+        Ok(cut)
+    }
+
     async fn purge_expired(&self, now: Timestamp) -> Result<(), StoreError> {
         let mut st = self.lock()?;
         let stale = now.minus(crate::LIVE_COUNTS_KEPT);
         st.live_counts.retain(|_, (stamp, _)| *stamp >= stale);
+        st.live_sessions.retain(|_, (stamp, _)| *stamp >= stale);
         let mut gone: Vec<(String, &'static str)> = st
             .bindings
             .values()

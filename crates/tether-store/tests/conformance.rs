@@ -34,7 +34,7 @@ macro_rules! backend_checks {
     ($backend:ident, $open:expr) => {
         mod $backend {
             use super::*;
-            backend_checks!(@each $open; ping, sessions_crud, open_request_reuses_pending_code, drop_request_only_drops_pending, approve_creates_binding_and_decides_request, approve_refusals, deny, key_bound_to_other_user_via_client_binding, key_bound_to_other_user_via_identity_binding, invalid_binding_of_other_user_is_replaced, remember_creates_identity_binding, binding_expiry_is_min_of_ttl_and_session, binding_invalid_once_session_signed_out, sign_out_revokes_all_bindings_of_the_user, revoke_binding_checks_owner, revoke_identity_binding_checks_owner, touch_and_list_bindings, concurrent_approvals_for_one_key, pinned_host_keys, purge_expired, live_counts, session_refresh);
+            backend_checks!(@each $open; ping, sessions_crud, open_request_reuses_pending_code, drop_request_only_drops_pending, approve_creates_binding_and_decides_request, approve_refusals, deny, key_bound_to_other_user_via_client_binding, key_bound_to_other_user_via_identity_binding, invalid_binding_of_other_user_is_replaced, remember_creates_identity_binding, binding_expiry_is_min_of_ttl_and_session, binding_invalid_once_session_signed_out, sign_out_revokes_all_bindings_of_the_user, revoke_binding_checks_owner, revoke_identity_binding_checks_owner, touch_and_list_bindings, concurrent_approvals_for_one_key, pinned_host_keys, purge_expired, live_counts, session_refresh, live_sessions, end_live_session, cut_off_user);
         }
     };
     (@each $open:expr; $($check:ident),* $(,)?) => {
@@ -180,8 +180,8 @@ async fn reopening_sqlite_keeps_data_and_does_not_rerun_migrations() {
         .await
         .unwrap();
     assert_eq!(
-        n, 3,
-        "one row per migration (init, live_counts, session_refresh), each applied once"
+        n, 4,
+        "one row per migration (init, live_counts, session_refresh, live_sessions), each applied once"
     );
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&pool)

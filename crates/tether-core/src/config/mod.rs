@@ -252,6 +252,9 @@ pub struct Config {
     pub audit_log: Option<String>,
     /// Built-in development IdP users (demo only; `dev_idp.users`).
     pub dev_idp_users: Vec<DevIdpUser>,
+    /// `administrators` (tether extension): who may use the operator console — a
+    /// PPL policy evaluated against the signed-in identity; `None`: nobody.
+    pub administrators: Option<crate::policy::Policy>,
 }
 
 impl Route {

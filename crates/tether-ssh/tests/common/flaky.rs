@@ -196,6 +196,34 @@ impl Store for FlakyStore {
             .live_counts_elsewhere(replica, binding_ids, since)
             .await
     }
+    async fn publish_live_sessions(
+        &self,
+        replica: &str,
+        sessions: &[tether_store::LiveSession],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.publish_live_sessions(replica, sessions, now).await
+    }
+    async fn live_sessions(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<tether_store::LiveSession>, StoreError> {
+        self.check()?;
+        self.inner.live_sessions(since).await
+    }
+    async fn end_live_session(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.end_live_session(id, reason).await
+    }
+    async fn cut_off_user(
+        &self,
+        user_id: &str,
+        reason: &str,
+    ) -> Result<tether_store::CutOff, StoreError> {
+        self.check()?;
+        self.inner.cut_off_user(user_id, reason).await
+    }
     async fn purge_expired(&self, now: Timestamp) -> Result<(), StoreError> {
         self.inner.purge_expired(now).await
     }

@@ -90,6 +90,7 @@ pub fn config(sign_in_timeout: Duration) -> Config {
         log_format: LogFormat::Text,
         audit_log: None,
         dev_idp_users: vec![],
+        administrators: None,
     }
 }
 

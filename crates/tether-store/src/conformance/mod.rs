@@ -17,6 +17,7 @@
 )]
 
 mod bindings;
+mod console;
 mod refresh;
 mod requests;
 
@@ -106,6 +107,9 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("purge_expired", |s| Box::pin(checks::purge_expired(s))),
     ("live_counts", |s| Box::pin(checks::live_counts(s))),
     ("session_refresh", |s| Box::pin(checks::session_refresh(s))),
+    ("live_sessions", |s| Box::pin(checks::live_sessions(s))),
+    ("end_live_session", |s| Box::pin(checks::end_live_session(s))),
+    ("cut_off_user", |s| Box::pin(checks::cut_off_user(s))),
 ];
 
 /// The single-store checks, each taking the store it runs against, so a backend's
@@ -113,7 +117,7 @@ pub const CHECKS: &[(&str, Check)] = &[
 pub mod checks {
     use std::sync::Arc;
 
-    use super::{bindings, refresh, requests};
+    use super::{bindings, console, refresh, requests};
     use crate::Store;
 
     /// The store answers a ping.
@@ -159,6 +163,9 @@ pub mod checks {
         bindings::revoke_identity_binding_checks_owner,
         bindings::touch_and_list_bindings,
         refresh::session_refresh,
+        console::live_sessions,
+        console::end_live_session,
+        console::cut_off_user,
     );
     checks_by_arc!(
         bindings::concurrent_approvals_for_one_key,
@@ -329,6 +336,7 @@ pub(crate) fn about(ev: &StoreEvent, fp: &str, code: &str) -> bool {
         StoreEvent::IdentityBindingRemoved { fingerprint } => fingerprint == fp,
         StoreEvent::SessionEnded { .. }
         | StoreEvent::SessionRefreshed { .. }
+        | StoreEvent::ConnectionEnded { .. }
         | StoreEvent::Resync => false,
     }
 }

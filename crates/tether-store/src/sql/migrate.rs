@@ -41,6 +41,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "session_refresh",
         sql: include_str!("../../migrations/sqlite/0003_session_refresh.sql"),
     },
+    Migration {
+        version: 4,
+        name: "live_sessions",
+        sql: include_str!("../../migrations/sqlite/0004_live_sessions.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, in order.
@@ -59,6 +64,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "session_refresh",
         sql: include_str!("../../migrations/postgres/0003_session_refresh.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "live_sessions",
+        sql: include_str!("../../migrations/postgres/0004_live_sessions.sql"),
     },
 ];
 

@@ -18,6 +18,7 @@
 //! `tether-core` through `crate::rules`.
 
 mod approve;
+mod live;
 mod migrate;
 mod queries;
 mod refresh;

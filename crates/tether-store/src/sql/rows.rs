@@ -203,6 +203,7 @@ enum EventRecord {
     SessionEnded { session_id: String, reason: String },
     SessionRefreshed { session_id: String },
     IdentityBindingRemoved { fingerprint: String },
+    ConnectionEnded { connection_id: String, reason: String },
 }
 
 /// `(kind, payload_json)` for the outbox, or `None` for events that are not stored.
@@ -237,6 +238,16 @@ pub(crate) fn encode_event(ev: &StoreEvent) -> Result<Option<(&'static str, Stri
             "identity_binding_removed",
             EventRecord::IdentityBindingRemoved { fingerprint },
         ),
+        StoreEvent::ConnectionEnded {
+            connection_id,
+            reason,
+        } => (
+            "connection_ended",
+            EventRecord::ConnectionEnded {
+                connection_id,
+                reason,
+            },
+        ),
         StoreEvent::Resync => return Ok(None),
     };
     Ok(Some((kind, to_json(&rec)?)))
@@ -265,6 +276,13 @@ pub(crate) fn decode_event(payload_json: &str) -> Result<StoreEvent, StoreError>
         EventRecord::IdentityBindingRemoved { fingerprint } => {
             StoreEvent::IdentityBindingRemoved { fingerprint }
         }
+        EventRecord::ConnectionEnded {
+            connection_id,
+            reason,
+        } => StoreEvent::ConnectionEnded {
+            connection_id,
+            reason,
+        },
     })
 }
 
@@ -299,6 +317,10 @@ mod tests {
             },
             StoreEvent::IdentityBindingRemoved {
                 fingerprint: "SHA256:a".into(),
+            },
+            StoreEvent::ConnectionEnded {
+                connection_id: "a1b2-7".into(),
+                reason: "r".into(),
             },
         ];
         for ev in evs {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tether_core::connection::LiveSession;
 use tether_core::{BindingRequest, ClientBinding, Identity, IdentityBinding, Session, Timestamp};
 use tokio::sync::broadcast;
 
@@ -14,7 +15,7 @@ use super::rows::{self, db_err, to_json};
 use super::{now_ms, SqlStore};
 use crate::rules;
 use crate::{
-    Approval, DecideError, PinnedHostKey, RefreshClaim, RevokeError, SignOut, Store, StoreError,
+    Approval, CutOff, DecideError, PinnedHostKey, RefreshClaim, RevokeError, SignOut, Store, StoreError,
     StoreEvent,
 };
 
@@ -475,10 +476,37 @@ impl Store for SqlStore {
         Ok(sums)
     }
 
+    async fn publish_live_sessions(
+        &self,
+        replica: &str,
+        sessions: &[LiveSession],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.replace_live_sessions(replica, sessions, now).await
+    }
+
+    async fn live_sessions(&self, since: Timestamp) -> Result<Vec<LiveSession>, StoreError> {
+        self.fresh_live_sessions(since).await
+    }
+
+    async fn end_live_session(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        self.end_connection(id, reason).await
+    }
+
+    async fn cut_off_user(&self, user_id: &str, reason: &str) -> Result<CutOff, StoreError> {
+        self.cut_off(user_id, reason).await
+    }
+
     async fn purge_expired(&self, now: Timestamp) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
+        let stale = now.minus(crate::LIVE_COUNTS_KEPT).millis();
         sqlx::query("DELETE FROM live_counts WHERE updated_at < $1")
-            .bind(now.minus(crate::LIVE_COUNTS_KEPT).millis())
+            .bind(stale)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query("DELETE FROM live_sessions WHERE updated_at < $1")
+            .bind(stale)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;

@@ -1,7 +1,10 @@
-//! Turns config text into a validated [`Config`]: unknown-key handling (Pomerium keys
-//! warn, others fail), types, durations, required keys — every error with its line.
+//! Turns config text and the environment into a validated [`Config`]: environment
+//! variables over the file ([`env`]), unknown-key handling (Pomerium keys that mean
+//! nothing for SSH warn, those that would change access fail with the reason, others
+//! fail with a "did you mean"), types, durations, required keys — every error with
+//! its line, or the variable it came from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -42,11 +45,46 @@ pub struct Parsed {
     pub config: Config,
     /// Warnings, e.g. `config.yaml:12: ignored: autocert`.
     pub warnings: Vec<String>,
+    /// The environment variables that set a key (`COOKIE_SECRET`, ...), in order.
+    pub environment: Vec<String>,
+    /// Keys whose value did not come from the config file's own text: set by an
+    /// environment variable, or read from a `*_file`. (The rule for secrets inline in
+    /// a readable config file does not apply to them.)
+    pub outside_file: BTreeSet<String>,
+}
+
+impl Parsed {
+    /// Whether `key`'s value is written in the config file itself.
+    pub fn in_file(&self, key: &str) -> bool {
+        !self.outside_file.contains(key)
+    }
+}
+
+/// What a config is read from besides its text. This crate does no I/O: the binary
+/// hands in the process environment and a file reader.
+pub struct Sources<'a> {
+    /// Environment variables by name.
+    pub env: &'a BTreeMap<String, String>,
+    /// Reads the file a `*_file` key names that the parser resolves itself
+    /// (`databroker_storage_connection_string_file`); the error is one line.
+    pub read_file: &'a dyn Fn(&str) -> Result<String, String>,
+}
+
+impl Sources<'_> {
+    /// No environment, and no file can be read.
+    pub fn none() -> Sources<'static> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        Sources {
+            env: &EMPTY,
+            read_file: &|path: &str| Err(format!("cannot read {path}: no files here")),
+        }
+    }
 }
 
 /// Top-level keys tether understands.
 const TETHER_KEYS: &[&str] = &[
     "address",
+    "administrators",
     "insecure_server",
     "certificate_file",
     "certificate_key_file",
@@ -366,6 +404,10 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         Some(n) => parse_dev_idp(&ctx, n)?,
         None => Vec::new(),
     };
+    let administrators = top
+        .get("administrators")
+        .map(|n| crate::policy::parse_policy(n).map_err(|e| ctx.err(e.line, e.message)))
+        .transpose()?;
     let refresh = super::SessionRefresh::default();
 
     let config = Config {
@@ -425,6 +467,7 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         log_format,
         audit_log: top.opt_string(&ctx, "audit_log")?,
         dev_idp_users,
+        administrators,
     };
     Ok(Parsed {
         config,
