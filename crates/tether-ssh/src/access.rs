@@ -8,7 +8,10 @@
 //! reached without a policy decision.
 //!
 //! Pure: no I/O, no russh session state. The client's key arrives as a
-//! [`KeyInput`] built by [`key_input`] from what russh verified.
+//! [`KeyInput`] built by [`key_input`] from what russh verified, and its address as
+//! the connection's peer.
+
+use std::net::IpAddr;
 
 use russh::keys::ssh_key::public::KeyData;
 use russh::keys::{Certificate, PublicKey};
@@ -47,6 +50,8 @@ pub struct AccessRequest<'a> {
     pub login: Option<&'a str>,
     /// The client's key (and certificate, if it authenticated with one).
     pub key: &'a KeyInput,
+    /// The client's address (the SSH connection's peer), for `source_ip`.
+    pub source: Option<IpAddr>,
     /// The client binding's expiry (upstream certificates never outlive it).
     pub binding_expires_at: Timestamp,
     /// Now.
@@ -151,6 +156,7 @@ pub fn authorize(
             identity: Some(request.identity),
             login: request.login,
             key: request.key,
+            source: request.source,
             now: request.now,
         },
     );
@@ -213,6 +219,7 @@ pub fn may_list(route: &Route, request: &AccessRequest<'_>) -> bool {
             identity: Some(request.identity),
             login: request.login,
             key: request.key,
+            source: request.source,
             now: request.now,
         },
     );
@@ -285,6 +292,7 @@ mod tests {
             identity: id,
             login,
             key,
+            source: None,
             binding_expires_at: Timestamp(10_000_000),
             now: Timestamp(1_000),
         }

@@ -19,6 +19,7 @@
 //! against the configuration in force, records the connect metrics and writes the
 //! `upstream_connected` / `upstream_failed` audit event.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -50,6 +51,8 @@ pub(crate) struct Principal {
     pub(crate) fingerprint: String,
     /// The policy's view of the client's key (and certificate).
     pub(crate) key: KeyInput,
+    /// The client's address (the connection's peer; `source_ip`).
+    pub(crate) source: IpAddr,
 }
 
 impl Principal {
@@ -63,6 +66,7 @@ impl Principal {
             identity: self.identity(),
             login,
             key: &self.key,
+            source: Some(self.source),
             binding_expires_at: self.binding.expires_at,
             now,
         }
@@ -239,6 +243,7 @@ pub(crate) fn test_principal(groups: &[&str]) -> Principal {
         },
         fingerprint: "SHA256:test".into(),
         key: KeyInput::default(),
+        source: IpAddr::from([127, 0, 0, 1]),
     }
 }
 

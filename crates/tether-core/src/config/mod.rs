@@ -4,6 +4,7 @@
 //! the file and line. Nothing here touches the disk: reading files and generating
 //! missing keys is the binary's job. Must not depend on tokio, russh, axum or sqlx.
 
+mod idp;
 mod parse;
 mod upstream;
 pub mod yaml;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use crate::secret::Secret;
 
 pub use parse::{parse_config, ConfigError, Parsed};
+pub use idp::{groups_overage, GithubEndpoints, IdpProvider, IDP_PROVIDERS};
 pub use upstream::{valid_login, AllowedLogins, Permit, UpstreamLimits, ROOT};
 
 /// Which storage backend (§9).
@@ -59,9 +61,12 @@ pub enum LogFormat {
 /// `idp_*` keys.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdpConfig {
-    /// Always `oidc`.
+    /// `idp_provider`, as spelled in the config: one of [`IDP_PROVIDERS`]
+    /// ([`IdpConfig::kind`]).
     pub provider: String,
-    /// Issuer URL.
+    /// `idp_provider_url` (no trailing slash), or the provider's fixed default
+    /// (google, azure, gitlab, onelogin, github); the issuer is
+    /// [`IdpConfig::issuer`].
     pub provider_url: String,
     /// Client id.
     pub client_id: String,
@@ -71,6 +76,19 @@ pub struct IdpConfig {
     pub client_secret_file: Option<String>,
     /// Scopes requested.
     pub scopes: Vec<String>,
+}
+
+impl IdpConfig {
+    /// The provider kind (`oidc` for a name the parser did not check, as in
+    /// hand-built test configs).
+    pub fn kind(&self) -> IdpProvider {
+        IdpProvider::from_name(&self.provider).unwrap_or(IdpProvider::Oidc)
+    }
+
+    /// The OIDC issuer derived from `provider_url` (github: the OAuth base URL).
+    pub fn issuer(&self) -> String {
+        self.kind().issuer(&self.provider_url)
+    }
 }
 
 /// Refreshing signed-in identities at the IdP (SPEC §5; tether extensions).

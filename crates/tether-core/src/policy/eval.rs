@@ -4,12 +4,15 @@
 //!
 //! Fail closed (issue 12): a criterion that cannot be evaluated with the input — a
 //! login-name criterion (`ssh_username*`, and `ssh_ca`'s principal check) on a
-//! connection that has no login, i.e. a jump-host pipe — is *unknown*, never
-//! matched. Blocks combine unknowns three-valued (an `or` with a match still
+//! connection that has no login, i.e. a jump-host pipe, `source_ip` without the
+//! client's address, or `groups` when the IdP left the groups out of the token
+//! (Entra ID's group overage: `_claim_names` names `groups`) — is *unknown*,
+//! never matched. Blocks combine unknowns three-valued (an `or` with a match still
 //! matches; an `and` with a failure still fails; otherwise the block is unknown),
 //! and an unknown allow block does not allow while an unknown deny block denies.
 
 use super::{Block, Criterion, Input, Op, Policy};
+use crate::config::groups_overage;
 use crate::identity::Identity;
 use crate::time::Timestamp;
 
@@ -94,6 +97,28 @@ fn check3(c: &Criterion, input: &Input, mode: Mode) -> (Tri, Reason) {
     if c.is_username_specific() && input.login.is_none() {
         return (Tri::Unknown, login_unknown());
     }
+    let on_groups = matches!(c, Criterion::Groups(_))
+        || matches!(c, Criterion::Claim { name, .. } if name == "groups");
+    if on_groups && input.identity.is_some_and(|i| groups_overage(&i.claims)) {
+        return (
+            Tri::Unknown,
+            Reason {
+                code: "groups-unknown",
+                text: "your groups are not in the sign-in token (too many groups); ask the \
+                       administrator to limit the groups the identity provider sends"
+                    .into(),
+            },
+        );
+    }
+    if matches!(c, Criterion::SourceIp(_)) && input.source.is_none() {
+        return (
+            Tri::Unknown,
+            Reason {
+                code: "source-ip-unknown",
+                text: "the client's address is not known".into(),
+            },
+        );
+    }
     let (ok, reason) = check(c, input);
     if ok && input.login.is_none() && matches!(c, Criterion::SshCa(_)) {
         // The certificate is good, but whether it names the login cannot be told.
@@ -121,6 +146,16 @@ fn check(c: &Criterion, input: &Input) -> (bool, Reason) {
         | Criterion::SshUsernameMatchesClaim(_)
         | Criterion::SshPublickey(_)
         | Criterion::SshCa(_) => check_ssh(c, input),
+        Criterion::SourceIp(ranges) => {
+            let ok = input
+                .source
+                .is_some_and(|ip| ranges.iter().any(|r| r.contains(ip)));
+            let text = match input.source {
+                Some(ip) => format!("source address {} is not allowed", ip.to_canonical()),
+                None => "the client's address is not known".into(),
+            };
+            verdict(ok, "source-ip-ok", "source-ip-unauthorized", text)
+        }
     }
 }
 
@@ -329,9 +364,10 @@ fn decide(policy: &Policy, input: &Input, mode: Mode) -> (bool, Vec<Reason>) {
         if let Some(d) = &rule.deny {
             let (t, reasons) = block(d, input, mode);
             if t == Tri::Yes || (t == Tri::Unknown && !optimistic) {
-                let detail = reasons.iter().find(|r| !r.text.is_empty()).map(|r| r.code);
+                let first = reasons.iter().find(|r| !r.text.is_empty());
+                let detail = first.map(|r| r.code);
                 let text = if t == Tri::Unknown {
-                    LOGIN_UNKNOWN.to_string()
+                    first.map_or_else(|| LOGIN_UNKNOWN.to_string(), |r| r.text.clone())
                 } else {
                     "access is denied by policy".to_string()
                 };

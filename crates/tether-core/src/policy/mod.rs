@@ -1,19 +1,24 @@
 //! The Pomerium Policy Language subset of SPEC §6: parse a route's `policy` YAML into
 //! a typed tree ([`Policy`]) and evaluate it as a pure function of
-//! ([`Input`]: identity claims, login name, public key or certificate, time) to an
+//! ([`Input`]: identity claims, login name, public key or certificate, the client's
+//! source address, time) to an
 //! allow/deny [`Decision`] with the reason codes that decided it.
 //!
 //! Parsing never silently allows: an unknown criterion, operator or matcher is an
 //! error naming its line. Nothing here performs I/O or knows about SSH libraries:
 //! certificates arrive already verified, as plain facts in [`KeyInput`].
 
+mod cidr;
 mod eval;
 mod parse;
 mod time_match;
 
+use std::net::IpAddr;
+
 use crate::identity::Identity;
 use crate::time::Timestamp;
 
+pub use cidr::Cidr;
 pub use eval::{evaluate, Decision, Reason};
 pub use parse::{parse_policy, PolicyError};
 
@@ -150,6 +155,8 @@ pub enum Criterion {
     SshPublickey(Vec<String>),
     /// The client presented a user certificate from one of these CAs.
     SshCa(Vec<String>),
+    /// `source_ip`: the client's address is in one of these ranges.
+    SourceIp(Vec<Cidr>),
 }
 
 impl Criterion {
@@ -200,6 +207,9 @@ pub struct Input<'a> {
     pub login: Option<&'a str>,
     /// The client's key.
     pub key: &'a KeyInput,
+    /// The client's address (the SSH connection's peer). `None` when not known:
+    /// `source_ip` is then unknown, and an unknown never allows.
+    pub source: Option<IpAddr>,
     /// Now.
     pub now: Timestamp,
 }

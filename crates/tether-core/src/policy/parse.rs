@@ -2,7 +2,7 @@
 //! with its line; nothing unknown is ever treated as "allow".
 
 use super::time_match::{parse_date_range, parse_days, parse_time_range};
-use super::{normalize_key_line, Block, Criterion, Op, Policy, Rule, StringMatcher};
+use super::{normalize_key_line, Block, Cidr, Criterion, Op, Policy, Rule, StringMatcher};
 use crate::config::yaml::{Node, Value};
 
 /// A policy that cannot be used.
@@ -231,6 +231,12 @@ fn parse_criterion(node: &Node) -> Result<Criterion, PolicyError> {
         ),
         "ssh_publickey" => Criterion::SshPublickey(keys(name, v)?),
         "ssh_ca" => Criterion::SshCa(keys(name, v)?),
+        "source_ip" => Criterion::SourceIp(
+            string_list(name, v)?
+                .iter()
+                .map(|t| Cidr::parse(t).map_err(|m| err(v, format!("source_ip: {m}"))))
+                .collect::<Result<_, _>>()?,
+        ),
         other => {
             if let Some(claim) = other.strip_prefix("claim/") {
                 if claim.is_empty() {

@@ -43,6 +43,7 @@ fn decide(p: &Policy, id: Option<&Identity>, login: &str, key: &str, now: Timest
             identity: id,
             login: Some(login),
             key: &key,
+            source: None,
             now,
         },
     )
@@ -144,6 +145,7 @@ fn login_criteria_without_a_login_deny() {
         identity: Some(&alice),
         login: None,
         key: &key,
+        source: None,
         now: WED_1030,
     };
     let denied = |yaml: &str| {
@@ -210,6 +212,7 @@ fn ssh_ca_criterion() {
         identity: Some(&alice),
         login: Some(login),
         key: &cert_key,
+        source: None,
         now: WED_1030,
     };
     assert!(evaluate(&p, &input("alice")).allow);
@@ -412,7 +415,7 @@ proptest! {
         id in arb_identity(),
     ) {
         let key = KeyInput::default();
-        let jump = Input { identity: Some(&id), login: None, key: &key, now: WED_1030 };
+        let jump = Input { identity: Some(&id), login: None, key: &key, source: None, now: WED_1030 };
         prop_assert!(!evaluate(&allow(op, vec![c.clone()]), &jump).allow);
         let denying = Policy { rules: vec![
             Rule { allow: Some(Block { op: Op::Or, criteria: vec![Criterion::Accept] }), deny: None },
@@ -427,4 +430,179 @@ proptest! {
         let d = decide(&allow(Op::And, vec![c]), None, "a", ALICE_KEY, WED_1030);
         prop_assert!(!d.allow);
     }
+}
+
+fn from(p: &Policy, source: Option<&str>) -> Decision {
+    let alice = identity("alice@example.com", &["dev"]);
+    let key = KeyInput::default();
+    let source = source.map(|s| s.parse().unwrap());
+    evaluate(
+        p,
+        &Input {
+            identity: Some(&alice),
+            login: Some("alice"),
+            key: &key,
+            source,
+            now: WED_1030,
+        },
+    )
+}
+
+#[test]
+fn source_ip_ranges_v4_and_v6() {
+    let p = policy(
+        "allow:\n  and:\n    - source_ip: [\"10.0.0.0/8\", \"192.168.1.1/24\", \"::1/128\", \"2001:db8::/32\", \"203.0.113.7\"]\n",
+    );
+    for ok in [
+        "10.1.2.3",
+        "192.168.1.200",
+        "::1",
+        "2001:db8:ffff::1",
+        "203.0.113.7",
+        // A dual-stack listener reports IPv4 clients as IPv4-mapped IPv6.
+        "::ffff:10.9.9.9",
+    ] {
+        let d = from(&p, Some(ok));
+        assert!(d.allow, "{ok}: {d:?}");
+        assert_eq!(d.reasons[0].code, "source-ip-ok");
+    }
+    for no in [
+        "11.0.0.1",
+        "192.168.2.1",
+        "::2",
+        "2001:db9::1",
+        "203.0.113.8",
+    ] {
+        let d = from(&p, Some(no));
+        assert!(!d.allow, "{no}");
+        assert_eq!(d.reasons[0].code, "source-ip-unauthorized");
+        assert_eq!(
+            d.message(),
+            format!("source address {no} is not allowed"),
+            "{no}"
+        );
+    }
+    // A bare string is one range.
+    let one = policy("allow:\n  and:\n    - source_ip: 127.0.0.1/32\n");
+    assert!(from(&one, Some("127.0.0.1")).allow);
+    assert!(!from(&one, Some("127.0.0.2")).allow);
+    let mapped = from(&one, Some("::ffff:127.0.0.2"));
+    assert_eq!(mapped.message(), "source address 127.0.0.2 is not allowed");
+    // An IPv4 range never matches a (non-mapped) IPv6 address, and back.
+    assert!(!from(&one, Some("::127.0.0.1")).allow);
+    let v6 = policy("allow:\n  and:\n    - source_ip: \"::/0\"\n");
+    assert!(!from(&v6, Some("1.2.3.4")).allow);
+    assert!(from(&v6, Some("fe80::1")).allow);
+    let any4 = policy("allow:\n  and:\n    - source_ip: 0.0.0.0/0\n");
+    assert!(from(&any4, Some("1.2.3.4")).allow);
+}
+
+#[test]
+fn source_ip_unknown_address_fails_closed() {
+    let allow = policy("allow:\n  and:\n    - source_ip: 10.0.0.0/8\n");
+    let d = from(&allow, None);
+    assert!(!d.allow);
+    // A deny on a network cannot be dodged by an unknown address.
+    let deny = policy(
+        "- allow:\n    and:\n      - authenticated_user: true\n  deny:\n    and:\n      - source_ip: 10.0.0.0/8\n",
+    );
+    assert!(from(&deny, Some("192.0.2.1")).allow);
+    let d = from(&deny, Some("10.0.0.1"));
+    assert!(!d.allow);
+    assert_eq!(d.reasons[0].code, "source-ip-ok");
+    let d = from(&deny, None);
+    assert!(!d.allow);
+    assert_eq!(d.message(), "the client's address is not known");
+    // `not` over a source range: everyone outside it.
+    let outside = policy("allow:\n  not:\n    - source_ip: 10.0.0.0/8\n");
+    assert!(from(&outside, Some("192.0.2.1")).allow);
+    assert!(!from(&outside, Some("10.0.0.1")).allow);
+    assert!(!from(&outside, None).allow);
+}
+
+#[test]
+fn source_ip_parse_errors_name_the_line() {
+    for (bad, msg) in [
+        ("source_ip: 10.0.0.0/33", "longer than the address"),
+        (
+            "source_ip: 10.0.0/8",
+            "expected an IP address or CIDR range",
+        ),
+        ("source_ip: \"::1/129\"", "longer than the address"),
+        (
+            "source_ip: example.com",
+            "expected an IP address or CIDR range",
+        ),
+        (
+            "source_ip: \"10.0.0.0/+8\"",
+            "expected an IP address or CIDR range",
+        ),
+        ("source_ip: {is: 10.0.0.0/8}", "expected a string or a list"),
+    ] {
+        let yaml = format!("allow:\n  and:\n    - {bad}\n");
+        let e = parse_policy(&parse_yaml(&yaml).unwrap()).unwrap_err();
+        assert_eq!(e.line, 3, "{bad}: {e}");
+        assert!(e.message.contains(msg), "{bad}: {e}");
+    }
+    assert_eq!(
+        Cidr::parse("192.168.1.1/24").unwrap().to_string(),
+        "192.168.1.0/24"
+    );
+    assert_eq!(
+        Cidr::parse("2001:db8::1").unwrap().to_string(),
+        "2001:db8::1/128"
+    );
+}
+
+proptest! {
+    #[test]
+    fn a_range_contains_its_own_addresses(a in any::<u32>(), b in any::<u128>(), p4 in 0u8..=32, p6 in 0u8..=128, flip in any::<u32>()) {
+        let v4 = std::net::Ipv4Addr::from(a);
+        let r4 = Cidr::parse(&format!("{v4}/{p4}")).unwrap();
+        prop_assert!(r4.contains(v4.into()));
+        prop_assert!(r4.contains(std::net::IpAddr::V6(v4.to_ipv6_mapped())));
+        // Flipping a bit inside the prefix leaves the range.
+        if p4 > 0 {
+            let bit = 31 - (flip % u32::from(p4));
+            let other = std::net::Ipv4Addr::from(a ^ (1 << bit));
+            prop_assert!(!r4.contains(other.into()));
+        }
+        let v6 = std::net::Ipv6Addr::from(b);
+        let r6 = Cidr::parse(&format!("{v6}/{p6}")).unwrap();
+        prop_assert!(r6.contains(v6.into()) || v6.to_ipv4_mapped().is_some());
+    }
+}
+
+#[test]
+fn groups_overage_fails_closed() {
+    let mut over = identity("alice@example.com", &[]);
+    over.claims.remove("groups");
+    over.claims
+        .insert("_claim_names".into(), serde_json::json!({"groups": "src1"}));
+    let allow = policy("allow:\n  and:\n    - groups:\n        has: sre\n");
+    let d = decide(&allow, Some(&over), "alice", ALICE_KEY, WED_1030);
+    assert!(!d.allow);
+    assert_eq!(d.reasons[0].code, "groups-unknown");
+    // A deny on a group cannot be dodged by having too many groups.
+    let deny = policy(
+        "- allow:\n    and:\n      - authenticated_user: true\n  deny:\n    or:\n      - groups:\n          has: contractors\n",
+    );
+    let d = decide(&deny, Some(&over), "alice", ALICE_KEY, WED_1030);
+    assert!(!d.allow);
+    assert!(d.message().contains("too many groups"), "{}", d.message());
+    let claim = policy("allow:\n  and:\n    - claim/groups: sre\n");
+    assert!(!decide(&claim, Some(&over), "alice", ALICE_KEY, WED_1030).allow);
+    // Criteria on other things still decide.
+    let email = policy("allow:\n  and:\n    - email:\n        is: alice@example.com\n");
+    assert!(decide(&email, Some(&over), "alice", ALICE_KEY, WED_1030).allow);
+    assert!(
+        decide(
+            &deny,
+            Some(&identity("alice@example.com", &["sre"])),
+            "alice",
+            ALICE_KEY,
+            WED_1030
+        )
+        .allow
+    );
 }

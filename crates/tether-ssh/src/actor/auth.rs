@@ -215,6 +215,7 @@ impl Actor {
                         session,
                         fingerprint,
                         key: key_input,
+                        source: self.peer.ip(),
                     },
                     registration,
                 };
@@ -451,6 +452,7 @@ impl Actor {
                 session,
                 fingerprint: pending.fingerprint,
                 key: pending.key_input,
+                source: self.peer.ip(),
             },
             registration,
         };

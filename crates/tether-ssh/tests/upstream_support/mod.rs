@@ -278,6 +278,7 @@ pub fn grant(target: &UpstreamTarget, user: &UpstreamUser) -> AccessGranted {
         identity: &identity,
         login: Some(&user.login),
         key: &key,
+        source: None,
         binding_expires_at: user.binding_expires_at,
         now: SystemClock.now(),
     };

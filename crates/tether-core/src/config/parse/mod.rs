@@ -590,16 +590,36 @@ impl Top<'_> {
     }
 }
 
-/// The identity provider: `idp_provider` (oidc), its URL, client and scopes.
+/// The identity provider: `idp_provider` (one of the names Pomerium uses, see
+/// [`super::IdpProvider`]), its URL (required unless the provider has a fixed one),
+/// client and scopes (the provider's defaults when not set).
 fn parse_idp(ctx: &Ctx, top: &Top) -> Result<IdpConfig, ConfigError> {
     let provider = top.req_string(ctx, "idp_provider")?;
-    if provider != "oidc" {
+    let Some(kind) = super::IdpProvider::from_name(&provider) else {
+        let names: Vec<&str> = super::IDP_PROVIDERS.iter().map(|(n, _)| *n).collect();
+        let hint = match provider.as_str() {
+            "apple" => " (apple is not supported: its client secret is a signed JWT tether does not make)",
+            "keycloak" | "dex" | "authentik" | "zitadel" => " (for Keycloak use oidc with the realm URL)",
+            _ => "",
+        };
         return Err(ctx.err(
             top.line("idp_provider"),
-            format!("idp_provider: expected oidc, found {provider:?}"),
+            format!(
+                "idp_provider: expected one of {}, found {provider:?}{hint}",
+                names.join(", ")
+            ),
         ));
-    }
-    let provider_url = top.url(ctx, "idp_provider_url")?;
+    };
+    let provider_url = match (top.get("idp_provider_url"), kind.default_url()) {
+        (Some(_), _) => top.url(ctx, "idp_provider_url")?,
+        (None, Some(default)) => default.to_string(),
+        (None, None) => {
+            return Err(ctx.missing(&format!(
+                "idp_provider_url (required with idp_provider: {provider})"
+            )))
+        }
+    };
+    let provider_url = provider_url.trim_end_matches('/').to_string();
     let client_secret = top.opt_string(ctx, "idp_client_secret")?.map(Secret::new);
     let client_secret_file = top.opt_string(ctx, "idp_client_secret_file")?;
     if client_secret.is_none() && client_secret_file.is_none() {
@@ -607,13 +627,11 @@ fn parse_idp(ctx: &Ctx, top: &Top) -> Result<IdpConfig, ConfigError> {
     }
     let scopes = match top.get("idp_scopes") {
         Some(n) => ctx.string_list("idp_scopes", n)?,
-        None => ["openid", "profile", "email", "offline_access"]
-            .map(String::from)
-            .to_vec(),
+        None => kind.default_scopes(&provider_url),
     };
     Ok(IdpConfig {
         provider,
-        provider_url: provider_url.trim_end_matches('/').to_string(),
+        provider_url,
         client_id: top.req_string(ctx, "idp_client_id")?,
         client_secret,
         client_secret_file,
