@@ -19,13 +19,23 @@ use tether_core::config::{Permit, Route, UpstreamLimits};
 use tether_core::policy::{evaluate, normalize_key_line, CertInput, Decision, Input, KeyInput};
 use tether_core::{Identity, Timestamp};
 
-/// Where to connect: a route and its upstream.
+/// Where to connect: a route and its upstream(s).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamTarget {
     /// Route name (for messages and logs).
     pub route: String,
-    /// Upstream `host:port` (`[v6]:port` for IPv6 literals).
+    /// Upstream `host:port` (`[v6]:port` for IPv6 literals); the first one tried.
     pub address: String,
+    /// The route's further upstreams, tried in order when the ones before cannot be
+    /// reached (`to:` with a list); usually empty.
+    pub failover: Vec<String>,
+}
+
+impl UpstreamTarget {
+    /// Every upstream address, in the order they are tried.
+    pub fn addresses(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.address.as_str()).chain(self.failover.iter().map(String::as_str))
+    }
 }
 
 /// Who logs in upstream, and for how long at most.
@@ -189,6 +199,7 @@ pub fn authorize(
         target: UpstreamTarget {
             route: route.name.clone(),
             address: route.to.clone(),
+            failover: route.failover.clone(),
         },
         // The certificate's key id names the person in the upstream's auth log:
         // the verified email, else the IdP subject (never an unverified address).
@@ -273,6 +284,7 @@ mod tests {
         Route {
             name: "prod".into(),
             to: "10.0.0.5:22".into(),
+            failover: Vec::new(),
             allow_any_authenticated_user: any,
             policy: policy.map(|criteria| Policy {
                 rules: vec![Rule {

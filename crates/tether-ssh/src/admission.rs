@@ -148,7 +148,7 @@ pub(crate) async fn connect(
         grant,
         via,
         started,
-        result.as_ref().map(|_| ()),
+        result.as_ref().map(|up| up.target().address.as_str()),
     );
     result
 }
@@ -160,18 +160,19 @@ fn record(
     grant: &AccessGranted,
     via: Via,
     started: Instant,
-    result: Result<(), &UpstreamError>,
+    result: Result<&str, &UpstreamError>,
 ) {
     let elapsed = started.elapsed();
     let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     let target = grant.target();
     let route = target.route.clone();
-    let address = target.address.clone();
+    // The upstream reached (with several, maybe not the first), else the first.
+    let address = result.map_or_else(|_| target.address.clone(), str::to_string);
     let login = grant.login().unwrap_or_default().to_string();
     let email = principal.identity().email.clone();
     let conn = principal.conn;
     match result {
-        Ok(()) => {
+        Ok(_) => {
             upstreams.metrics.upstream_connect.observe(elapsed);
             AuditEvent::UpstreamConnected {
                 conn,
@@ -258,6 +259,7 @@ mod tests {
         Route {
             name: name.into(),
             to: "10.0.0.5:22".into(),
+            failover: Vec::new(),
             allow_any_authenticated_user: any,
             policy: criteria.map(|criteria| Policy {
                 rules: vec![Rule {

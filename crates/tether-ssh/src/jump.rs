@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tether_core::audit::AuditEvent;
 
 use crate::access::AccessGranted;
-use crate::upstream::CONNECT_TIMEOUT;
+use crate::upstream::dial_in_order;
 
 /// Who a pipe is for, for its audit events.
 #[derive(Clone, Debug)]
@@ -41,22 +41,17 @@ pub(crate) async fn pipe(
     reply: ChannelOpenHandle,
 ) {
     let target = grant.target();
-    let connected =
-        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.address)).await;
-    let tcp = match connected {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            tracing::info!(route = %target.route, address = %target.address, "jump: upstream unreachable: {e}");
-            reply.reject(unreachable(&target.route)).await;
-            return;
-        }
-        Err(_) => {
-            tracing::info!(route = %target.route, address = %target.address, "jump: upstream connect timed out");
+    // The route's upstreams in order, as for a route connection.
+    let tcp = match dial_in_order(target).await {
+        Ok((_, tcp)) => tcp,
+        Err(e) => {
+            let detail = std::error::Error::source(&e)
+                .map_or_else(|| "timed out".to_string(), ToString::to_string);
+            tracing::info!(route = %target.route, "jump: {e} ({detail})");
             reply.reject(unreachable(&target.route)).await;
             return;
         }
     };
-    let _ = tcp.set_nodelay(true);
     reply.accept().await;
     AuditEvent::JumpOpened {
         conn: audit.conn,

@@ -333,6 +333,7 @@ async fn unreachable_is_reported_quickly() {
     let tgt = UpstreamTarget {
         route: "prod".into(),
         address: format!("127.0.0.1:{}", free_port()),
+        failover: Vec::new(),
     };
     let (tx, _rx) = mpsc::channel(8);
     let started = Instant::now();

@@ -193,7 +193,7 @@ fn describe_routes(s: &mut String, c: &Config) {
             s,
             "  - ssh://{} -> {} ({access}; logins: {}; permit: {})",
             r.name,
-            r.to,
+            r.upstreams().collect::<Vec<_>>().join(" then "),
             limits.logins.describe(),
             limits.permit.describe()
         );

@@ -1,5 +1,7 @@
 //! Command line: `serve`, `check`, `demo`, `bindings list|revoke`. Config and key
-//! errors print one line and exit 2 before any port is bound.
+//! errors print one line and exit 2 before any port is bound. The config is the
+//! `-c` file (or `./config.yaml`, or none) with the environment over it
+//! ([`crate::source`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,10 +9,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tether_core::audit::{AuditEvent, Via};
-use tether_core::config::{parse_config, Config, StorageType};
+use tether_core::config::{Config, Parsed, StorageType};
 use tether_store::Store;
 
-use crate::{app, demo, keys, logging, perms};
+use crate::{app, demo, keys, logging, perms, source};
 
 #[derive(Parser)]
 #[command(name = "tether", version, about = "An identity-aware SSH gateway")]
@@ -23,15 +25,17 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Serve {
-        /// Config file.
-        #[arg(short, long, default_value = "config.yaml")]
-        config: PathBuf,
+        /// Config file [default: ./config.yaml if it exists, else the environment
+        /// alone]. Environment variables (COOKIE_SECRET, ...) override its keys.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
     /// Validate the config and print the effective settings (secrets redacted).
     Check {
-        /// Config file.
-        #[arg(short, long, default_value = "config.yaml")]
-        config: PathBuf,
+        /// Config file [default: ./config.yaml if it exists, else the environment
+        /// alone]. Environment variables (COOKIE_SECRET, ...) override its keys.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
     /// Run everything embedded: SQLite, generated keys and a development IdP.
     Demo {
@@ -47,9 +51,10 @@ enum Command {
     },
     /// Administer client bindings in the configured store.
     Bindings {
-        /// Config file.
-        #[arg(short, long, default_value = "config.yaml", global = true)]
-        config: PathBuf,
+        /// Config file [default: ./config.yaml if it exists, else the environment
+        /// alone].
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         action: BindingsAction,
     },
@@ -76,103 +81,90 @@ const EXIT_CONFIG: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config } => check(source::config_path(config).as_deref()),
         Command::Serve { config } => {
-            let Some(cfg) = load_config(&config, true) else {
+            let path = source::config_path(config);
+            let Some(parsed) = load_config(path.as_deref()) else {
                 return ExitCode::from(EXIT_CONFIG);
             };
-            run_app(cfg, false, Some(config))
+            run_app(parsed.config, &parsed.warnings, false, path)
         }
         Command::Demo {
             data_dir,
             address,
             ssh_address,
         } => match demo::config(&data_dir, &address, &ssh_address) {
-            Ok(cfg) => run_app(cfg, true, None),
+            Ok(cfg) => run_app(cfg, &[], true, None),
             Err(e) => {
                 eprintln!("tether: {e:#}");
                 ExitCode::from(EXIT_CONFIG)
             }
         },
         Command::Bindings { config, action } => {
-            let Some(cfg) = load_config(&config, false) else {
+            let Some(parsed) = load_config(source::config_path(config).as_deref()) else {
                 return ExitCode::from(EXIT_CONFIG);
             };
-            admin(cfg, action)
+            admin(parsed.config, action)
         }
     }
 }
 
-/// Reads and validates a config file; prints the error (one line) and warnings.
-fn load_config(path: &Path, print_warnings: bool) -> Option<Config> {
-    let name = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{name}: cannot read config: {e}");
+/// Reads and validates the config (file and environment); prints the error (one
+/// line). Warnings are the caller's to show.
+fn load_config(path: Option<&Path>) -> Option<Parsed> {
+    let parsed = match source::load(path) {
+        Ok(p) => p,
+        Err(line) => {
+            eprintln!("{line}");
             return None;
         }
     };
-    match parse_config(&text, &name) {
-        Ok(parsed) => {
-            if print_warnings {
-                for w in &parsed.warnings {
-                    eprintln!("warning: {w}");
-                }
-            }
-            if let Err(line) = perms::check_config_file(path, &parsed.config) {
-                eprintln!("{line}");
-                return None;
-            }
-            Some(parsed.config)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            None
+    if let Some(path) = path {
+        if let Err(line) = perms::check_config_file(path, &parsed) {
+            eprintln!("{line}");
+            return None;
         }
     }
+    Some(parsed)
 }
 
-fn check(path: &Path) -> ExitCode {
-    let name = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{name}: cannot read config: {e}");
+fn check(path: Option<&Path>) -> ExitCode {
+    let name = path.map_or(source::ENVIRONMENT.to_string(), |p| p.display().to_string());
+    let parsed = match source::load(path) {
+        Ok(p) => p,
+        Err(line) => {
+            eprintln!("{line}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match parse_config(&text, &name) {
-        Ok(parsed) => {
-            for w in &parsed.warnings {
-                eprintln!("warning: {w}");
-            }
-            print!("{}", app::describe(&parsed.config));
-            if let Err(line) = app::web_tls(&parsed.config) {
-                eprintln!("{name}: {line}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            // What `serve` would refuse: secrets others can read (`perms`).
-            let data = keys::data_dir(&parsed.config);
-            let refused = perms::check_config_file(path, &parsed.config).and_then(|()| {
-                if keys::needs_data_dir(&parsed.config) {
-                    perms::check_data_dir(&data)
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(line) = refused {
-                eprintln!("{line}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            println!("{name}: OK");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(EXIT_CONFIG)
-        }
+    for w in &parsed.warnings {
+        eprintln!("warning: {w}");
     }
+    print!("{}", app::describe(&parsed.config));
+    if !parsed.environment.is_empty() {
+        println!("from the environment: {}", parsed.environment.join(", "));
+    }
+    if let Err(line) = app::web_tls(&parsed.config) {
+        eprintln!("{name}: {line}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    // What `serve` would refuse: secrets others can read (`perms`).
+    let data = keys::data_dir(&parsed.config);
+    let refused = path
+        .map_or(Ok(()), |p| perms::check_config_file(p, &parsed))
+        .and_then(|()| {
+            if keys::needs_data_dir(&parsed.config) {
+                perms::check_data_dir(&data)
+            } else {
+                Ok(())
+            }
+        });
+    if let Err(line) = refused {
+        eprintln!("{line}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!("{name}: OK");
+    ExitCode::SUCCESS
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
@@ -188,10 +180,18 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn run_app(config: Config, demo: bool, config_path: Option<PathBuf>) -> ExitCode {
+fn run_app(
+    config: Config,
+    warnings: &[String],
+    demo: bool,
+    config_path: Option<PathBuf>,
+) -> ExitCode {
     if let Err(e) = logging::init_logging(&config) {
         eprintln!("tether: {e:#}");
         return ExitCode::from(EXIT_CONFIG);
+    }
+    for w in warnings {
+        tracing::warn!("config: {w}");
     }
     let data = keys::data_dir(&config);
     let material = match keys::load(&config, &data) {

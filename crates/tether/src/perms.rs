@@ -13,7 +13,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use tether_core::config::Config;
+use tether_core::config::{Config, Parsed};
 
 /// The permission bits of `path` when another local user could reach and open it,
 /// else `None` (also when it does not exist).
@@ -99,8 +99,10 @@ fn has_password(conn: &str) -> bool {
 }
 
 /// Refuses a config file that holds secrets inline when another user could read it.
-pub fn check_config_file(path: &Path, config: &Config) -> Result<(), String> {
-    let secrets = inline_secrets(config);
+/// Secrets set by an environment variable or read from a `*_file` are not in it.
+pub fn check_config_file(path: &Path, parsed: &Parsed) -> Result<(), String> {
+    let mut secrets = inline_secrets(&parsed.config);
+    secrets.retain(|key| parsed.in_file(key));
     if secrets.is_empty() {
         return Ok(());
     }

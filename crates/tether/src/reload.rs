@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_core::audit::AuditEvent;
-use tether_core::config::{parse_config, Config};
+use tether_core::config::Config;
 use tether_ssh::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -130,14 +130,15 @@ pub async fn watch(
             }
         }
         last_text = Some(text.clone());
-        match parse_config(&text, &name) {
+        // The same environment as at start lies over the file (`crate::source`).
+        match crate::source::parse(Some(&text), &name) {
             Err(e) => {
                 tracing::error!("config reload refused: {e}; the old config stays in force");
             }
             Ok(parsed) => {
                 // The start-up rule holds for a reload too: inline secrets in a
                 // file others can read are refused (fail closed, old config stays).
-                if let Err(line) = crate::perms::check_config_file(&path, &parsed.config) {
+                if let Err(line) = crate::perms::check_config_file(&path, &parsed) {
                     tracing::error!("config reload refused: {line}; the old config stays in force");
                     continue;
                 }
@@ -171,6 +172,7 @@ pub async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tether_core::config::parse_config;
 
     fn cfg(extra: &str) -> Config {
         parse_config(

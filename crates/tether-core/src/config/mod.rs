@@ -1,8 +1,11 @@
 //! The configuration model (SPEC §2), parsed from Pomerium-compatible YAML.
 //!
-//! `parse_config` turns the file's text into a validated [`Config`]; every error names
-//! the file and line. Nothing here touches the disk: reading files and generating
-//! missing keys is the binary's job. Must not depend on tokio, russh, axum or sqlx.
+//! `parse_config` turns the file's text into a validated [`Config`]; `load_config`
+//! also lays Pomerium's environment variables over it (`COOKIE_SECRET`, `ROUTES`,
+//! …; a variable overrides the file). Every error names the file and line, or the
+//! variable. Nothing here touches the disk or the process environment: the binary
+//! hands them in ([`Sources`]), reads the `*_file` keys and generates missing keys.
+//! Must not depend on tokio, russh, axum or sqlx.
 
 mod idp;
 mod parse;
@@ -14,8 +17,8 @@ use std::time::Duration;
 
 use crate::secret::Secret;
 
-pub use parse::{parse_config, ConfigError, Parsed};
 pub use idp::{groups_overage, GithubEndpoints, IdpProvider, IDP_PROVIDERS};
+pub use parse::{load_config, parse_config, ConfigError, Parsed, Sources};
 pub use upstream::{valid_login, AllowedLogins, Permit, UpstreamLimits, ROOT};
 
 /// Which storage backend (§9).
@@ -121,13 +124,16 @@ pub struct RuntimeFlags {
     pub ssh_allow_direct_tcpip: bool,
 }
 
-/// A route: `from: ssh://NAME` → `to: ssh://HOST:PORT`.
+/// A route: `from: ssh://NAME` → `to: ssh://HOST:PORT` (or a list of upstreams).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Route {
     /// Route name (the host part of `from`).
     pub name: String,
-    /// Upstream `host:port` (port 22 when omitted).
+    /// The (first) upstream `host:port` (port 22 when omitted).
     pub to: String,
+    /// Further upstreams from a `to` list, tried in order when every one before
+    /// could not be reached (ordered failover, no balancing). Usually empty.
+    pub failover: Vec<String>,
     /// `allow_any_authenticated_user: true`.
     pub allow_any_authenticated_user: bool,
     /// The route's `policy`, parsed (§6).
@@ -276,6 +282,11 @@ pub struct Config {
 }
 
 impl Route {
+    /// Every upstream, in the order they are tried: `to`, then `failover`.
+    pub fn upstreams(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.to.as_str()).chain(self.failover.iter().map(String::as_str))
+    }
+
     /// The policy in force: the route's `policy` plus `allow_any_authenticated_user`
     /// as an extra allow rule; neither → a policy that admits no one.
     pub fn effective_policy(&self) -> crate::policy::Policy {

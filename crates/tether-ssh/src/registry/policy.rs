@@ -202,6 +202,7 @@ mod tests {
         c.routes = vec![Route {
             name: "prod".into(),
             to: "127.0.0.1:22".into(),
+            failover: Vec::new(),
             allow_any_authenticated_user: any,
             policy: policy.map(|c| Policy {
                 rules: vec![Rule {

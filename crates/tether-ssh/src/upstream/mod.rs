@@ -94,6 +94,9 @@ use handler::{HandlerError, Shared, UpstreamHandler};
 
 /// Limit for the TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limit for each TCP connect when a route lists several upstreams: a silent first
+/// upstream delays the next by at most this much.
+pub const FAILOVER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Limit for the SSH handshake (version exchange and key exchange).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Limit for the certificate login.
@@ -145,9 +148,14 @@ pub async fn connect(
             route: target.route.clone(),
         })?;
     let route = target.route.clone();
-    let address = target.address.clone();
+    let (address, stream) = dial_in_order(target).await?;
+    // The upstream actually reached: its own pinned host key, and what the audit
+    // log and messages name.
+    let target = UpstreamTarget {
+        address: address.clone(),
+        ..target.clone()
+    };
     let anchors = host_keys.load(&route, &address).await?;
-    let stream = dial(&route, &address).await?;
     let config = client_config(&anchors);
     let shared = Shared::default();
     let handler = UpstreamHandler {
@@ -176,7 +184,7 @@ pub async fn connect(
         }
         Err(_) => return Err(UpstreamError::TimedOut { route, address }),
     };
-    log_in(&mut handle, grant, user, ca).await?;
+    log_in(&mut handle, &target, grant, user, ca).await?;
 
     let banner = {
         let b = shared.banner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -193,20 +201,55 @@ pub async fn connect(
     Ok(Upstream {
         handle,
         shared,
-        target: target.clone(),
+        target,
         banner,
         host_key,
     })
 }
 
-/// The TCP connection to the upstream, bounded by [`CONNECT_TIMEOUT`].
-async fn dial(route: &str, address: &str) -> Result<TcpStream, UpstreamError> {
+/// The TCP connection to the first of the target's upstreams that accepts one, in
+/// order (ordered failover; no balancing). Each attempt is bounded by
+/// [`CONNECT_TIMEOUT`], or [`FAILOVER_CONNECT_TIMEOUT`] when there are several. Only
+/// an unreachable upstream moves on to the next: one that answers and then fails
+/// the handshake, its host key check or the login is the answer. All unreachable →
+/// the last one's error.
+pub(crate) async fn dial_in_order(
+    target: &UpstreamTarget,
+) -> Result<(String, TcpStream), UpstreamError> {
+    let limit = if target.failover.is_empty() {
+        CONNECT_TIMEOUT
+    } else {
+        FAILOVER_CONNECT_TIMEOUT
+    };
+    let mut last = None;
+    for address in target.addresses() {
+        match dial(&target.route, address, limit).await {
+            Ok(stream) => return Ok((address.to_string(), stream)),
+            Err(e) => {
+                if target.failover.is_empty() {
+                    return Err(e);
+                }
+                tracing::info!(route = %target.route, address = %address,
+                    "upstream unreachable; trying the next one: {e}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| UpstreamError::Unreachable {
+        route: target.route.clone(),
+        address: target.address.clone(),
+        source: None,
+    }))
+}
+
+/// The TCP connection to one upstream, bounded by `limit`.
+async fn dial(route: &str, address: &str, limit: Duration) -> Result<TcpStream, UpstreamError> {
     let unreachable = |source| UpstreamError::Unreachable {
         route: route.to_string(),
         address: address.to_string(),
         source,
     };
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+    let stream = match tokio::time::timeout(limit, TcpStream::connect(address)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(unreachable(Some(e))),
         Err(_) => return Err(unreachable(None)),
@@ -244,11 +287,11 @@ fn client_config(anchors: &hostkey::Anchors) -> client::Config {
 /// from tether's CA, bounded by [`AUTH_TIMEOUT`].
 async fn log_in(
     handle: &mut client::Handle<UpstreamHandler>,
+    target: &UpstreamTarget,
     grant: &AccessGranted,
     user: &UpstreamUser,
     ca: &PrivateKey,
 ) -> Result<(), UpstreamError> {
-    let target = grant.target();
     let (route, address) = (target.route.clone(), target.address.clone());
     let now = unix_secs(SystemClock.now());
     let key = crate::cert::ephemeral_ed25519()?;

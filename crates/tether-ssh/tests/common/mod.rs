@@ -76,6 +76,7 @@ pub fn config(sign_in_timeout: Duration) -> Config {
         routes: vec![Route {
             name: "prod".into(),
             to: "127.0.0.1:1".into(),
+            failover: Vec::new(),
             allow_any_authenticated_user: true,
             policy: None,
             line: 1,

@@ -45,6 +45,7 @@ pub fn route(name: &str, to: &str, policy: Option<Vec<Criterion>>, any: bool) ->
     Route {
         name: name.into(),
         to: to.into(),
+        failover: Vec::new(),
         allow_any_authenticated_user: any,
         policy: policy.map(|criteria| Policy {
             rules: vec![Rule {

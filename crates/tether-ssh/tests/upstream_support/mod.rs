@@ -246,6 +246,7 @@ pub fn target(sshd: &Sshd) -> UpstreamTarget {
     UpstreamTarget {
         route: "prod".into(),
         address: sshd.address(),
+        failover: Vec::new(),
     }
 }
 
@@ -263,6 +264,7 @@ pub fn grant(target: &UpstreamTarget, user: &UpstreamUser) -> AccessGranted {
     let route = tether_core::config::Route {
         name: target.route.clone(),
         to: target.address.clone(),
+        failover: target.failover.clone(),
         allow_any_authenticated_user: true,
         policy: None,
         line: 1,

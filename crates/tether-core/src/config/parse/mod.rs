@@ -18,6 +18,10 @@ use super::{
 use crate::duration::parse_duration;
 use crate::secret::Secret;
 
+mod env;
+mod pomerium;
+mod suggest;
+
 /// A config error: file, line (when known) and what was expected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub struct ConfigError {
@@ -114,6 +118,8 @@ const TETHER_KEYS: &[&str] = &[
     "metrics_basic_auth",
     "routes",
     "data_dir",
+    "databroker_storage_connection_string_file",
+    "policy",
     "ssh_binding_max_ttl",
     "ssh_sign_in_timeout",
     "ssh_upstream_known_hosts_file",
@@ -132,132 +138,13 @@ const TETHER_KEYS: &[&str] = &[
     "http_max_connections_per_source",
 ];
 
-/// Top-level keys Pomerium defines that tether does not use: accepted with a warning.
-const POMERIUM_KEYS: &[&str] = &[
-    "access_log_fields",
-    "authenticate_callback_path",
-    "authenticate_internal_service_url",
-    "authorize_internal_service_url",
-    "authorize_log_fields",
-    "authorize_service_url",
-    "autocert",
-    "autocert_ca",
-    "autocert_dir",
-    "autocert_eab_key_id",
-    "autocert_eab_mac_key",
-    "autocert_email",
-    "autocert_must_staple",
-    "autocert_trusted_ca",
-    "autocert_use_staging",
-    "bearer_token_format",
-    "certificate",
-    "certificate_authority",
-    "certificate_authority_file",
-    "certificate_key",
-    "certificates",
-    "client_ca",
-    "client_ca_file",
-    "codec_type",
-    "cookie_domain",
-    "cookie_http_only",
-    "cookie_same_site",
-    "cookie_secure",
-    "darkmode_primary_color",
-    "darkmode_secondary_color",
-    "databroker_service_url",
-    "databroker_storage_ca_file",
-    "databroker_storage_cert_file",
-    "databroker_storage_key_file",
-    "databroker_storage_tls_skip_verify",
-    "default_upstream_timeout",
-    "dns_lookup_family",
-    "downstream_mtls",
-    "envoy_admin_access_log_path",
-    "envoy_admin_address",
-    "envoy_admin_profile_path",
-    "error_message_first_paragraph",
-    "favicon_url",
-    "google_cloud_serverless_authentication_service_account",
-    "grpc_address",
-    "grpc_client_dns_roundrobin",
-    "grpc_client_timeout",
-    "grpc_insecure",
-    "http_redirect_addr",
-    "idle_timeout",
-    "idp_access_token_allowed_audiences",
-    "idp_refresh_directory_interval",
-    "idp_refresh_directory_timeout",
-    "idp_request_params",
-    "idp_service_account",
-    "jwt_claims_headers",
-    "jwt_groups_filter",
-    "jwt_issuer_format",
-    "log_level",
-    "logo_url",
-    "metrics_certificate",
-    "metrics_certificate_key",
-    "metrics_client_ca",
-    "metrics_client_ca_file",
-    "otel_exporter_otlp_endpoint",
-    "otel_exporter_otlp_headers",
-    "otel_exporter_otlp_protocol",
-    "otel_resource_attributes",
-    "otel_traces_exporter",
-    "otel_traces_sampler_arg",
-    "pass_identity_headers",
-    "primary_color",
-    "proxy_log_level",
-    "read_timeout",
-    "secondary_color",
-    "services",
-    "set_response_headers",
-    "shared_secret",
-    "shared_secret_file",
-    "signing_key",
-    "signing_key_file",
-    "skip_xff_append",
-    "timeout",
-    "tracing_provider",
-    "tracing_sample_rate",
-    "use_proxy_protocol",
-    "write_timeout",
-    "xff_num_trusted_hops",
-];
-
 const ROUTE_KEYS: &[&str] = &["from", "to", "policy", "allow_any_authenticated_user"];
-
-/// Route keys Pomerium defines that tether ignores (with a warning).
-const POMERIUM_ROUTE_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "logo_url",
-    "id",
-    "idle_timeout",
-    "timeout",
-    "pass_identity_headers",
-    "show_error_details",
-    "tls_skip_verify",
-    "tls_server_name",
-    "tls_upstream_server_name",
-    "tls_custom_ca",
-    "tls_custom_ca_file",
-    "preserve_host_header",
-    "lb_policy",
-    "health_checks",
-    "depends_on",
-];
-
-/// Pomerium's legacy access keys: refused, since ignoring them would change access.
-const LEGACY_ACCESS_KEYS: &[&str] = &[
-    "allowed_users",
-    "allowed_domains",
-    "allowed_idp_claims",
-    "allow_public_unauthenticated_access",
-];
 
 struct Ctx<'a> {
     file: &'a str,
     warnings: Vec<String>,
+    /// The environment variables laid over the file (their nodes' lines name them).
+    env: env::Applied,
 }
 
 /// `text` with its control characters escaped (`\n` for a newline inside a YAML key,
@@ -276,25 +163,45 @@ fn one_line(text: &str) -> String {
 }
 
 impl Ctx<'_> {
+    /// Where `line` is: the file and the line, or the environment variable (`$NAME`)
+    /// and, for a multi-line value, the line inside it.
+    fn locate(&self, line: usize) -> (String, Option<usize>) {
+        match self.env.locate(line) {
+            Some((name, inner)) => (format!("${name}"), (inner > 0).then_some(inner)),
+            None => (self.file.to_string(), Some(line)),
+        }
+    }
+
     fn err(&self, line: usize, message: impl Into<String>) -> ConfigError {
+        let (file, line) = self.locate(line);
         ConfigError {
-            file: self.file.to_string(),
-            line: Some(line),
+            file,
+            line,
             message: one_line(&message.into()),
         }
     }
 
+    /// A required key is absent from the file and the environment. `key` may carry
+    /// its alternatives (`idp_client_secret (or idp_client_secret_file)`).
     fn missing(&self, key: &str) -> ConfigError {
+        let name = key.split([' ', '.']).next().unwrap_or(key);
         ConfigError {
             file: self.file.to_string(),
             line: None,
-            message: format!("missing required key {key}"),
+            message: format!(
+                "missing required key {key}; set it in the config file or as the \
+                 environment variable {}",
+                env::var_name(name)
+            ),
         }
     }
 
     fn warn(&mut self, line: usize, msg: String) {
-        self.warnings
-            .push(format!("{}:{}: {}", self.file, line, one_line(&msg)));
+        let warning = match self.locate(line) {
+            (file, Some(line)) => format!("{file}:{line}: {}", one_line(&msg)),
+            (file, None) => format!("{file}: {}", one_line(&msg)),
+        };
+        self.warnings.push(warning);
     }
 
     fn string(&self, key: &str, node: &Node) -> Result<String, ConfigError> {
@@ -311,6 +218,9 @@ impl Ctx<'_> {
         match node.as_str() {
             Some("true") => Ok(true),
             Some("false") => Ok(false),
+            // An environment variable may say it the way Go's ParseBool reads it.
+            Some(text) if node.line >= env::ENV_LINE => env::env_bool(text)
+                .ok_or_else(|| self.err(node.line, format!("{key}: expected true or false"))),
             _ => Err(self.err(node.line, format!("{key}: expected true or false"))),
         }
     }
@@ -350,20 +260,43 @@ impl Ctx<'_> {
 
 /// Parses and validates config text. `file` names the source in errors.
 pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
+    load_config(Some(text), file, &Sources::none())
+}
+
+/// Reads a config from the file's text (`None`: there is no file) with the
+/// environment laid over it, Pomerium's way: a variable overrides the file's key.
+/// `file` names the source in errors (the path, or e.g. `environment`).
+pub fn load_config(
+    text: Option<&str>,
+    file: &str,
+    sources: &Sources<'_>,
+) -> Result<Parsed, ConfigError> {
     let mut ctx = Ctx {
         file,
         warnings: Vec::new(),
+        env: env::Applied::default(),
     };
-    let root = parse_yaml(text).map_err(|e| ctx.err(e.line, e.message))?;
-    let empty = Vec::new();
-    let entries: &[(Node, Node)] = match &root.value {
+    let root = match text {
+        Some(text) => parse_yaml(text).map_err(|e| ctx.err(e.line, e.message))?,
+        None => Node {
+            value: Value::Null,
+            line: 1,
+        },
+    };
+    let mut entries: Vec<(Node, Node)> = match root.value {
         Value::Map(m) => m,
-        Value::Null => &empty,
+        Value::Null => Vec::new(),
         _ => return Err(ctx.err(root.line, "expected a mapping of config keys")),
     };
+    ctx.env = env::overlay(&mut entries, sources.env, known_keys())?;
     // Unknown-key pass first, so a typo is reported as such.
-    check_keys(&mut ctx, entries)?;
+    check_keys(&mut ctx, &entries)?;
+    let root = Node {
+        value: Value::Map(entries),
+        line: 1,
+    };
     let top = Top { root: &root };
+    let mut outside_file: BTreeSet<String> = ctx.env.keys.iter().cloned().collect();
 
     let address = match top.get("address") {
         Some(n) => ctx.address("address", n)?,
@@ -382,9 +315,29 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         .url(&ctx, "authenticate_service_url")?
         .trim_end_matches('/')
         .to_string();
-    let idp = parse_idp(&ctx, &top)?;
-    let cookie_secret = parse_cookie_secret(&ctx, &top)?;
-    let (storage_type, storage_connection_string) = parse_storage(&ctx, &top)?;
+    let mut idp = parse_idp(&ctx, &top)?;
+    let mut cookie_secret = parse_cookie_secret(&ctx, &top)?;
+    // A secret and its *_file both set: the file is used, as in Pomerium.
+    if idp.client_secret.is_some() && idp.client_secret_file.is_some() {
+        idp.client_secret = None;
+        let line = top.line("idp_client_secret");
+        ctx.warn(
+            line,
+            "idp_client_secret and idp_client_secret_file are both set; \
+             idp_client_secret_file is used"
+                .into(),
+        );
+    }
+    if cookie_secret.is_some() && top.get("cookie_secret_file").is_some() {
+        cookie_secret = None;
+        let line = top.line("cookie_secret");
+        ctx.warn(
+            line,
+            "cookie_secret and cookie_secret_file are both set; cookie_secret_file is used".into(),
+        );
+    }
+    let (storage_type, storage_connection_string) =
+        parse_storage(&mut ctx, &top, sources, &mut outside_file)?;
     let (ssh_upstream_host_key_policy, ssh_upstream_known_hosts_file) =
         parse_upstream_host_keys(&ctx, &top)?;
     let log_format = top.choice(
@@ -396,10 +349,14 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         Some(n) => parse_runtime_flags(&mut ctx, n)?,
         None => RuntimeFlags::default(),
     };
-    let (routes, upstream_limits) = match top.get("routes") {
-        Some(n) => parse_routes(&mut ctx, n)?,
-        None => (Vec::new(), BTreeMap::new()),
-    };
+    // Pomerium's legacy top-level `policy:` list holds routes too; both are read.
+    let mut routes = Vec::new();
+    let mut upstream_limits = BTreeMap::new();
+    for key in ["policy", "routes"] {
+        if let Some(n) = top.get(key) {
+            parse_routes(&mut ctx, key, n, &mut routes, &mut upstream_limits)?;
+        }
+    }
     let dev_idp_users = match top.get("dev_idp") {
         Some(n) => parse_dev_idp(&ctx, n)?,
         None => Vec::new(),
@@ -472,6 +429,8 @@ pub fn parse_config(text: &str, file: &str) -> Result<Parsed, ConfigError> {
     Ok(Parsed {
         config,
         warnings: ctx.warnings,
+        environment: ctx.env.names,
+        outside_file,
     })
 }
 
@@ -487,14 +446,26 @@ fn check_keys(ctx: &mut Ctx, entries: &[(Node, Node)]) -> Result<(), ConfigError
         }
         if let Some(known) = TETHER_KEYS.iter().find(|t| **t == key) {
             seen.push(known);
-        } else if let Some(known) = POMERIUM_KEYS.iter().find(|t| **t == key) {
+        } else if let Some((_, why)) = pomerium::REFUSED_KEYS.iter().find(|(t, _)| *t == key) {
+            return Err(ctx.err(k.line, format!("{key} {why}")));
+        } else if let Some(known) = pomerium::IGNORED_KEYS.iter().find(|t| **t == key) {
             seen.push(known);
             ctx.warn(k.line, format!("ignored: {key}"));
         } else {
-            return Err(ctx.err(k.line, format!("unknown key {key}")));
+            let hint = suggest::did_you_mean(key, known_keys());
+            return Err(ctx.err(k.line, format!("unknown key {key}{hint}")));
         }
     }
     Ok(())
+}
+
+/// Every top-level key tether or Pomerium defines.
+fn known_keys() -> impl Iterator<Item = &'static str> + Clone {
+    TETHER_KEYS
+        .iter()
+        .copied()
+        .chain(pomerium::REFUSED_KEYS.iter().map(|(k, _)| *k))
+        .chain(pomerium::IGNORED_KEYS.iter().copied())
 }
 
 /// The top-level mapping with typed getters; a key set to null counts as absent.
@@ -656,10 +627,14 @@ fn parse_cookie_secret(ctx: &Ctx, top: &Top) -> Result<Option<Secret<String>>, C
     Ok(Some(Secret::new(secret)))
 }
 
-/// The store: its type and, for PostgreSQL (required there), connection string.
+/// The store: its type and, for PostgreSQL (required there), connection string —
+/// inline or read from `databroker_storage_connection_string_file` (trimmed; the
+/// file wins when both are set, as in Pomerium).
 fn parse_storage(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     top: &Top,
+    sources: &Sources<'_>,
+    outside_file: &mut BTreeSet<String>,
 ) -> Result<(StorageType, Option<Secret<String>>), ConfigError> {
     let storage_type = top.choice(
         ctx,
@@ -670,9 +645,29 @@ fn parse_storage(
             ("postgres", StorageType::Postgres),
         ],
     )?;
-    let connection = top
-        .opt_string(ctx, "databroker_storage_connection_string")?
-        .map(Secret::new);
+    const KEY: &str = "databroker_storage_connection_string";
+    let mut connection = top.opt_string(ctx, KEY)?.map(Secret::new);
+    if let Some(path) = top.opt_string(ctx, "databroker_storage_connection_string_file")? {
+        let line = top.line("databroker_storage_connection_string_file");
+        let text = (sources.read_file)(&path).map_err(|e| {
+            ctx.err(
+                line,
+                format!("databroker_storage_connection_string_file: {e}"),
+            )
+        })?;
+        if connection.is_some() {
+            ctx.warn(
+                line,
+                format!("{KEY} and {KEY}_file are both set; {KEY}_file is used"),
+            );
+        }
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ctx.err(line, format!("{KEY}_file: {path} is empty")));
+        }
+        connection = Some(Secret::new(text.to_string()));
+        outside_file.insert(KEY.to_string());
+    }
     if storage_type == StorageType::Postgres && connection.is_none() {
         return Err(ctx.missing(
             "databroker_storage_connection_string (required with databroker_storage_type: postgres)",
@@ -790,70 +785,39 @@ fn parse_runtime_flags(ctx: &mut Ctx, node: &Node) -> Result<RuntimeFlags, Confi
     Ok(flags)
 }
 
+/// The routes of the list under `key` (`routes`, or Pomerium's legacy `policy`),
+/// added to `routes` and `limits`; a route name given twice (in either list) is an
+/// error.
 fn parse_routes(
     ctx: &mut Ctx,
+    key: &str,
     node: &Node,
-) -> Result<(Vec<Route>, BTreeMap<String, UpstreamLimits>), ConfigError> {
+    routes: &mut Vec<Route>,
+    limits: &mut BTreeMap<String, UpstreamLimits>,
+) -> Result<(), ConfigError> {
     let Some(items) = node.as_seq() else {
-        return Err(ctx.err(node.line, "routes: expected a list of routes"));
+        return Err(ctx.err(node.line, format!("{key}: expected a list of routes")));
     };
-    let mut routes: Vec<Route> = Vec::new();
-    let mut limits = BTreeMap::new();
     for item in items {
         let Some(entries) = item.as_map() else {
             return Err(ctx.err(item.line, "route: expected a mapping with from and to"));
         };
-        for (k, _) in entries {
-            let key = ctx.string("route key", k)?;
-            if LEGACY_ACCESS_KEYS.contains(&key.as_str()) {
-                return Err(ctx.err(
-                    k.line,
-                    format!("route: {key} is not supported; write a policy instead"),
-                ));
-            } else if POMERIUM_ROUTE_KEYS.contains(&key.as_str()) {
-                ctx.warn(k.line, format!("ignored: route {key}"));
-            } else if !ROUTE_KEYS.contains(&key.as_str()) && !upstream::KEYS.contains(&key.as_str())
-            {
-                return Err(ctx.err(k.line, format!("unknown route key {key}")));
-            }
-        }
+        check_route_keys(ctx, entries)?;
         let from_node = item
             .get("from")
             .ok_or_else(|| ctx.err(item.line, "route: missing from (ssh://NAME)"))?;
         let from = ctx.string("from", from_node)?;
-        let name = from
-            .strip_prefix("ssh://")
-            .map(|n| n.trim_end_matches('/'))
-            .filter(|n| !n.is_empty() && !n.contains(['/', '@', ':', ' ']))
-            .ok_or_else(|| {
-                ctx.err(
-                    from_node.line,
-                    format!("from: expected ssh://NAME, found {from:?}"),
-                )
-            })?
-            .to_string();
+        let name = parse_from(ctx, &from, from_node.line)?;
         if routes.iter().any(|r| r.name == name) {
             return Err(ctx.err(from_node.line, format!("duplicate route ssh://{name}")));
         }
         let to_node = item
             .get("to")
             .ok_or_else(|| ctx.err(item.line, "route: missing to (ssh://HOST:PORT)"))?;
-        let to_text = match &to_node.value {
-            Value::Seq(list) if list.len() == 1 => {
-                list.first().map(|n| ctx.string("to", n)).transpose()?
-            }
-            Value::Seq(_) => {
-                return Err(ctx.err(to_node.line, "to: exactly one upstream is supported"))
-            }
-            _ => Some(ctx.string("to", to_node)?),
-        }
-        .unwrap_or_default();
-        let to = parse_upstream(&to_text).ok_or_else(|| {
-            ctx.err(
-                to_node.line,
-                format!("to: expected ssh://HOST[:PORT], found {to_text:?}"),
-            )
-        })?;
+        let mut upstreams = parse_to(ctx, to_node)?.into_iter();
+        let Some(to) = upstreams.next() else {
+            return Err(ctx.err(to_node.line, "to: expected at least one ssh://HOST[:PORT]"));
+        };
         let allow_any_authenticated_user = item
             .get("allow_any_authenticated_user")
             .map(|n| ctx.bool("allow_any_authenticated_user", n))
@@ -863,21 +827,115 @@ fn parse_routes(
         routes.push(Route {
             name,
             to,
+            failover: upstreams.collect(),
             allow_any_authenticated_user,
             policy: item
                 .get("policy")
                 .map(|n| crate::policy::parse_policy(n).map_err(|e| ctx.err(e.line, e.message)))
                 .transpose()?,
-            line: item.line,
+            line: ctx.locate(item.line).1.unwrap_or(0),
         });
     }
-    Ok((routes, limits))
+    Ok(())
+}
+
+/// A route's keys: tether's, refused Pomerium ones (with the reason), ignored
+/// Pomerium ones (a warning), or unknown (with a "did you mean").
+fn check_route_keys(ctx: &mut Ctx, entries: &[(Node, Node)]) -> Result<(), ConfigError> {
+    let ours = || ROUTE_KEYS.iter().chain(upstream::KEYS).copied();
+    for (k, _) in entries {
+        let key = ctx.string("route key", k)?;
+        let key = key.as_str();
+        if ours().any(|t| t == key) {
+            continue;
+        }
+        if let Some((_, why)) = pomerium::REFUSED_ROUTE_KEYS.iter().find(|(t, _)| *t == key) {
+            return Err(ctx.err(k.line, format!("route: {key} {why}")));
+        }
+        if pomerium::IGNORED_ROUTE_KEYS.contains(&key) {
+            ctx.warn(k.line, format!("ignored: route {key}"));
+            continue;
+        }
+        let known = ours()
+            .chain(pomerium::REFUSED_ROUTE_KEYS.iter().map(|(k, _)| *k))
+            .chain(pomerium::IGNORED_ROUTE_KEYS.iter().copied());
+        let hint = suggest::did_you_mean(key, known);
+        return Err(ctx.err(k.line, format!("unknown route key {key}{hint}")));
+    }
+    Ok(())
+}
+
+/// `from: ssh://NAME` → `NAME`. Pomerium also parses `ssh://NAME:PORT`, but matches
+/// SSH routes by the exact `from` text against `ssh://` + the name in the username,
+/// so such a route never matches there; tether reads it as `NAME`, with a warning
+/// that the port means nothing (SSH users reach every route on `ssh_address`).
+fn parse_from(ctx: &mut Ctx, from: &str, line: usize) -> Result<String, ConfigError> {
+    let bad = |ctx: &Ctx| ctx.err(line, format!("from: expected ssh://NAME, found {from:?}"));
+    let Some(rest) = from.strip_prefix("ssh://").map(|n| n.trim_end_matches('/')) else {
+        return Err(bad(ctx));
+    };
+    let name = match rest.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() => {
+            ctx.warn(
+                line,
+                format!(
+                    "from: the port in {from:?} is ignored; the route is named {name:?} \
+                     and reached on ssh_address"
+                ),
+            );
+            name
+        }
+        _ => rest,
+    };
+    if name.is_empty() || name.contains(['/', '@', ':', ' ']) {
+        return Err(bad(ctx));
+    }
+    Ok(name.to_string())
+}
+
+/// `to`: one upstream or a list of them, each `ssh://HOST[:PORT]` with an optional
+/// Pomerium load-balancing weight (`ssh://HOST,10`; read, then ignored with a
+/// warning: tether tries the upstreams in order, it does not balance).
+fn parse_to(ctx: &mut Ctx, node: &Node) -> Result<Vec<String>, ConfigError> {
+    let items: Vec<&Node> = match &node.value {
+        Value::Seq(list) => list.iter().collect(),
+        _ => vec![node],
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut weighted = false;
+    for item in items {
+        let text = ctx.string("to", item)?;
+        let url = match text.split_once(',') {
+            Some((url, weight)) if weight.trim().parse::<u32>().is_ok_and(|w| w > 0) => {
+                weighted = true;
+                url
+            }
+            _ => text.as_str(),
+        };
+        let address = parse_upstream(url).ok_or_else(|| {
+            ctx.err(
+                item.line,
+                format!("to: expected ssh://HOST[:PORT], found {text:?}"),
+            )
+        })?;
+        if out.contains(&address) {
+            return Err(ctx.err(item.line, format!("to: {text:?} is listed twice")));
+        }
+        out.push(address);
+    }
+    if weighted {
+        ctx.warn(
+            node.line,
+            "to: load-balancing weights are ignored; tether tries the upstreams in order".into(),
+        );
+    }
+    Ok(out)
 }
 
 /// `ssh://host[:port]` → `host:port` (default port 22). IPv6 in brackets.
 fn parse_upstream(text: &str) -> Option<String> {
     let rest = text.strip_prefix("ssh://")?.trim_end_matches('/');
-    if rest.is_empty() || rest.contains(['/', '@', ' ']) {
+    if rest.is_empty() || rest.contains(['/', '@', ' ', ',']) {
         return None;
     }
     if let Some(v6) = rest.strip_prefix('[') {
@@ -945,3 +1003,5 @@ mod upstream;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pomerium;

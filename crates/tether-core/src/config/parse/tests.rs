@@ -45,7 +45,12 @@ fn minimal_config_gets_defaults() {
 #[test]
 fn unknown_key_names_key_and_line() {
     let err = parse("ssh_adress: 127.0.0.1:2222\n").unwrap_err();
-    assert_eq!(err.to_string(), "config.yaml:6: unknown key ssh_adress");
+    assert_eq!(
+        err.to_string(),
+        "config.yaml:6: unknown key ssh_adress (did you mean `ssh_address`?)"
+    );
+    let err = parse("frobnicate: 1\n").unwrap_err();
+    assert_eq!(err.to_string(), "config.yaml:6: unknown key frobnicate");
 }
 
 #[test]
@@ -82,7 +87,8 @@ fn missing_required_key() {
     let err = parse_config("idp_provider: oidc\n", "c.yaml").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "c.yaml: missing required key authenticate_service_url"
+        "c.yaml: missing required key authenticate_service_url; set it in the config file \
+         or as the environment variable AUTHENTICATE_SERVICE_URL"
     );
     let no_secret = BASE.replace("idp_client_secret: s3cret\n", "");
     let err = parse_config(&no_secret, "c.yaml").unwrap_err();
@@ -143,6 +149,11 @@ fn route_errors() {
     assert!(err.message.contains("expected ssh://NAME"), "{err}");
     let err = parse("routes:\n  - from: ssh://x\n    to: ssh://a:22\n    bogus: 1\n").unwrap_err();
     assert_eq!(err.to_string(), "config.yaml:9: unknown route key bogus");
+    let err = parse("routes:\n  - from: ssh://x\n    to: ssh://a:22\n    polcy: []\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config.yaml:9: unknown route key polcy (did you mean `policy`?)"
+    );
     let err = parse(
         "routes:\n  - from: ssh://x\n    to: ssh://a:22\n  - from: ssh://x\n    to: ssh://b\n",
     )
@@ -151,8 +162,10 @@ fn route_errors() {
     let err = parse("routes:\n  - from: ssh://x\n    to: ssh://a:22\n    allowed_users: [a]\n")
         .unwrap_err();
     assert!(err.message.contains("not supported"), "{err}");
-    let err = parse("routes:\n  - from: ssh://x\n    to: [ssh://a, ssh://b]\n").unwrap_err();
-    assert!(err.message.contains("exactly one upstream"), "{err}");
+    let err = parse("routes:\n  - from: ssh://x\n    to: [ssh://a, ssh://a:22]\n").unwrap_err();
+    assert!(err.message.contains("listed twice"), "{err}");
+    let err = parse("routes:\n  - from: ssh://x\n    to: []\n").unwrap_err();
+    assert!(err.message.contains("at least one"), "{err}");
 }
 
 #[test]
