@@ -148,6 +148,10 @@ fn check(path: Option<&Path>) -> ExitCode {
         eprintln!("{name}: {line}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    if let Err(e) = keys::check_inline(&parsed.config) {
+        eprintln!("{name}: {e:#}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     // What `serve` would refuse: secrets others can read (`perms`).
     let data = keys::data_dir(&parsed.config);
     let refused = path

@@ -115,6 +115,18 @@ fn parse_key(text: &str, what: &str) -> Result<PrivateKey> {
         .map_err(|e| anyhow::anyhow!("{what}: not an OpenSSH private key ({e})"))
 }
 
+/// Parses the keys given inline (`ssh_host_keys`, `ssh_user_ca_key`) without
+/// touching the disk, so `tether check` reports a broken PEM as `serve` would.
+pub fn check_inline(config: &Config) -> Result<()> {
+    for (i, pem) in config.ssh_host_keys.iter().enumerate() {
+        parse_key(pem.expose(), &format!("ssh_host_keys[{i}]"))?;
+    }
+    if let Some(pem) = &config.ssh_user_ca_key {
+        parse_key(pem.expose(), "ssh_user_ca_key")?;
+    }
+    Ok(())
+}
+
 /// Loads a key file, or generates it at `path` when absent.
 fn load_or_generate(path: &Path, comment: &str) -> Result<PrivateKey> {
     if path.exists() {

@@ -699,7 +699,8 @@ fn parse_upstream_host_keys(
     Ok((policy, known_hosts))
 }
 
-/// A list of PEM keys given inline.
+/// A list of PEM keys given inline (one key alone may stand without the list, as
+/// Pomerium's decoding allows).
 fn parse_pem_list(ctx: &Ctx, top: &Top, key: &str) -> Result<Vec<Secret<String>>, ConfigError> {
     let Some(n) = top.get(key) else {
         return Ok(Vec::new());
@@ -709,6 +710,7 @@ fn parse_pem_list(ctx: &Ctx, top: &Top, key: &str) -> Result<Vec<Secret<String>>
             .iter()
             .map(|i| ctx.string(key, i).map(Secret::new))
             .collect(),
+        Value::Scalar { text, .. } => Ok(vec![Secret::new(text.clone())]),
         _ => Err(ctx.err(n.line, format!("{key}: expected a list of PEM keys"))),
     }
 }
@@ -802,6 +804,18 @@ fn parse_routes(
         let Some(entries) = item.as_map() else {
             return Err(ctx.err(item.line, "route: expected a mapping with from and to"));
         };
+        // A Pomerium config also routes HTTP, TCP and UDP; those routes give no SSH
+        // access, so they are skipped whole (keys and policy unread), with a warning.
+        if let Some(from) = item.get("from").and_then(Node::as_str) {
+            if !from.starts_with("ssh://") && from.contains("://") {
+                let from = from.to_string();
+                ctx.warn(
+                    item.line,
+                    format!("ignored: route {from} (tether serves ssh:// routes only)"),
+                );
+                continue;
+            }
+        }
         check_route_keys(ctx, entries)?;
         let from_node = item
             .get("from")

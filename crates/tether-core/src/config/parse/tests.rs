@@ -144,9 +144,17 @@ fn bad_policy_names_its_line() {
 
 #[test]
 fn route_errors() {
-    let err = parse("routes:\n  - from: https://x\n    to: ssh://a:22\n").unwrap_err();
+    let err = parse("routes:\n  - from: x\n    to: ssh://a:22\n").unwrap_err();
     assert_eq!(err.line, Some(7));
     assert!(err.message.contains("expected ssh://NAME"), "{err}");
+    // An HTTP route of a Pomerium config is skipped whole, with a warning.
+    let p = parse("routes:\n  - from: https://x\n    to: http://a\n    allowed_users: [a]\n")
+        .unwrap();
+    assert!(p.config.routes.is_empty());
+    assert_eq!(
+        p.warnings,
+        vec!["config.yaml:7: ignored: route https://x (tether serves ssh:// routes only)"]
+    );
     let err = parse("routes:\n  - from: ssh://x\n    to: ssh://a:22\n    bogus: 1\n").unwrap_err();
     assert_eq!(err.to_string(), "config.yaml:9: unknown route key bogus");
     let err = parse("routes:\n  - from: ssh://x\n    to: ssh://a:22\n    polcy: []\n").unwrap_err();
