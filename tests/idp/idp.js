@@ -10,6 +10,18 @@
 //   IDP_CLIENT_SECRET  client secret (default "tether-secret")
 //   IDP_REDIRECT_URI   the relying party callback; several may be given, comma-separated
 //   IDP_TTL_ID_TOKEN   ID token lifetime in seconds (default 3600)
+//   IDP_ISSUER_PATH    a path the issuer ends with (default none), e.g.
+//                      /<tenant-id>/v2.0 for an Entra ID-shaped issuer
+//   IDP_ISSUER_SLASH   1: the issuer ends with `/` (as Auth0's does)
+//   IDP_PROFILE        claims shaped like one provider's (default: plain OIDC,
+//                      `groups` and `email_verified`):
+//                        azure    tid, oid, groups; no email_verified but
+//                                 xms_edov: true (eve: none); user olga has
+//                                 the group overage (_claim_names/_claim_sources)
+//                        cognito  cognito:groups, cognito:username
+//                        auth0    https://tether.test/groups
+//                        google   hd (the Workspace domain), no groups
+//                        okta     groups (as the default)
 //
 // Test-only administration (loopback only, like everything here), for tests of
 // tether's identity refresh:
@@ -63,6 +75,15 @@ const USERS = {
     name: 'Eve Example',
     groups: [],
   },
+  // Entra ID with more groups than fit a token (IDP_PROFILE=azure only).
+  olga: {
+    sub: 'olga-sub',
+    password: 'olga-password',
+    email: 'olga@example.com',
+    name: 'Olga Example',
+    groups: ['sre'],
+    overage: true,
+  },
   // An IdP that never sends email_verified at all.
   nora: {
     sub: 'nora-sub',
@@ -94,6 +115,59 @@ function envInt(name, fallback) {
 const port = envInt('IDP_PORT', 0);
 const idTokenTtl = envInt('IDP_TTL_ID_TOKEN', 3600);
 const clientId = process.env.IDP_CLIENT_ID || 'tether';
+const issuerPath = (process.env.IDP_ISSUER_PATH || '').replace(/\/+$/, '');
+if (issuerPath !== '' && !/^\/[A-Za-z0-9._~\/-]+$/.test(issuerPath)) {
+  console.error(`idp: IDP_ISSUER_PATH must be a plain /path, got ${JSON.stringify(issuerPath)}`);
+  process.exit(2);
+}
+const profile = process.env.IDP_PROFILE || '';
+const PROFILE_CLAIMS = {
+  '': [],
+  okta: [],
+  azure: ['tid', 'oid', 'xms_edov', '_claim_names', '_claim_sources'],
+  cognito: ['cognito:groups', 'cognito:username'],
+  auth0: ['https://tether.test/groups'],
+  google: ['hd'],
+};
+if (!Object.hasOwn(PROFILE_CLAIMS, profile)) {
+  console.error(`idp: unknown IDP_PROFILE ${JSON.stringify(profile)}`);
+  process.exit(2);
+}
+const TENANT = issuerPath.split('/').filter((s) => s !== '')[0] || '9188040d-6c67-4c5b-b112-36a304b66dad';
+
+// The claims of `user` shaped like the profile's provider.
+function profileClaims(user, claims) {
+  const out = { ...claims };
+  switch (profile) {
+    case 'azure':
+      delete out.email_verified;
+      out.tid = TENANT;
+      out.oid = `00000000-0000-0000-0000-${user.sub.replace(/[^a-z]/g, '').padEnd(12, '0').slice(0, 12)}`;
+      if (user.emailVerified === undefined) out.xms_edov = true;
+      if (user.overage) {
+        delete out.groups;
+        out._claim_names = { groups: 'src1' };
+        out._claim_sources = { src1: { endpoint: `https://graph.windows.net/${TENANT}/users/${out.oid}/getMemberObjects` } };
+      }
+      break;
+    case 'cognito':
+      out['cognito:groups'] = out.groups;
+      out['cognito:username'] = user.email.split('@')[0];
+      delete out.groups;
+      break;
+    case 'auth0':
+      out['https://tether.test/groups'] = out.groups;
+      delete out.groups;
+      break;
+    case 'google':
+      out.hd = user.email.split('@')[1];
+      delete out.groups;
+      break;
+    default:
+      break;
+  }
+  return out;
+}
 const clientSecret = process.env.IDP_CLIENT_SECRET || 'tether-secret';
 const redirectUris = (process.env.IDP_REDIRECT_URI || '')
   .split(',')
@@ -111,6 +185,7 @@ function escapeHtml(s) {
 }
 
 function loginPage(uid, clientName, error) {
+  // (under IDP_ISSUER_PATH when set)
   const err = error ? `<p class="error" role="alert">${escapeHtml(error)}</p>` : '';
   return `<!doctype html>
 <html lang="en">
@@ -119,7 +194,7 @@ function loginPage(uid, clientName, error) {
 <h1>Test identity provider</h1>
 <p>Sign in to continue to ${escapeHtml(clientName)}.</p>
 ${err}
-<form method="post" action="/interaction/${escapeHtml(uid)}/login">
+<form method="post" action="${escapeHtml(issuerPath)}/interaction/${escapeHtml(uid)}/login">
   <label>Login <input name="login" type="text" autocomplete="username" autofocus required></label><br>
   <label>Password <input name="password" type="password" autocomplete="current-password" required></label><br>
   <button type="submit">Sign in</button>
@@ -160,7 +235,9 @@ const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: 'idp-test-rs2
 const server = http.createServer();
 
 server.listen(port, '127.0.0.1', () => {
-  const issuer = `http://127.0.0.1:${server.address().port}`;
+  const origin = `http://127.0.0.1:${server.address().port}`;
+  const issuer = `${origin}${issuerPath}${process.env.IDP_ISSUER_SLASH === '1' ? '/' : ''}`;
+  const extraClaims = PROFILE_CLAIMS[profile];
 
   const provider = new Provider(issuer, {
     clients: [
@@ -182,8 +259,8 @@ server.listen(port, '127.0.0.1', () => {
     scopes: ['openid', 'profile', 'email', 'groups', 'offline_access'],
     claims: {
       openid: ['sub'],
-      profile: ['name', 'preferred_username', 'groups'],
-      email: ['email', 'email_verified', 'groups'],
+      profile: ['name', 'preferred_username', 'groups', ...extraClaims],
+      email: ['email', 'email_verified', 'groups', ...extraClaims],
       groups: ['groups'],
     },
     async findAccount(_ctx, id) {
@@ -202,7 +279,7 @@ server.listen(port, '127.0.0.1', () => {
             groups: user.groups,
           };
           if (claims.email_verified === null) delete claims.email_verified;
-          return claims;
+          return profileClaims(user, claims);
         },
       };
     },
@@ -211,7 +288,7 @@ server.listen(port, '127.0.0.1', () => {
     },
     interactions: {
       url(_ctx, interaction) {
-        return `/interaction/${interaction.uid}`;
+        return `${issuerPath}/interaction/${interaction.uid}`;
       },
     },
     ttl: {
@@ -360,7 +437,17 @@ server.listen(port, '127.0.0.1', () => {
   }
 
   server.on('request', (req, res) => {
-    const url = new URL(req.url, issuer);
+    if (issuerPath !== '') {
+      // Mounted under the issuer's path, as a reverse proxy would mount it.
+      const raw = req.url || '/';
+      if (raw !== issuerPath && !raw.startsWith(`${issuerPath}/`) && !raw.startsWith(`${issuerPath}?`)) {
+        sendJson(res, 404, { error: 'not found' });
+        return;
+      }
+      req.originalUrl = raw;
+      req.url = raw.slice(issuerPath.length) || '/';
+    }
+    const url = new URL(req.url, origin);
     if (url.pathname.startsWith('/test-admin/')) {
       admin(req, res, url.pathname).catch((err) => {
         console.error('idp: test-admin failed:', err);
@@ -371,6 +458,14 @@ server.listen(port, '127.0.0.1', () => {
     // oidc-provider honours offline_access only with prompt=consent (OIDC Core
     // §11); IdPs such as Okta, Keycloak or Entra issue the refresh token without
     // it, as tether expects: act like them (consent is automatic here anyway).
+    // Entra and Google ask prompt=select_account, which oidc-provider does not
+    // know; there is one account per browser here, so drop it.
+    if (url.pathname === '/auth' && url.searchParams.has('prompt')) {
+      const kept = url.searchParams.get('prompt').split(' ').filter((p) => p !== '' && p !== 'select_account');
+      if (kept.length === 0) url.searchParams.delete('prompt');
+      else url.searchParams.set('prompt', kept.join(' '));
+      req.url = `${url.pathname}${url.search}`;
+    }
     if (url.pathname === '/auth' && !url.searchParams.has('prompt')
       && (url.searchParams.get('scope') || '').split(' ').includes('offline_access')) {
       url.searchParams.set('prompt', 'consent');

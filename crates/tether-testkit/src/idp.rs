@@ -35,7 +35,8 @@ pub const IDP_USERS: [(&str, &str, &str, &str, &[&str]); 3] = [
 
 /// A running test IdP. Killed (SIGTERM, then SIGKILL) on drop.
 pub struct Idp {
-    /// Issuer URL, `http://127.0.0.1:<port>`, no trailing slash.
+    /// Issuer URL, `http://127.0.0.1:<port>` (plus `IDP_ISSUER_PATH` when set), no
+    /// trailing slash.
     pub issuer: String,
     /// The port it listens on.
     pub port: u16,
@@ -94,9 +95,10 @@ impl Idp {
                 );
             }
         };
+        // `http://127.0.0.1:<port>[/path]` (IDP_ISSUER_PATH).
         let port = issuer
-            .rsplit(':')
-            .next()
+            .strip_prefix("http://127.0.0.1:")
+            .and_then(|rest| rest.split('/').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("cannot parse the port of issuer {issuer}"));
         Idp {
@@ -154,6 +156,69 @@ impl Drop for Idp {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("--- test IdP log ---\n{}", tail(&self.log(), 8000));
+        }
+        terminate(&mut self.child, Duration::from_secs(3));
+    }
+}
+
+/// A stand-in for GitHub's OAuth flow and REST API (`tests/idp/github.js`) on a
+/// free loopback port, laid out as GitHub Enterprise Server (REST under `/api/v3`).
+/// Users: `alice` (orgs `acme`, teams `acme/sre`, `acme/dev`), `bob` (`acme`,
+/// `other`, `acme/dev`), `mallory` (an unverified primary email); password
+/// `<login>-password`. Killed on drop.
+pub struct FakeGithub {
+    /// Base URL, `http://127.0.0.1:<port>` (what `idp_provider_url` names).
+    pub url: String,
+    child: Child,
+    stderr: SharedBuf,
+}
+
+impl FakeGithub {
+    /// Starts it for one OAuth app.
+    pub fn start(client_id: &str, client_secret: &str, redirect_uri: &str) -> FakeGithub {
+        let dir = repo_root().join("tests/idp");
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("github.js"))
+            .current_dir(&dir)
+            .env("GH_CLIENT_ID", client_id)
+            .env("GH_CLIENT_SECRET", client_secret)
+            .env("GH_REDIRECT_URI", redirect_uri)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = spawn_group(&mut cmd, "the fake GitHub (node tests/idp/github.js)");
+        let stderr: SharedBuf = Arc::default();
+        pump(child.stderr.take().unwrap(), stderr.clone());
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("GITHUB_READY ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let Ok(url) = rx.recv_timeout(Duration::from_secs(20)) else {
+            terminate(&mut child, Duration::from_secs(1));
+            panic!(
+                "fake GitHub did not start within 20 s; stderr:\n{}",
+                tail(&text(&stderr), 4000)
+            );
+        };
+        FakeGithub { url, child, stderr }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        text(&self.stderr)
+    }
+}
+
+impl Drop for FakeGithub {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- fake GitHub log ---\n{}", tail(&self.log(), 8000));
         }
         terminate(&mut self.child, Duration::from_secs(3));
     }

@@ -33,6 +33,7 @@ mod form;
 pub mod fuzzing;
 mod handlers;
 mod metrics;
+mod idp;
 mod oidc;
 mod pages;
 mod refresh;

@@ -9,6 +9,14 @@
 //! [`Oidc::refresh`] redeems that token (`refresh_token` grant) for the person's
 //! current claims — from the new ID token, or from the userinfo endpoint when the
 //! IdP sends none. Knows nothing about cookies, the store or pages.
+//!
+//! The provider named by `idp_provider` shapes it (`tether_core::config::IdpProvider`):
+//! the issuer derived from `idp_provider_url`, extra authorization parameters
+//! (Google's `access_type=offline`), the claim mapping into `groups` and
+//! `email_verified`, and Entra ID's multi-tenant endpoints, whose discovery
+//! document names the issuer `https://login.microsoftonline.com/{tenantid}/v2.0`:
+//! each ID token's `iss` must then be that with the token's own `tid`. GitHub
+//! (OAuth2 without OIDC) is delegated to [`crate::idp::github`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -26,12 +34,13 @@ use openidconnect::{
     OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
     RequestTokenError, Scope, SignatureVerificationError, TokenResponse,
 };
-use tether_core::config::Config;
+use tether_core::config::{Config, IdpProvider};
 use tether_core::identity::{email_is_verified, EmailVerified, EMAIL_VERIFIED_CLAIM};
 use tether_core::{Identity, Secret};
 use tokio::sync::Mutex;
 
 use crate::error::WebError;
+use crate::idp::github::GitHub;
 
 /// Claims that describe the token rather than the person; not kept on the identity.
 const REGISTERED_CLAIMS: &[&str] = &[
@@ -67,6 +76,9 @@ type Client = CoreClient<
 /// Discovery result kept after the first success.
 struct Cached {
     metadata: CoreProviderMetadata,
+    /// The discovered issuer when it is Entra's multi-tenant placeholder (the
+    /// metadata then carries the configured issuer instead).
+    placeholder: Option<String>,
     /// Last refresh triggered by an unknown key id (`None`: none yet).
     jwks_refreshed: Option<Instant>,
 }
@@ -107,6 +119,10 @@ pub(crate) enum RefreshError {
 /// The relying party.
 pub(crate) struct Oidc {
     http: Result<reqwest::Client, String>,
+    /// `idp_provider`.
+    kind: IdpProvider,
+    /// GitHub's OAuth client, when `idp_provider: github` (everything delegates).
+    github: Option<GitHub>,
     issuer: String,
     client_id: String,
     client_secret: Option<Secret<String>>,
@@ -155,9 +171,13 @@ impl Oidc {
             },
             (None, None) => None,
         };
+        let kind = config.idp.kind();
         Self {
             http,
-            issuer: config.idp.provider_url.clone(),
+            kind,
+            github: (kind == IdpProvider::Github)
+                .then(|| GitHub::new(config, client_secret.clone())),
+            issuer: config.idp.issuer(),
             client_id: config.idp.client_id.clone(),
             client_secret,
             redirect_uri: config.redirect_uri(),
@@ -181,15 +201,73 @@ impl Oidc {
         }
         let issuer = IssuerUrl::new(self.issuer.clone())
             .map_err(|e| WebError::Internal(format!("invalid idp_provider_url: {e}")))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, self.http()?)
-            .await
-            .map_err(|e| WebError::IdpUnreachable(format!("discovery failed: {}", chain(&e))))?;
-        tracing::info!(issuer = %self.issuer, "OIDC provider discovered");
+        let (metadata, placeholder) = if self.kind == IdpProvider::Azure {
+            self.discover_azure().await?
+        } else {
+            let m = CoreProviderMetadata::discover_async(issuer, self.http()?)
+                .await
+                .map_err(|e| {
+                    WebError::IdpUnreachable(format!("discovery failed: {}", chain(&e)))
+                })?;
+            (m, None)
+        };
+        tracing::info!(issuer = %self.issuer, provider = self.kind.name(), "OIDC provider discovered");
         *cache = Some(Cached {
             metadata: metadata.clone(),
+            placeholder,
             jwks_refreshed: None,
         });
         Ok(metadata)
+    }
+
+    /// Entra ID discovery: as `discover_async`, except that a multi-tenant endpoint's
+    /// placeholder issuer (`{tenantid}`) is accepted and remembered, the metadata
+    /// then naming the configured issuer (as Pomerium does).
+    async fn discover_azure(&self) -> Result<(CoreProviderMetadata, Option<String>), WebError> {
+        let unreachable =
+            |what: &str| WebError::IdpUnreachable(format!("discovery failed: {what}"));
+        let url = format!("{}/.well-known/openid-configuration", self.issuer);
+        let res = self
+            .http()?
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| unreachable(&chain(&e)))?;
+        if !res.status().is_success() {
+            return Err(unreachable(&format!("{url} answered {}", res.status())));
+        }
+        let body = res.bytes().await.map_err(|e| unreachable(&chain(&e)))?;
+        let mut doc: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&body).map_err(|e| unreachable(&format!("{url}: {e}")))?;
+        let discovered = doc
+            .get("issuer")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if !self.kind.discovered_issuer_ok(&self.issuer, &discovered) {
+            return Err(unreachable(&format!(
+                "the issuer is {discovered:?}, expected {:?}",
+                self.issuer
+            )));
+        }
+        let placeholder = (discovered != self.issuer).then_some(discovered);
+        doc.insert("issuer".into(), self.issuer.clone().into());
+        let metadata: CoreProviderMetadata =
+            serde_json::from_value(doc.into()).map_err(|e| unreachable(&format!("{url}: {e}")))?;
+        let jwks = JsonWebKeySet::fetch_async(metadata.jwks_uri(), self.http()?)
+            .await
+            .map_err(|e| unreachable(&format!("JWKS: {}", chain(&e))))?;
+        Ok((metadata.set_jwks(jwks), placeholder))
+    }
+
+    /// The multi-tenant placeholder issuer, if discovery found one.
+    async fn placeholder(&self) -> Option<String> {
+        self.cache
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|c| c.placeholder.clone())
     }
 
     /// Re-fetches the JWKS (rate-limited); `None` if refreshed too recently.
@@ -228,6 +306,9 @@ impl Oidc {
 
     /// Starts an authorization-code login (PKCE S256, state, nonce).
     pub(crate) async fn start(&self) -> Result<LoginStart, WebError> {
+        if let Some(github) = &self.github {
+            return github.start();
+        }
         let client = self.client(self.metadata().await?)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut req = client.authorize_url(
@@ -237,6 +318,9 @@ impl Oidc {
         );
         for s in self.scopes.iter().filter(|s| s.as_str() != "openid") {
             req = req.add_scope(Scope::new(s.clone()));
+        }
+        for (k, v) in self.kind.auth_params() {
+            req = req.add_extra_param(*k, *v);
         }
         let (url, state, nonce) = req.set_pkce_challenge(challenge).url();
         Ok(LoginStart {
@@ -254,6 +338,9 @@ impl Oidc {
         pkce_verifier: &str,
         nonce: &str,
     ) -> Result<SignedIn, WebError> {
+        if let Some(github) = &self.github {
+            return github.finish(code, pkce_verifier).await;
+        }
         let client = self.client(self.metadata().await?)?;
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
@@ -274,11 +361,13 @@ impl Oidc {
             .id_token()
             .ok_or_else(|| WebError::IdpUnreachable("token response has no id_token".into()))?;
         let nonce = Nonce::new(nonce.to_string());
-        let claims = match verify(&client, id_token, &nonce) {
+        let placeholder = self.placeholder().await;
+        let placeholder = placeholder.as_deref();
+        let claims = match verify(&client, id_token, &nonce, placeholder) {
             Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
             )) => match self.refresh_jwks().await? {
-                Some(metadata) => verify(&self.client(metadata)?, id_token, &nonce),
+                Some(metadata) => verify(&self.client(metadata)?, id_token, &nonce, placeholder),
                 None => Err(ClaimsVerificationError::SignatureVerification(
                     SignatureVerificationError::NoMatchingKey,
                 )),
@@ -289,8 +378,14 @@ impl Oidc {
             msg: "The identity token could not be verified.",
             detail: format!("ID token rejected: {}", chain(&e)),
         })?;
+        let raw = id_token.to_string();
+        self.check_tenant_issuer(placeholder, &claims, &raw)
+            .map_err(|detail| WebError::SignInFailed {
+                msg: "The identity token could not be verified.",
+                detail,
+            })?;
         Ok(SignedIn {
-            identity: identity(&claims, &id_token.to_string(), self.assume_email_verified),
+            identity: identity(&claims, &raw, self.assume_email_verified, self.kind),
             refresh_token: response
                 .refresh_token()
                 .map(|t| Secret::new(t.secret().clone())),
@@ -306,6 +401,9 @@ impl Oidc {
         subject: &str,
         refresh_token: &Secret<String>,
     ) -> Result<SignedIn, RefreshError> {
+        if let Some(github) = &self.github {
+            return github.refresh(subject, refresh_token).await;
+        }
         let unavailable = |e: WebError| RefreshError::Unavailable(e.to_string());
         let metadata = self.metadata().await.map_err(unavailable)?;
         let client = self.client(metadata.clone()).map_err(unavailable)?;
@@ -331,16 +429,18 @@ impl Oidc {
         let identity = match response.id_token() {
             Some(id_token) => {
                 let no_nonce = |_: Option<&Nonce>| Ok(());
-                let claims = match id_token.claims(&client.id_token_verifier(), no_nonce) {
+                let placeholder = self.placeholder().await;
+                let placeholder = placeholder.as_deref();
+                let claims = match id_token.claims(&verifier(&client, placeholder), no_nonce) {
                     Err(ClaimsVerificationError::SignatureVerification(
                         SignatureVerificationError::NoMatchingKey,
                     )) => match self.refresh_jwks().await.map_err(unavailable)? {
                         Some(metadata) => id_token
                             .claims(
-                                &self
-                                    .client(metadata)
-                                    .map_err(unavailable)?
-                                    .id_token_verifier(),
+                                &verifier(
+                                    &self.client(metadata).map_err(unavailable)?,
+                                    placeholder,
+                                ),
                                 no_nonce,
                             )
                             .cloned(),
@@ -353,7 +453,10 @@ impl Oidc {
                 .map_err(|e| {
                     RefreshError::Unavailable(format!("refreshed ID token rejected: {}", chain(&e)))
                 })?;
-                identity(&claims, &id_token.to_string(), self.assume_email_verified)
+                let raw = id_token.to_string();
+                self.check_tenant_issuer(placeholder, &claims, &raw)
+                    .map_err(RefreshError::Unavailable)?;
+                identity(&claims, &raw, self.assume_email_verified, self.kind)
             }
             None => {
                 self.userinfo(&metadata, response.access_token().secret())
@@ -372,6 +475,26 @@ impl Oidc {
                 .refresh_token()
                 .map(|t| Secret::new(t.secret().clone())),
         })
+    }
+
+    /// With Entra's placeholder issuer, the token's `iss` must name its own `tid`.
+    fn check_tenant_issuer(
+        &self,
+        placeholder: Option<&str>,
+        claims: &CoreIdTokenClaims,
+        raw: &str,
+    ) -> Result<(), String> {
+        let Some(placeholder) = placeholder else {
+            return Ok(());
+        };
+        let payload = payload(raw);
+        let iss = claims.issuer().as_str();
+        match self.kind.token_issuer_ok(placeholder, &payload, iss) {
+            Some(false) => Err(format!(
+                "ID token issuer {iss:?} is not the tenant's ({placeholder} with its tid)"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The userinfo endpoint's claims for `access_token`, as an identity.
@@ -409,8 +532,12 @@ impl Oidc {
             .map_err(|e| RefreshError::Unavailable(format!("userinfo: {}", chain(&e))))?;
         let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
             .map_err(|e| RefreshError::Unavailable(format!("userinfo is not JSON: {e}")))?;
-        identity_from_map(claims.into_iter().collect(), self.assume_email_verified)
-            .ok_or_else(|| RefreshError::Unavailable("userinfo has no sub".into()))
+        identity_from_map(
+            claims.into_iter().collect(),
+            self.assume_email_verified,
+            self.kind,
+        )
+        .ok_or_else(|| RefreshError::Unavailable("userinfo has no sub".into()))
     }
 }
 
@@ -419,9 +546,11 @@ impl Oidc {
 fn identity_from_map(
     mut claims: BTreeMap<String, serde_json::Value>,
     assume: bool,
+    kind: IdpProvider,
 ) -> Option<Identity> {
     let subject = claims.get("sub")?.as_str()?.to_string();
     claims.retain(|k, _| !REGISTERED_CLAIMS.contains(&k.as_str()));
+    kind.normalize_claims(&mut claims);
     let verified = email_is_verified(
         EmailVerified::from_claim(claims.get(EMAIL_VERIFIED_CLAIM)),
         assume,
@@ -443,27 +572,52 @@ fn identity_from_map(
     })
 }
 
+/// The ID token verifier: `iss` must equal the issuer, except with Entra's
+/// multi-tenant placeholder, where [`Oidc::check_tenant_issuer`] checks it.
+fn verifier<'a>(
+    client: &'a Client,
+    placeholder: Option<&str>,
+) -> openidconnect::core::CoreIdTokenVerifier<'a> {
+    client
+        .id_token_verifier()
+        .require_issuer_match(placeholder.is_none())
+}
+
 fn verify(
     client: &Client,
     id_token: &CoreIdToken,
     nonce: &Nonce,
+    placeholder: Option<&str>,
 ) -> Result<CoreIdTokenClaims, ClaimsVerificationError> {
-    id_token.claims(&client.id_token_verifier(), nonce).cloned()
+    id_token
+        .claims(&verifier(client, placeholder), nonce)
+        .cloned()
+}
+
+/// A token's payload claims (its signature already verified by the caller).
+fn payload(raw_token: &str) -> BTreeMap<String, serde_json::Value> {
+    raw_token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&b).ok())
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default()
 }
 
 /// The identity from verified claims; other claims come from the (already
 /// verified) token payload so non-standard ones such as `groups` are kept. The
 /// email is kept only when verified (`assume` = `assume_email_verified`); an
 /// unverified address stays in the claims, where policies do not trust it.
-fn identity(claims: &CoreIdTokenClaims, raw_token: &str, assume: bool) -> Identity {
-    let mut extra: BTreeMap<String, serde_json::Value> = raw_token
-        .split('.')
-        .nth(1)
-        .and_then(|p| URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
-        .and_then(|b| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&b).ok())
-        .map(|m| m.into_iter().collect())
-        .unwrap_or_default();
+fn identity(
+    claims: &CoreIdTokenClaims,
+    raw_token: &str,
+    assume: bool,
+    kind: IdpProvider,
+) -> Identity {
+    let mut extra = payload(raw_token);
     extra.retain(|k, _| !REGISTERED_CLAIMS.contains(&k.as_str()));
+    kind.normalize_claims(&mut extra);
     let verified = email_is_verified(
         EmailVerified::from_claim(extra.get(EMAIL_VERIFIED_CLAIM)),
         assume,
