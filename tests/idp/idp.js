@@ -438,14 +438,13 @@ server.listen(port, '127.0.0.1', () => {
 
   server.on('request', (req, res) => {
     if (issuerPath !== '') {
-      // Mounted under the issuer's path, as a reverse proxy would mount it.
+      // Mounted under the issuer's path, as a reverse proxy would mount it; the
+      // library's own resume redirects (/auth/<uid>) come back without it.
       const raw = req.url || '/';
-      if (raw !== issuerPath && !raw.startsWith(`${issuerPath}/`) && !raw.startsWith(`${issuerPath}?`)) {
-        sendJson(res, 404, { error: 'not found' });
-        return;
+      if (raw === issuerPath || raw.startsWith(`${issuerPath}/`) || raw.startsWith(`${issuerPath}?`)) {
+        req.originalUrl = raw;
+        req.url = raw.slice(issuerPath.length) || '/';
       }
-      req.originalUrl = raw;
-      req.url = raw.slice(issuerPath.length) || '/';
     }
     const url = new URL(req.url, origin);
     if (url.pathname.startsWith('/test-admin/')) {
