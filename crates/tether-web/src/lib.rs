@@ -32,8 +32,8 @@ mod form;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handlers;
-mod metrics;
 mod idp;
+mod metrics;
 mod oidc;
 mod pages;
 mod refresh;

@@ -569,8 +569,12 @@ fn parse_idp(ctx: &Ctx, top: &Top) -> Result<IdpConfig, ConfigError> {
     let Some(kind) = super::IdpProvider::from_name(&provider) else {
         let names: Vec<&str> = super::IDP_PROVIDERS.iter().map(|(n, _)| *n).collect();
         let hint = match provider.as_str() {
-            "apple" => " (apple is not supported: its client secret is a signed JWT tether does not make)",
-            "keycloak" | "dex" | "authentik" | "zitadel" => " (for Keycloak use oidc with the realm URL)",
+            "apple" => {
+                " (apple is not supported: its client secret is a signed JWT tether does not make)"
+            }
+            "keycloak" | "dex" | "authentik" | "zitadel" => {
+                " (for Keycloak use oidc with the realm URL)"
+            }
             _ => "",
         };
         return Err(ctx.err(
