@@ -103,6 +103,8 @@ pub enum AuditEvent {
         user_id: String,
         email: String,
         fingerprint: String,
+        /// Who removed it (the owner, or an administrator).
+        by: String,
     },
     /// Removing an identity binding was refused.
     IdentityBindingRevokeRefused {
@@ -210,6 +212,37 @@ pub enum AuditEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         exit_status: Option<u32>,
     },
+    /// Someone ended one live SSH connection (operator console, bindings page,
+    /// `tether sessions kill`).
+    LiveSessionEnded {
+        via: Via,
+        /// The live session id.
+        session: String,
+        /// Whose connection it was.
+        user: String,
+        /// Who ended it.
+        by: String,
+    },
+    /// An administrator cut a user off: every binding, remembered key and web
+    /// session removed.
+    UserCutOff {
+        via: Via,
+        user_id: String,
+        /// Who was cut off.
+        user: String,
+        /// Who cut them off.
+        by: String,
+        client_bindings: usize,
+        identity_bindings: usize,
+        sessions: usize,
+    },
+    /// Someone who is not an administrator asked for the operator console or one
+    /// of its actions.
+    ConsoleRefused {
+        user_id: String,
+        email: String,
+        action: String,
+    },
     /// Live connections were ended by a revocation, sign-out or policy change.
     ConnectionsRevoked { count: usize, reason: String },
     /// The configuration was reloaded.
@@ -242,6 +275,9 @@ impl AuditEvent {
             AuditEvent::JumpOpened { .. } => "jump_opened",
             AuditEvent::JumpClosed { .. } => "jump_closed",
             AuditEvent::PortalSessionEnded { .. } => "portal_session_ended",
+            AuditEvent::LiveSessionEnded { .. } => "live_session_ended",
+            AuditEvent::UserCutOff { .. } => "user_cut_off",
+            AuditEvent::ConsoleRefused { .. } => "console_refused",
             AuditEvent::ConnectionsRevoked { .. } => "connections_revoked",
             AuditEvent::ConfigReloaded { .. } => "config_reloaded",
         }
@@ -261,6 +297,7 @@ impl AuditEvent {
             | AuditEvent::BindingRevokeRefused { .. }
             | AuditEvent::IdentityBindingRevokeRefused { .. }
             | AuditEvent::CodeDecisionRefused { .. }
+            | AuditEvent::ConsoleRefused { .. }
             | AuditEvent::PermitRefused { .. } => tracing::warn!(target: "audit", "{line}"),
             _ => tracing::info!(target: "audit", "{line}"),
         }

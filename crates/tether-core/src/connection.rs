@@ -55,9 +55,7 @@ pub fn session_id(replica: &str, conn: u64) -> String {
 /// Whether `id` has the shape of a live session id (bounded, printable): anything
 /// else is refused before it reaches the store.
 pub fn is_session_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 #[cfg(test)]

@@ -33,6 +33,12 @@ pub(crate) enum WebError {
     /// No such page or binding (404).
     #[error("not found")]
     NotFound,
+    /// Not for this user (403); the text is shown; nothing changed.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// What was named no longer exists (404); the text is shown.
+    #[error("gone: {0}")]
+    Gone(&'static str),
     /// The request is malformed (400); the text is shown.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -142,6 +148,8 @@ impl IntoResponse for WebError {
                 "There is nothing here.".into(),
             ),
             WebError::BadRequest(msg) => (StatusCode::BAD_REQUEST, "Bad request", (*msg).into()),
+            WebError::Forbidden(msg) => (StatusCode::FORBIDDEN, "Forbidden", (*msg).into()),
+            WebError::Gone(msg) => (StatusCode::NOT_FOUND, "Not found", (*msg).into()),
             WebError::SignInFailed { msg, detail } => {
                 let r = ref_id();
                 tracing::warn!(ref_id = %r, %detail, "sign-in failed: {msg}");

@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tether_core::config::Config;
 use tether_core::Clock;
-use tether_store::Store;
+use tether_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 mod cookies;
@@ -65,12 +65,16 @@ pub struct WebDeps {
     pub dev_idp: Option<DevIdp>,
 }
 
-/// How many live SSH connections client bindings have right now.
+/// The live SSH connections: how many each client binding has, and each one as
+/// the operator console lists it.
 #[async_trait::async_trait]
 pub trait LiveConnections: Send + Sync + 'static {
     /// Live connections made with each of `binding_ids` (`sshkey-SHA256:…`), on
     /// every replica it can see; ids without any may be left out.
     async fn live_counts(&self, binding_ids: &[String]) -> HashMap<String, usize>;
+    /// Every live connection on every replica it can see, oldest first. Fails
+    /// when other replicas' connections cannot be read (the store is down).
+    async fn sessions(&self) -> Result<Vec<tether_core::connection::LiveSession>, StoreError>;
 }
 
 /// Shared state of every handler.
@@ -140,6 +144,19 @@ pub fn router(deps: WebDeps) -> Router {
         .route(
             "/.pomerium/sign_out",
             get(handlers::sign_out::confirm).post(handlers::sign_out::sign_out),
+        )
+        .route(pages::console::CONSOLE_PATH, get(handlers::console::show))
+        .route(
+            pages::console::END_SESSION_PATH,
+            post(handlers::console::end_session),
+        )
+        .route(
+            pages::console::ADMIN_REVOKE_PATH,
+            post(handlers::console::revoke),
+        )
+        .route(
+            pages::console::CUT_OFF_PATH,
+            post(handlers::console::cut_off),
         )
         .route("/.pomerium/", get(handlers::misc::whoami))
         .route("/.pomerium", get(handlers::misc::whoami))

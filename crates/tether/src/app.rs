@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use tether_core::config::{Config, StorageType};
 use tether_core::{Clock, SystemClock};
 use tether_ssh::{Registry, SshDeps};
-use tether_store::Store;
+use tether_store::{LiveSession, Store, StoreError};
 use tether_web::{DevIdp, LiveConnections, WebDeps};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -252,11 +252,23 @@ impl LiveConnections for RegistryLive {
         }
         counts
     }
+
+    async fn sessions(&self) -> Result<Vec<LiveSession>, StoreError> {
+        let mut all = self.registry.live_sessions();
+        if let Some((store, replica)) = &self.shared {
+            let since = self.clock.now().minus(tether_ssh::LIVE_COUNTS_FRESH_FOR);
+            let others = store.live_sessions(since).await?;
+            all.extend(others.into_iter().filter(|s| s.replica != *replica));
+            all.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        }
+        Ok(all)
+    }
 }
 
-/// A random id for this process among the replicas sharing a store.
+/// A random id for this process among the replicas sharing a store (8 hex
+/// digits: the first part of its live session ids, typed in `tether sessions kill`).
 fn replica_id() -> String {
-    let mut b = [0u8; 8];
+    let mut b = [0u8; 4];
     if getrandom::getrandom(&mut b).is_err() {
         // Distinct enough without the OS RNG: pid and start time.
         let t = SystemClock.now().millis();
@@ -311,13 +323,14 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // The SSH server runs the registry's watch of the store feed in its own task
     // tree (revocations only matter where SSH connections live).
-    let registry = Arc::new(Registry::new());
+    let registry = Arc::new(Registry::for_replica(&replica_id()));
 
-    // Several replicas can share only PostgreSQL: there, each publishes its live
-    // connection counts so every replica's bindings page shows them all.
-    let shared = (config.storage_type == StorageType::Postgres).then(|| {
-        let replica = replica_id();
-        tracing::info!(replica = %replica, "publishing live connection counts to the shared store");
+    // Replicas (PostgreSQL) and the `tether sessions` command (SQLite too) read
+    // the store: each process publishes its live connections there, so every
+    // replica's bindings page and console, and the command, show them all.
+    let shared = (config.storage_type != StorageType::Memory).then(|| {
+        let replica = registry.replica().to_string();
+        tracing::info!(replica = %replica, "publishing live connections to the store");
         tracker.spawn(registry.clone().publish_live_counts(
             store.clone(),
             replica.clone(),

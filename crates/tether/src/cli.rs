@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check`, `demo`, `bindings list|revoke`. Config and key
+//! Command line: `serve`, `check`, `demo`, `bindings list|revoke`, `sessions list|kill`. Config and key
 //! errors print one line and exit 2 before any port is bound. The config is the
 //! `-c` file (or `./config.yaml`, or none) with the environment over it
 //! ([`crate::source`]).
@@ -12,7 +12,7 @@ use tether_core::audit::{AuditEvent, Via};
 use tether_core::config::{Config, Parsed, StorageType};
 use tether_store::Store;
 
-use crate::{app, demo, keys, logging, perms, source};
+use crate::{app, demo, keys, logging, perms, sessions, source};
 
 #[derive(Parser)]
 #[command(name = "tether", version, about = "An identity-aware SSH gateway")]
@@ -58,6 +58,33 @@ enum Command {
         #[command(subcommand)]
         action: BindingsAction,
     },
+    /// List and end live SSH sessions, on every replica sharing the store.
+    Sessions {
+        /// Config file [default: ./config.yaml if it exists, else the environment
+        /// alone].
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// One line per live session, its id first.
+    List {
+        /// Only this user's (email or user id).
+        #[arg(long)]
+        user: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a live session by id; its client is told an administrator ended it.
+    Kill {
+        /// Session id (from `tether sessions list`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -68,10 +95,19 @@ enum BindingsAction {
         #[arg(long)]
         user: Option<String>,
     },
-    /// Revoke a binding by id (`sshkey-SHA256:...`); ends its live connections.
+    /// Revoke a client binding by id (`sshkey-SHA256:...`), a remembered key
+    /// (`--remembered`), or everything of one user (`--all-for`); live
+    /// connections end.
     Revoke {
-        /// Binding id.
-        id: String,
+        /// Client binding id.
+        #[arg(required_unless_present_any = ["remembered", "all_for"])]
+        id: Option<String>,
+        /// Forget a remembered key (identity binding) by fingerprint.
+        #[arg(long, value_name = "FINGERPRINT", conflicts_with_all = ["id", "all_for"])]
+        remembered: Option<String>,
+        /// Cut a user off: every client binding, remembered key and web session.
+        #[arg(long, value_name = "EMAIL", conflicts_with_all = ["id", "remembered"])]
+        all_for: Option<String>,
     },
 }
 
@@ -105,6 +141,12 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             };
             admin(parsed.config, action)
+        }
+        Command::Sessions { config, action } => {
+            let Some(parsed) = load_config(source::config_path(config).as_deref()) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            admin_sessions(parsed.config, action)
         }
     }
 }
@@ -266,7 +308,15 @@ fn admin(config: Config, action: BindingsAction) -> ExitCode {
                 }
                 Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
             }
-            BindingsAction::Revoke { id } => {
+            BindingsAction::Revoke {
+                remembered: Some(fp),
+                ..
+            } => sessions::forget(store.as_ref(), &fp).await,
+            BindingsAction::Revoke {
+                all_for: Some(who), ..
+            } => sessions::cut_off(store, &who).await,
+            BindingsAction::Revoke { id, .. } => {
+                let id = id.unwrap_or_default();
                 match store
                     .revoke_binding(&id, None, "revoked by administrator")
                     .await
@@ -290,6 +340,39 @@ fn admin(config: Config, action: BindingsAction) -> ExitCode {
                     Err(e) => Err(e.into()),
                 }
             }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tether: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn admin_sessions(config: Config, action: SessionsAction) -> ExitCode {
+    if let Err(e) = logging::init_logging(&config) {
+        eprintln!("tether: {e:#}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if config.storage_type == StorageType::Memory {
+        eprintln!(
+            "tether: the memory store is private to the gateway process; \
+             live sessions are listed only with file or postgres storage"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = rt.block_on(async {
+        let store = open_store(&config).await?;
+        match action {
+            SessionsAction::List { user, json } => {
+                sessions::list(store.as_ref(), user.as_deref(), json).await
+            }
+            SessionsAction::Kill { id } => sessions::kill(store.as_ref(), &id).await,
         }
     });
     match result {

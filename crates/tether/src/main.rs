@@ -8,6 +8,7 @@ mod keys;
 mod logging;
 mod perms;
 mod reload;
+mod sessions;
 mod source;
 
 use std::process::ExitCode;

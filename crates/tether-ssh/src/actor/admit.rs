@@ -25,7 +25,7 @@ use super::limits::LimitExceeded;
 use super::{Actor, Phase};
 use crate::access::AccessGranted;
 use crate::admission::{self, Principal};
-use crate::registry::{LiveAccess, Revoker};
+use crate::registry::{LiveAccess, Revoker, Shown};
 use crate::relay::{Relay, UPSTREAM_EVENTS};
 use crate::upstream::UpstreamEvent;
 
@@ -80,6 +80,17 @@ impl Actor {
                 .iter()
                 .map(|r| (r.clone(), Some(user.login.clone())))
                 .collect(),
+        });
+        registration.show(Shown {
+            conn: principal.conn,
+            user_id: principal.binding.user_id.clone(),
+            email: principal.identity().email.clone(),
+            fingerprint: principal.fingerprint.clone(),
+            route: user.route.clone(),
+            login: user.login.clone(),
+            source: self.peer.to_string(),
+            started_at: self.ctx.clock.now(),
+            probe: self.conn.probe.clone(),
         });
         let revoker = registration.revoker();
         if revoker.is_revoked() {

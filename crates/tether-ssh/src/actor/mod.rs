@@ -103,6 +103,14 @@ pub(crate) struct Close {
 impl Close {
     fn revoked(reason: &str) -> Self {
         let reason = plain_ascii(reason);
+        if reason.starts_with(crate::registry::ENDED_BY) {
+            // Someone ended this very connection: not an access decision.
+            return Close {
+                notice: Some(format!("tether: {reason}\r\n")),
+                description: reason,
+                shed_reason: None,
+            };
+        }
         Close {
             notice: Some(format!("tether: access revoked: {reason}\r\n")),
             description: format!("access revoked: {reason}"),
@@ -507,5 +515,14 @@ mod tests {
         );
         let c = Close::revoked("bad\x1b[2Jreason\n");
         assert_eq!(c.description, "access revoked: bad?[2Jreason?");
+        let c = Close::revoked("session ended by an administrator (admin@example.com)");
+        assert_eq!(
+            c.notice.as_deref(),
+            Some("tether: session ended by an administrator (admin@example.com)\r\n")
+        );
+        assert_eq!(
+            c.description,
+            "session ended by an administrator (admin@example.com)"
+        );
     }
 }

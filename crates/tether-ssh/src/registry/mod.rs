@@ -28,9 +28,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::live::LiveConfig;
 
+pub(crate) use console::Shown;
+pub use console::ENDED_BY;
 pub(crate) use policy::LiveAccess;
 pub use replicas::{LIVE_COUNTS_EVERY, LIVE_COUNTS_FRESH_FOR};
 
+mod console;
 mod policy;
 mod replicas;
 
@@ -81,6 +84,8 @@ struct Entry {
     /// [`Registry::recheck_policies`]; `None` until authenticated.
     access: Option<LiveAccess>,
     revoker: Arc<Revoker>,
+    /// What the operator console shows; `None` until authenticated.
+    shown: Option<(Box<Shown>, console::Activity)>,
 }
 
 /// Live connections by binding and session; see the module docs.
@@ -95,6 +100,8 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     /// Woken when the set of authenticated connections changes (live counts).
     changed: tokio::sync::Notify,
+    /// This replica's id among those sharing a store (live session ids).
+    replica: String,
 }
 
 impl std::fmt::Debug for Registry {
@@ -122,9 +129,18 @@ impl Registry {
         Self::with_clock(Arc::new(SystemClock))
     }
 
+    /// An empty registry for replica `replica` (its live session ids begin with it).
+    pub fn for_replica(replica: &str) -> Self {
+        Self {
+            replica: replica.to_string(),
+            ..Self::new()
+        }
+    }
+
     /// An empty registry reading `clock` when it re-checks expiry.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self {
+            replica: "local".to_string(),
             entries: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             clock,
@@ -168,6 +184,7 @@ impl Registry {
                 session_id: None,
                 access: None,
                 revoker: revoker.clone(),
+                shown: None,
             },
         );
         Registration {
@@ -240,6 +257,9 @@ impl Registry {
                     }
                     Ok(StoreEvent::SessionEnded { session_id, reason }) => {
                         self.end_session(&session_id, &reason);
+                    }
+                    Ok(StoreEvent::ConnectionEnded { connection_id, reason }) => {
+                        self.end_connection(&connection_id, &reason);
                     }
                     Ok(StoreEvent::SessionRefreshed { session_id }) => {
                         if self.refreshed(&*store, &session_id).await.is_err() {
@@ -414,6 +434,13 @@ impl RouteRecorder {
                 return;
             };
             a.add_route(route, login);
+            if let Some((shown, _)) = e.shown.as_mut() {
+                // The console shows the first route a route-less connection took.
+                shown.route.get_or_insert_with(|| route.to_string());
+                if let Some(login) = login {
+                    shown.login = login.to_string();
+                }
+            }
             let refreshed = LiveAccess {
                 principal: a.principal.clone(),
                 routes: vec![(route.to_string(), login.map(str::to_string))],

@@ -1,6 +1,7 @@
-//! This replica's live connection counts, published to a store that several
-//! replicas share, so that the bindings page of any replica shows a binding's
-//! connections on every replica (SPEC §4: "number of live connections").
+//! This replica's live connection counts and live sessions, published to a store
+//! that several replicas (or the `tether sessions` command) share, so that the
+//! bindings page and the operator console of any replica show every replica's
+//! connections (SPEC §4: "number of live connections", §5 console).
 //!
 //! The publisher writes the per-binding counts whenever they change (a burst of
 //! changes is written once) and re-stamps them every [`LIVE_COUNTS_EVERY`] while
@@ -69,6 +70,18 @@ impl Registry {
                 Some(p) if *p == counts => store.refresh_live_counts(&replica, now).await,
                 _ => store.publish_live_counts(&replica, &counts, now).await,
             };
+            // The console's rows carry byte counts and idle times, so they are
+            // written whole each time (nothing to write while there are none).
+            let written = match written {
+                Ok(()) if counts.is_empty() && published.as_ref().is_some_and(Vec::is_empty) => {
+                    Ok(())
+                }
+                Ok(()) => {
+                    let sessions = self.live_sessions();
+                    store.publish_live_sessions(&replica, &sessions, now).await
+                }
+                Err(e) => Err(e),
+            };
             match written {
                 Ok(()) => {
                     published = Some(counts);
@@ -81,7 +94,11 @@ impl Registry {
                 }
             }
         }
-        let withdraw = store.publish_live_counts(&replica, &[], self.clock.now());
+        let now = self.clock.now();
+        let withdraw = async {
+            store.publish_live_counts(&replica, &[], now).await?;
+            store.publish_live_sessions(&replica, &[], now).await
+        };
         match tokio::time::timeout(WITHDRAW_WAIT, withdraw).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("withdrawing live connection counts failed: {e}"),

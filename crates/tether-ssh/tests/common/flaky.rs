@@ -203,7 +203,9 @@ impl Store for FlakyStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.publish_live_sessions(replica, sessions, now).await
+        self.inner
+            .publish_live_sessions(replica, sessions, now)
+            .await
     }
     async fn live_sessions(
         &self,

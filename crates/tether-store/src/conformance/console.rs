@@ -19,7 +19,7 @@ fn live(replica: &str, n: u64, user_id: &str, t0: Timestamp) -> LiveSession {
         session_id: format!("sess-{}", token()),
         binding_id: tether_core::binding::binding_id(&fp),
         fingerprint: fp,
-        route: (n % 2 == 0).then(|| "prod".to_string()),
+        route: n.is_multiple_of(2).then(|| "prod".to_string()),
         login: "alice".into(),
         source: "192.0.2.7:50022".into(),
         client_version: "SSH-2.0-OpenSSH_9.2p1".into(),
@@ -42,7 +42,11 @@ pub(super) async fn live_sessions(s: &dyn Store) {
     let t0 = now();
     let (a, b) = (token().to_lowercase(), token().to_lowercase());
     let u = user("alice");
-    let (a1, a2, b1) = (live(&a, 1, &u, t0), live(&a, 2, &u, t0), live(&b, 3, &u, t0));
+    let (a1, a2, b1) = (
+        live(&a, 1, &u, t0),
+        live(&a, 2, &u, t0),
+        live(&b, 3, &u, t0),
+    );
     s.publish_live_sessions(&a, &[a1.clone(), a2.clone()], t0)
         .await
         .unwrap();
@@ -101,9 +105,11 @@ pub(super) async fn end_live_session(s: &dyn Store) {
     s.end_live_session(&id, "session ended by an administrator")
         .await
         .unwrap();
-    let ev = wait_for(&mut rx, "ConnectionEnded", |e| {
-        matches!(e, StoreEvent::ConnectionEnded { connection_id, .. } if *connection_id == id)
-    })
+    let ev = wait_for(
+        &mut rx,
+        "ConnectionEnded",
+        |e| matches!(e, StoreEvent::ConnectionEnded { connection_id, .. } if *connection_id == id),
+    )
     .await;
     assert_eq!(
         ev,
@@ -145,7 +151,11 @@ pub(super) async fn cut_off_user(s: &dyn Store) {
     assert_eq!(cut.sessions, want_sessions);
 
     assert!(s.list_bindings(Some(&alice)).await.unwrap().is_empty());
-    assert!(s.list_identity_bindings(Some(&alice)).await.unwrap().is_empty());
+    assert!(s
+        .list_identity_bindings(Some(&alice))
+        .await
+        .unwrap()
+        .is_empty());
     assert!(s.get_session(&sa1.id).await.unwrap().is_none());
     assert!(s.get_session(&sa2.id).await.unwrap().is_none());
     // Bob keeps everything.
@@ -161,9 +171,11 @@ pub(super) async fn cut_off_user(s: &dyn Store) {
         .await;
     }
     for id in &want_sessions {
-        wait_for(&mut rx, "SessionEnded", |e| {
-            matches!(e, StoreEvent::SessionEnded { session_id, .. } if session_id == id)
-        })
+        wait_for(
+            &mut rx,
+            "SessionEnded",
+            |e| matches!(e, StoreEvent::SessionEnded { session_id, .. } if session_id == id),
+        )
         .await;
     }
     // Nobody left to cut: nothing happens.

@@ -108,7 +108,9 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("live_counts", |s| Box::pin(checks::live_counts(s))),
     ("session_refresh", |s| Box::pin(checks::session_refresh(s))),
     ("live_sessions", |s| Box::pin(checks::live_sessions(s))),
-    ("end_live_session", |s| Box::pin(checks::end_live_session(s))),
+    ("end_live_session", |s| {
+        Box::pin(checks::end_live_session(s))
+    }),
     ("cut_off_user", |s| Box::pin(checks::cut_off_user(s))),
 ];
 

@@ -197,13 +197,31 @@ pub(crate) fn text(row: &AnyRow, col: &str) -> Result<String, StoreError> {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum EventRecord {
-    RequestDecided { code: String },
-    BindingCreated { binding_id: String, user_id: String },
-    BindingRevoked { binding_id: String, reason: String },
-    SessionEnded { session_id: String, reason: String },
-    SessionRefreshed { session_id: String },
-    IdentityBindingRemoved { fingerprint: String },
-    ConnectionEnded { connection_id: String, reason: String },
+    RequestDecided {
+        code: String,
+    },
+    BindingCreated {
+        binding_id: String,
+        user_id: String,
+    },
+    BindingRevoked {
+        binding_id: String,
+        reason: String,
+    },
+    SessionEnded {
+        session_id: String,
+        reason: String,
+    },
+    SessionRefreshed {
+        session_id: String,
+    },
+    IdentityBindingRemoved {
+        fingerprint: String,
+    },
+    ConnectionEnded {
+        connection_id: String,
+        reason: String,
+    },
 }
 
 /// `(kind, payload_json)` for the outbox, or `None` for events that are not stored.

@@ -15,8 +15,8 @@ use super::rows::{self, db_err, to_json};
 use super::{now_ms, SqlStore};
 use crate::rules;
 use crate::{
-    Approval, CutOff, DecideError, PinnedHostKey, RefreshClaim, RevokeError, SignOut, Store, StoreError,
-    StoreEvent,
+    Approval, CutOff, DecideError, PinnedHostKey, RefreshClaim, RevokeError, SignOut, Store,
+    StoreError, StoreEvent,
 };
 
 #[async_trait]

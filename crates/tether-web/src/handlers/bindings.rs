@@ -11,6 +11,7 @@ use axum::response::Response;
 use tether_core::binding::{binding_id, fingerprint_of};
 use tether_core::Session;
 
+use super::console::{is_admin, live_sessions};
 use super::sign_in::display_name;
 use super::{redirect, start_login};
 use crate::error::WebError;
@@ -105,9 +106,17 @@ pub(crate) async fn list(
     };
     let rows = rows(&state, &session).await?;
     let csrf = state.csrf.token(&session.id);
+    let mine: Vec<_> = live_sessions(&state)
+        .await?
+        .into_iter()
+        .filter(|s| s.user_id == session.user_id())
+        .collect();
+    let sessions =
+        pages::console::sessions_table(&mine, &csrf, state.clock.now(), false, "bindings");
+    let admin = is_admin(&state, &session);
     Ok(html(
         StatusCode::OK,
-        pages::bindings::page(&rows, display_name(&session), &csrf),
+        pages::bindings::page(&rows, &sessions, display_name(&session), &csrf, admin),
     ))
 }
 
@@ -179,6 +188,7 @@ pub(crate) async fn revoke_identity(
         user_id: session.user_id().to_string(),
         email: session.identity.email.clone(),
         fingerprint: fingerprint.to_string(),
+        by: session.identity.email.clone(),
     }
     .emit();
     redirect(StatusCode::SEE_OTHER, PAGE)

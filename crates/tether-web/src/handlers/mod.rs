@@ -11,6 +11,7 @@ use crate::AppState;
 
 pub(crate) mod bindings;
 pub(crate) mod callback;
+pub(crate) mod console;
 pub(crate) mod misc;
 pub(crate) mod sign_in;
 pub(crate) mod sign_out;

@@ -34,7 +34,7 @@ pub(crate) struct Row {
 }
 
 /// A compact UTC time (`2026-11-27 23:52 UTC`) with the exact instant as a tooltip.
-fn when(t: Timestamp) -> String {
+pub(crate) fn when(t: Timestamp) -> String {
     let full = t.rfc3339();
     let short = full
         .get(..16)
@@ -55,8 +55,9 @@ fn revoke_form(action: &str, id: &str, csrf: &str, label: &str, enabled: bool) -
     )
 }
 
-/// Renders the page.
-pub(crate) fn page(rows: &[Row], who: &str, csrf: &str) -> String {
+/// Renders the page: the user's bindings, then `sessions` (the live-sessions
+/// table); `admin` adds a link to the operator console.
+pub(crate) fn page(rows: &[Row], sessions: &str, who: &str, csrf: &str, admin: bool) -> String {
     let mut body = String::from(
         "<h1>Your SSH bindings</h1>\
          <p class=\"note\">Each SSH key you authorized is bound to you until it expires or you \
@@ -112,8 +113,19 @@ pub(crate) fn page(rows: &[Row], who: &str, csrf: &str) -> String {
         }
         body.push_str("</table>");
     }
-    body.push_str(
-        "<p><a href=\"/.pomerium/\">Who am I</a> · <a href=\"/.pomerium/sign_out\">Sign out</a></p>",
-    );
+    body.push_str("<h2>Your live sessions</h2>");
+    body.push_str(sessions);
+    let console = if admin {
+        format!(
+            "<a href=\"{}\" id=\"console-link\">Operator console</a> · ",
+            super::console::CONSOLE_PATH
+        )
+    } else {
+        String::new()
+    };
+    body.push_str(&format!(
+        "<p>{console}<a href=\"/.pomerium/\">Who am I</a> · \
+         <a href=\"/.pomerium/sign_out\">Sign out</a></p>"
+    ));
     layout("Bindings", Some(who), &body)
 }

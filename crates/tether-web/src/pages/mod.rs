@@ -9,6 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 pub(crate) mod bindings;
+pub(crate) mod console;
 pub(crate) mod verify;
 
 /// Escapes text for an HTML text node or a double-quoted attribute.

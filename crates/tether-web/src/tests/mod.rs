@@ -9,6 +9,7 @@
 )]
 
 mod callback;
+mod console;
 mod handlers;
 mod login;
 pub(crate) mod support;

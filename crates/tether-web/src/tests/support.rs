@@ -121,9 +121,12 @@ impl Clock for FakeClock {
     }
 }
 
-/// Live connection counts set by the test.
+/// Live connection counts and live sessions set by the test.
 #[derive(Default)]
-pub struct Live(pub Mutex<HashMap<String, usize>>);
+pub struct Live(
+    pub Mutex<HashMap<String, usize>>,
+    pub Mutex<Vec<tether_store::LiveSession>>,
+);
 
 #[async_trait::async_trait]
 impl LiveConnections for Live {
@@ -133,6 +136,9 @@ impl LiveConnections for Live {
             .iter()
             .filter_map(|id| Some((id.clone(), *live.get(id)?)))
             .collect()
+    }
+    async fn sessions(&self) -> Result<Vec<tether_store::LiveSession>, StoreError> {
+        Ok(self.1.lock().unwrap().clone())
     }
 }
 
@@ -344,7 +350,9 @@ impl Store for TestStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.publish_live_sessions(replica, sessions, now).await
+        self.inner
+            .publish_live_sessions(replica, sessions, now)
+            .await
     }
     async fn live_sessions(
         &self,

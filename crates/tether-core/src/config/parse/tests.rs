@@ -148,8 +148,8 @@ fn route_errors() {
     assert_eq!(err.line, Some(7));
     assert!(err.message.contains("expected ssh://NAME"), "{err}");
     // An HTTP route of a Pomerium config is skipped whole, with a warning.
-    let p = parse("routes:\n  - from: https://x\n    to: http://a\n    allowed_users: [a]\n")
-        .unwrap();
+    let p =
+        parse("routes:\n  - from: https://x\n    to: http://a\n    allowed_users: [a]\n").unwrap();
     assert!(p.config.routes.is_empty());
     assert_eq!(
         p.warnings,
