@@ -17,10 +17,15 @@
 //                      `groups` and `email_verified`):
 //                        azure    tid, oid, groups; no email_verified but
 //                                 xms_edov: true (eve: none); user olga has
-//                                 the group overage (_claim_names/_claim_sources)
+//                                 the group overage (_claim_names/_claim_sources);
+//                                 with IDP_ISSUER_PATH=/<tenant>/v2.0, also
+//                                 <origin>/common/v2.0/.well-known/openid-configuration,
+//                                 the multi-tenant document: the same endpoints,
+//                                 issuer <origin>/{tenantid}/v2.0
 //                        cognito  cognito:groups, cognito:username
 //                        auth0    https://tether.test/groups
 //                        google   hd (the Workspace domain), no groups
+//                        gitlab   groups_direct (GitLab's ID token), no groups
 //                        okta     groups (as the default)
 //
 // Test-only administration (loopback only, like everything here), for tests of
@@ -128,6 +133,7 @@ const PROFILE_CLAIMS = {
   cognito: ['cognito:groups', 'cognito:username'],
   auth0: ['https://tether.test/groups'],
   google: ['hd'],
+  gitlab: ['groups_direct'],
 };
 if (!Object.hasOwn(PROFILE_CLAIMS, profile)) {
   console.error(`idp: unknown IDP_PROFILE ${JSON.stringify(profile)}`);
@@ -157,6 +163,10 @@ function profileClaims(user, claims) {
       break;
     case 'auth0':
       out['https://tether.test/groups'] = out.groups;
+      delete out.groups;
+      break;
+    case 'gitlab':
+      out.groups_direct = out.groups;
       delete out.groups;
       break;
     case 'google':
@@ -437,6 +447,21 @@ server.listen(port, '127.0.0.1', () => {
   }
 
   server.on('request', (req, res) => {
+    if (profile === 'azure' && issuerPath !== ''
+      && (req.url || '').split('?')[0] === '/common/v2.0/.well-known/openid-configuration') {
+      // Entra's multi-tenant discovery: this tenant's metadata, placeholder issuer.
+      http.get(`${issuer}/.well-known/openid-configuration`, (r) => {
+        let b = '';
+        r.setEncoding('utf8');
+        r.on('data', (c) => { b += c; });
+        r.on('end', () => {
+          const doc = JSON.parse(b);
+          doc.issuer = `${origin}/{tenantid}/v2.0`;
+          sendJson(res, 200, doc);
+        });
+      }).on('error', (err) => sendJson(res, 500, { error: err.message }));
+      return;
+    }
     if (issuerPath !== '') {
       // Mounted under the issuer's path, as a reverse proxy would mount it; the
       // library's own resume redirects (/auth/<uid>) come back without it.

@@ -8,9 +8,12 @@
 //!   (`/<tenant>/v2.0`) and claims (`tid`, `oid`, no `email_verified` but
 //!   `xms_edov`, `groups`); a user with the group overage is refused a
 //!   groups-policy route, with the reason, and admitted to an email one.
+//! - `idp_provider: azure` at the multi-tenant `/common/v2.0` (placeholder issuer
+//!   in discovery, each token's `iss` checked with its `tid`).
 //! - `idp_provider: cognito` (`cognito:groups`), `auth0` (namespaced groups
-//!   claim, issuer with a trailing `/`) and `google` (`hd`) against the test IdP
-//!   shaped like each.
+//!   claim, issuer with a trailing `/`), `gitlab` (`groups_direct`), `okta`
+//!   (groups claim, authorization server path) and `google` (`hd`, its
+//!   authorization parameters) against the test IdP shaped like each.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -240,6 +243,17 @@ fn oidc_provider_case(
     route: &str,
     extra_policy: &str,
 ) -> (TetherProcess, Idp, Upstream, u16, PathBuf) {
+    oidc_provider_case_at(provider, env, route, extra_policy, |idp| idp.issuer.clone())
+}
+
+/// As [`oidc_provider_case`], with `idp_provider_url` derived from the IdP by `url`.
+fn oidc_provider_case_at(
+    provider: &str,
+    env: &[(&str, &str)],
+    route: &str,
+    extra_policy: &str,
+    url: fn(&Idp) -> String,
+) -> (TetherProcess, Idp, Upstream, u16, PathBuf) {
     let up = upstream();
     let http_port = free_port();
     let ssh_port = free_port();
@@ -251,7 +265,7 @@ fn oidc_provider_case(
     );
     let yaml = format!(
         "{}{}",
-        base(http_port, ssh_port, provider, &idp.issuer),
+        base(http_port, ssh_port, provider, &url(&idp)),
         routes(up.sshd.port, &up.ca, "sre", extra_policy)
     );
     let tether = TetherProcess::start(&yaml, &[]);
@@ -308,8 +322,31 @@ fn azure_entra_shaped_issuer_claims_and_group_overage() {
     assert_eq!((status, out.trim()), (Some(0), "olga"), "{err}");
 }
 
+/// Entra's multi-tenant endpoint (`/common/v2.0`): its discovery document names
+/// the placeholder issuer `…/{tenantid}/v2.0`; the ID token's `iss` is checked
+/// against it with the token's `tid`.
 #[test]
-fn cognito_auth0_and_google_shaped_claims() {
+fn azure_multi_tenant_common_endpoint() {
+    if !present() {
+        return;
+    }
+    let path = "/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0";
+    let (tether, _idp, _up, _, _) = oidc_provider_case_at(
+        "azure",
+        &[("IDP_PROFILE", "azure"), ("IDP_ISSUER_PATH", path)],
+        "sre",
+        "      - allow:\n          and:\n            - accept: true\n",
+        |idp| format!("http://127.0.0.1:{}/common/v2.0", idp.port),
+    );
+    assert!(
+        tether.logs().contains("/common/v2.0 provider=\"azure\""),
+        "{}",
+        tether.logs()
+    );
+}
+
+#[test]
+fn cognito_auth0_gitlab_okta_and_google_shaped_claims() {
     if !present() {
         return;
     }
@@ -336,6 +373,25 @@ fn cognito_auth0_and_google_shaped_claims() {
     );
     assert!(case.1.issuer.ends_with('/'), "{}", case.1.issuer);
     drop(case);
+
+    // GitLab (self-managed URL): groups from groups_direct.
+    drop(oidc_provider_case(
+        "gitlab",
+        &[("IDP_PROFILE", "gitlab")],
+        "sre",
+        "      - allow:\n          and:\n            - accept: true\n",
+    ));
+
+    // Okta (a custom authorization server path): the groups claim as sent.
+    drop(oidc_provider_case(
+        "okta",
+        &[
+            ("IDP_PROFILE", "okta"),
+            ("IDP_ISSUER_PATH", "/oauth2/default"),
+        ],
+        "sre",
+        "      - allow:\n          and:\n            - accept: true\n",
+    ));
 
     // Google (its URL overridden to the test IdP; access_type=offline and
     // prompt=consent asked): hd is the Workspace domain, no groups.
