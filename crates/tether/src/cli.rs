@@ -184,7 +184,9 @@ fn check(path: Option<&Path>) -> ExitCode {
     }
     print!("{}", app::describe(&parsed.config));
     if !parsed.environment.is_empty() {
-        println!("from the environment: {}", parsed.environment.join(", "));
+        let mut names = parsed.environment.clone();
+        names.sort();
+        println!("from the environment: {}", names.join(", "));
     }
     if let Err(line) = app::web_tls(&parsed.config) {
         eprintln!("{name}: {line}");

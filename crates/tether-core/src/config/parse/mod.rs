@@ -920,12 +920,12 @@ fn parse_to(ctx: &mut Ctx, node: &Node) -> Result<Vec<String>, ConfigError> {
         _ => vec![node],
     };
     let mut out: Vec<String> = Vec::new();
-    let mut weighted = false;
+    let mut weighted = None;
     for item in items {
         let text = ctx.string("to", item)?;
         let url = match text.split_once(',') {
             Some((url, weight)) if weight.trim().parse::<u32>().is_ok_and(|w| w > 0) => {
-                weighted = true;
+                weighted = weighted.or(Some(item.line));
                 url
             }
             _ => text.as_str(),
@@ -941,9 +941,9 @@ fn parse_to(ctx: &mut Ctx, node: &Node) -> Result<Vec<String>, ConfigError> {
         }
         out.push(address);
     }
-    if weighted {
+    if let Some(line) = weighted {
         ctx.warn(
-            node.line,
+            line,
             "to: load-balancing weights are ignored; tether tries the upstreams in order".into(),
         );
     }
