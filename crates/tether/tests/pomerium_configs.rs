@@ -129,7 +129,10 @@ fn every_corpus_config_passes_tether_check() {
             }
         }
         // Warnings only where the file says so.
-        let warned = output.lines().filter(|l| l.starts_with("warning: ")).count();
+        let warned = output
+            .lines()
+            .filter(|l| l.starts_with("warning: "))
+            .count();
         let expected = case
             .expect
             .iter()
@@ -175,10 +178,15 @@ fn corpus_harness_sees_refusals() {
         "{out}"
     );
 
-    missing.env.push(("AUTHENTICATE_SERVICE_URL".into(), "ftp://x".into()));
+    missing
+        .env
+        .push(("AUTHENTICATE_SERVICE_URL".into(), "ftp://x".into()));
     let (status, out) = check(&missing);
     assert_eq!(status, Some(2), "{out}");
-    assert!(out.contains("$AUTHENTICATE_SERVICE_URL: authenticate_service_url: expected an http"), "{out}");
+    assert!(
+        out.contains("$AUTHENTICATE_SERVICE_URL: authenticate_service_url: expected an http"),
+        "{out}"
+    );
 
     let inline = all.iter().find(|c| c.name == "inline-keys").unwrap();
     let broken = Case {
@@ -193,5 +201,8 @@ fn corpus_harness_sees_refusals() {
     };
     let (status, out) = check(&broken);
     assert_eq!(status, Some(2), "{out}");
-    assert!(out.contains("ssh_host_keys[0]: not an OpenSSH private key"), "{out}");
+    assert!(
+        out.contains("ssh_host_keys[0]: not an OpenSSH private key"),
+        "{out}"
+    );
 }

@@ -405,3 +405,48 @@ impl Upstream {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    /// A loopback port nothing listens on (bound, then released).
+    fn closed_port() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        addr.to_string()
+    }
+
+    fn target(address: String, failover: Vec<String>) -> UpstreamTarget {
+        UpstreamTarget {
+            route: "r".into(),
+            address,
+            failover,
+        }
+    }
+
+    #[tokio::test]
+    async fn dials_the_upstreams_in_order_past_the_unreachable_ones() {
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap().to_string();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other_addr = other.local_addr().unwrap().to_string();
+        let down = closed_port();
+
+        let t = target(down.clone(), vec![live_addr.clone(), other_addr.clone()]);
+        let (reached, _stream) = dial_in_order(&t).await.unwrap();
+        assert_eq!(reached, live_addr, "the first one up, not the later one");
+
+        let t = target(live_addr.clone(), vec![down.clone()]);
+        assert_eq!(dial_in_order(&t).await.unwrap().0, live_addr, "in order");
+
+        let (down2, down3) = (closed_port(), closed_port());
+        let t = target(down2, vec![down3.clone()]);
+        match dial_in_order(&t).await {
+            Err(UpstreamError::Unreachable { address, .. }) => assert_eq!(address, down3),
+            other => panic!("expected unreachable, got {other:?}"),
+        }
+    }
+}
