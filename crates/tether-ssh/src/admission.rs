@@ -303,6 +303,37 @@ mod tests {
         );
     }
 
+    /// `source_ip` is decided on the connection's peer address, whichever path
+    /// asks (the re-check included), and the `routes` list follows it.
+    #[test]
+    fn source_ip_uses_the_connection_peer() {
+        let mut config = crate::test_config();
+        let only_local = tether_core::policy::Cidr::parse("127.0.0.1/32").unwrap();
+        config.routes = vec![route(
+            "local",
+            Some(vec![
+                Criterion::AuthenticatedUser,
+                Criterion::SourceIp(vec![only_local]),
+            ]),
+            false,
+        )];
+        let now = Timestamp(1_000);
+        let mut principal = test_principal(&[]);
+        for via in [Via::Route, Via::Portal, Via::Jump, Via::Recheck] {
+            assert!(authorize(&principal, &config, "local", Some("alice"), via, now).is_ok());
+        }
+        assert_eq!(listable(&principal, &config, now), vec!["local"]);
+        principal.source = std::net::IpAddr::from([127, 0, 0, 2]);
+        for via in [Via::Route, Via::Portal, Via::Jump, Via::Recheck] {
+            let err = authorize(&principal, &config, "local", Some("alice"), via, now).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "access denied: route \"local\": source address 127.0.0.2 is not allowed"
+            );
+        }
+        assert!(listable(&principal, &config, now).is_empty());
+    }
+
     /// Every path decides through the same function: the same principal, route and
     /// login get the same answer whichever path asks, and a jump pipe (no login) is
     /// denied a login-restricted route that the route path allows.
