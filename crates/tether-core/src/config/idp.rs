@@ -180,8 +180,13 @@ impl IdpProvider {
     /// `https://login.microsoftonline.com/{tenantid}/v2.0`: ID tokens are then
     /// checked against it with their own `tid` ([`Self::token_issuer_ok`]).
     pub fn discovered_issuer_ok(self, configured: &str, discovered: &str) -> bool {
+        let multi_tenant = ["/common/v2.0", "/organizations/v2.0", "/consumers/v2.0"]
+            .iter()
+            .any(|end| configured.trim_end_matches('/').ends_with(end));
         configured == discovered
-            || (self == IdpProvider::Azure && discovered.contains(AZURE_TENANT_PLACEHOLDER))
+            || (self == IdpProvider::Azure
+                && multi_tenant
+                && discovered.contains(AZURE_TENANT_PLACEHOLDER))
     }
 
     /// For a placeholder issuer (Entra multi-tenant): whether the token's `iss`
@@ -403,6 +408,15 @@ mod tests {
         assert!(!IdpProvider::Oidc.discovered_issuer_ok(AZURE_COMMON, placeholder));
         assert!(az.discovered_issuer_ok("https://x/v2.0", "https://x/v2.0"));
         assert!(!az.discovered_issuer_ok("https://x/v2.0", "https://y/v2.0"));
+        assert!(az.discovered_issuer_ok(
+            "https://login.microsoftonline.com/organizations/v2.0",
+            placeholder
+        ));
+        // A tenant's own endpoint must name its own issuer.
+        assert!(!az.discovered_issuer_ok(
+            "https://login.microsoftonline.com/0b7c1e5a-1111-2222-3333-444455556666/v2.0",
+            placeholder
+        ));
         let tid = "0b7c1e5a-1111-2222-3333-444455556666";
         let claims: BTreeMap<String, Value> = [("tid".to_string(), json!(tid))].into();
         let good = format!("https://login.microsoftonline.com/{tid}/v2.0");
