@@ -206,3 +206,40 @@ fn corpus_harness_sees_refusals() {
         "{out}"
     );
 }
+
+/// `serve` reads the same sources: without `-c` and without `./config.yaml` the
+/// environment alone (a missing key is named with its variable, exit 2, before any
+/// port is bound), while a `-c` file that does not exist is an error even when the
+/// environment holds a whole config — never a silent fall-back.
+#[test]
+fn serve_without_a_file_uses_the_environment_and_a_missing_c_file_is_an_error() {
+    if !require("tether binary", tether_bin().exists()) {
+        return;
+    }
+    let env_only = cases().into_iter().find(|c| c.name == "env-only").unwrap();
+    let run = |args: &[&str], drop: Option<&str>| {
+        let dir = private_tempdir("tether-corpus-serve-");
+        let mut cmd = Command::new(tether_bin());
+        cmd.current_dir(dir.path()).env_clear().args(args);
+        for (k, v) in env_only
+            .env
+            .iter()
+            .filter(|(k, _)| Some(k.as_str()) != drop)
+        {
+            cmd.env(k, v);
+        }
+        let out = run_command(cmd, None, Duration::from_secs(30));
+        (out.status, format!("{}{}", out.stdout, out.stderr))
+    };
+    let (status, out) = run(&["serve"], Some("IDP_CLIENT_ID"));
+    assert_eq!(status, Some(2), "{out}");
+    assert!(
+        out.contains(
+            "environment (no -c given and no ./config.yaml): missing required key idp_client_id"
+        ) && out.contains("IDP_CLIENT_ID"),
+        "{out}"
+    );
+    let (status, out) = run(&["serve", "-c", "missing.yaml"], None);
+    assert_eq!(status, Some(2), "{out}");
+    assert!(out.contains("missing.yaml: cannot read config"), "{out}");
+}
