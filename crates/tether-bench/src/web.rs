@@ -172,6 +172,42 @@ impl Web {
     }
 }
 
+impl Web {
+    /// Ends live session `id` through the bindings page's Disconnect POST.
+    pub async fn end_session(&self, id: &str, csrf: &str) -> Result<Revoked> {
+        let request = self
+            .direct
+            .post(self.url("/.tether/sessions/end")?)
+            .form(&[("session_id", id), ("csrf_token", csrf), ("back", "bindings")])
+            .build()?;
+        let sent = Instant::now();
+        let res = self.direct.execute(request).await?;
+        let response = Instant::now();
+        Ok(Revoked {
+            status: res.status(),
+            sent,
+            response,
+        })
+    }
+}
+
+/// Per row of the bindings page's live sessions: `(session id, binding id)`.
+pub fn session_rows(page: &str) -> Vec<(String, String)> {
+    page.split("<tr class=\"session\" data-session-id=\"")
+        .skip(1)
+        .filter_map(|row| {
+            let id = row.split('"').next()?;
+            let fp = row
+                .split("<code class=\"fingerprint\">")
+                .nth(1)?
+                .split('<')
+                .next()?;
+            let fp = html_escape::decode_html_entities(fp);
+            Some((id.to_string(), format!("sshkey-{fp}")))
+        })
+        .collect()
+}
+
 /// Per binding row of the bindings page: `(binding id, live connections)`.
 pub fn binding_rows(page: &str) -> Vec<(String, u32)> {
     page.split("<tr class=\"binding\" data-binding-id=\"")
@@ -194,6 +230,17 @@ pub fn binding_rows(page: &str) -> Vec<(String, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_session_rows() {
+        let page = "<table id=\"sessions\"><tr><th>x</th></tr>\
+            <tr class=\"session\" data-session-id=\"ab12-3\"><td class=\"mono\">ab12-3</td>\
+            <td><code class=\"fingerprint\">SHA256:abc+/</code></td></tr></table>";
+        assert_eq!(
+            session_rows(page),
+            vec![("ab12-3".to_string(), "sshkey-SHA256:abc+/".to_string())]
+        );
+    }
 
     #[test]
     fn reads_binding_rows() {

@@ -3,7 +3,12 @@
 //! bindings page's Revoke POST, and time each from the POST's response to the moment
 //! the revoked client sees its TCP connection close. Prints p50, p99, max and mean.
 //!
-//! `cargo run --release -p tether-bench --bin revocation [-- --quick]`
+//! `--end web` ends each connection's live session instead (the Disconnect POST of
+//! the bindings page, the console's End: timed from the POST being sent, since its
+//! response waits for the session to leave the list), `--end cli` with
+//! `tether sessions kill ID` run as its own process (timed from its exit).
+//!
+//! `cargo run --release -p tether-bench --bin revocation [-- --quick] [--end web|cli]`
 
 // A dev tool: stop with a message on any surprise.
 #![allow(
@@ -59,6 +64,37 @@ struct Args {
     /// A, so every close crosses replicas (SPEC §5: under 1 s).
     #[arg(long)]
     replicas: bool,
+    /// End live sessions instead of revoking bindings: `web` (the Disconnect
+    /// POST) or `cli` (`tether sessions kill`, from its own process).
+    #[arg(long, value_enum)]
+    end: Option<End>,
+}
+
+/// How `--end` ends a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum End {
+    Web,
+    Cli,
+}
+
+impl Args {
+    /// What the client is told, in part.
+    fn reason(&self) -> &'static str {
+        match self.end {
+            None => "access revoked",
+            Some(End::Web) => "session ended by its owner",
+            Some(End::Cli) => "session ended by an administrator",
+        }
+    }
+
+    /// What the figure is timed from.
+    fn from(&self) -> &'static str {
+        match self.end {
+            None => "revoke response",
+            Some(End::Web) => "end POST sent",
+            Some(End::Cli) => "sessions kill exit",
+        }
+    }
 }
 
 /// What a run measured.
@@ -210,7 +246,9 @@ async fn run(args: &Args, gw: &Gateway, ssh_gw: &Gateway) -> Result<Report> {
     let mut page = web.bindings_page().await?;
     for _ in 0..20 {
         let rows = binding_rows(&page);
-        if conns.iter().all(|c| listed_live(&rows, &c.binding_id)) {
+        let sessions_listed = args.end.is_none()
+            || tether_bench::web::session_rows(&page).len() >= conns.len();
+        if sessions_listed && conns.iter().all(|c| listed_live(&rows, &c.binding_id)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -244,11 +282,26 @@ async fn run(args: &Args, gw: &Gateway, ssh_gw: &Gateway) -> Result<Report> {
     let mut closed_before_response = 0;
     let mut revoked_with_reason = 0;
     let mut reason_sample = String::new();
+    let sessions = tether_bench::web::session_rows(&page);
+    let session_of = |binding_id: &str| -> Result<String> {
+        sessions
+            .iter()
+            .find(|(_, b)| b == binding_id)
+            .map(|(id, _)| id.clone())
+            .with_context(|| format!("no live session listed for {binding_id}"))
+    };
     for (i, conn) in conns.iter_mut().take(args.revocations).enumerate() {
-        let revoked = web
-            .revoke(&conn.binding_id, &csrf)
-            .await
-            .with_context(|| format!("revoke #{i}"))?;
+        let revoked = match args.end {
+            None => web
+                .revoke(&conn.binding_id, &csrf)
+                .await
+                .with_context(|| format!("revoke #{i}"))?,
+            Some(End::Web) => web
+                .end_session(&session_of(&conn.binding_id)?, &csrf)
+                .await
+                .with_context(|| format!("end #{i}"))?,
+            Some(End::Cli) => kill(gw, &session_of(&conn.binding_id)?).await?,
+        };
         ensure!(
             revoked.status == StatusCode::SEE_OTHER,
             "revoke #{i} of {}: HTTP {}",
@@ -265,15 +318,21 @@ async fn run(args: &Args, gw: &Gateway, ssh_gw: &Gateway) -> Result<Report> {
             })?
             .context("close watch dropped")?
             .expect("waited for Some");
-        if closed_at < revoked.response {
+        // Timed from the response; an End POST from its sending (its response
+        // waits for the session to leave the list).
+        let reference = match args.end {
+            Some(End::Web) => revoked.sent,
+            _ => revoked.response,
+        };
+        if closed_at < reference {
             closed_before_response += 1;
         }
-        close.push(closed_at.saturating_duration_since(revoked.response));
+        close.push(closed_at.saturating_duration_since(reference));
         close_from_sent.push(closed_at.saturating_duration_since(revoked.sent));
         post_rtt.push(revoked.response - revoked.sent);
         if let Some((at, text)) = conn.goodbye.lock().unwrap().at.clone() {
-            disconnect_msg.push(at.saturating_duration_since(revoked.response));
-            if text.contains("access revoked") {
+            disconnect_msg.push(at.saturating_duration_since(reference));
+            if text.contains(args.reason()) {
                 revoked_with_reason += 1;
             }
             if reason_sample.is_empty() {
@@ -296,14 +355,38 @@ async fn run(args: &Args, gw: &Gateway, ssh_gw: &Gateway) -> Result<Report> {
         .iter()
         .filter(|c| listed_live(&rows, &c.binding_id))
         .count();
-    let revoked_listed = conns[..args.revocations]
-        .iter()
-        .filter(|c| rows.iter().any(|(id, _)| id == &c.binding_id))
-        .count();
-    ensure!(
-        revoked_listed == 0,
-        "{revoked_listed} revoked bindings are still listed"
-    );
+    if args.end.is_none() {
+        let revoked_listed = conns[..args.revocations]
+            .iter()
+            .filter(|c| rows.iter().any(|(id, _)| id == &c.binding_id))
+            .count();
+        ensure!(
+            revoked_listed == 0,
+            "{revoked_listed} revoked bindings are still listed"
+        );
+    } else {
+        // Ending a session leaves its binding: listed, with no live connection
+        // (another replica's count follows through the store: re-read for 2 s).
+        let idle_of = |rows: &[(String, u32)]| {
+            conns[..args.revocations]
+                .iter()
+                .filter(|c| rows.iter().any(|(id, n)| id == &c.binding_id && *n == 0))
+                .count()
+        };
+        let mut kept = idle_of(&rows);
+        for _ in 0..20 {
+            if kept == args.revocations {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            kept = idle_of(&binding_rows(&web.bindings_page().await?));
+        }
+        ensure!(
+            kept == args.revocations,
+            "{} ended sessions' bindings not listed idle",
+            args.revocations - kept
+        );
+    }
 
     let report = Report {
         setup,
@@ -327,6 +410,32 @@ async fn run(args: &Args, gw: &Gateway, ssh_gw: &Gateway) -> Result<Report> {
     Ok(report)
 }
 
+/// `tether sessions kill ID -c <gw's config>` as its own process; `sent` is its
+/// start and `response` its exit (a 303 stands for success).
+async fn kill(gw: &Gateway, id: &str) -> Result<tether_bench::web::Revoked> {
+    let bin = gateway::tether_binary()?;
+    let config = gw.process.config_path();
+    let sent = Instant::now();
+    let out = tokio::process::Command::new(&bin)
+        .args(["sessions", "kill", id, "-c"])
+        .arg(&config)
+        .current_dir(gw.data_dir())
+        .output()
+        .await
+        .context("tether sessions kill")?;
+    let response = Instant::now();
+    ensure!(
+        out.status.success(),
+        "tether sessions kill {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(tether_bench::web::Revoked {
+        status: StatusCode::SEE_OTHER,
+        sent,
+        response,
+    })
+}
+
 fn print_header(args: &Args, bin: &std::path::Path, version: &str) {
     println!("tether revocation latency: revoke POST's response -> revoked client sees TCP close");
     println!("{}", tether_bench::machine::describe());
@@ -342,8 +451,13 @@ fn print_header(args: &Args, bin: &std::path::Path, version: &str) {
             bin.display()
         );
     }
+    let what = match args.end {
+        None => "revocations",
+        Some(End::Web) => "live sessions ended (Disconnect POST)",
+        Some(End::Cli) => "live sessions ended (tether sessions kill)",
+    };
     println!(
-        "plan: {} revocations one at a time, {} other idle authenticated connections open",
+        "plan: {} {what} one at a time, {} other idle authenticated connections open",
         args.revocations, args.idle
     );
 }
@@ -365,20 +479,30 @@ fn print_report(args: &Args, r: &Report) {
         "{:<42} {:>4} {:>9} {:>9} {:>9} {:>9}",
         "measure (ms)", "n", "p50", "p99", "max", "mean"
     );
-    row("revoke response -> client TCP close", &r.close);
+    let from = args.from();
+    row(&format!("{from} -> client TCP close"), &r.close);
     if let Some(d) = &r.disconnect_msg {
-        row("revoke response -> SSH disconnect handled", d);
+        row(&format!("{from} -> SSH disconnect handled"), d);
     }
-    row("revoke POST sent -> client TCP close", &r.close_from_sent);
-    row("revoke POST round trip (context)", &r.post_rtt);
+    if args.end.is_none() {
+        row("revoke POST sent -> client TCP close", &r.close_from_sent);
+        row("revoke POST round trip (context)", &r.post_rtt);
+    } else {
+        row("request round trip (context)", &r.post_rtt);
+    }
     println!();
     println!(
         "idle connections still up: {}/{} (ping answered, binding listed with 1 live connection: {}/{})",
         r.idle_alive, args.idle, r.idle_listed_live, args.idle
     );
     println!(
-        "revoked connections closed: {}/{}; with an \"access revoked\" disconnect message: {}/{} (e.g. {:?})",
-        r.close.n, args.revocations, r.revoked_with_reason, args.revocations, r.reason_sample
+        "ended connections closed: {}/{}; with a {:?} disconnect message: {}/{} (e.g. {:?})",
+        r.close.n,
+        args.revocations,
+        args.reason(),
+        r.revoked_with_reason,
+        args.revocations,
+        r.reason_sample
     );
     if r.closed_before_response > 0 {
         println!(
@@ -391,7 +515,8 @@ fn print_report(args: &Args, r: &Report) {
         r.connections,
         r.setup.as_secs_f64()
     );
-    let target = if args.replicas {
+    // Ending one session: within 1 s on whichever replica holds it (SPEC §5).
+    let target = if args.replicas || args.end.is_some() {
         TARGET_P99_REPLICAS
     } else {
         TARGET_P99

@@ -250,7 +250,7 @@ pub(crate) async fn end_session(
 /// How long an End waits for the session to leave the list, so the page it
 /// returns to no longer shows it (the holding replica closes it and publishes).
 const GONE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-const GONE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+const GONE_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Waits (at most [`GONE_WAIT`]) until no listed live session matches `ended`.
 async fn wait_gone(state: &AppState, ended: impl Fn(&LiveSession) -> bool) {
