@@ -178,7 +178,11 @@ impl Web {
         let request = self
             .direct
             .post(self.url("/.tether/sessions/end")?)
-            .form(&[("session_id", id), ("csrf_token", csrf), ("back", "bindings")])
+            .form(&[
+                ("session_id", id),
+                ("csrf_token", csrf),
+                ("back", "bindings"),
+            ])
             .build()?;
         let sent = Instant::now();
         let res = self.direct.execute(request).await?;

@@ -246,8 +246,8 @@ async fn run(args: &Args, gw: &Gateway, ssh_gw: &Gateway) -> Result<Report> {
     let mut page = web.bindings_page().await?;
     for _ in 0..20 {
         let rows = binding_rows(&page);
-        let sessions_listed = args.end.is_none()
-            || tether_bench::web::session_rows(&page).len() >= conns.len();
+        let sessions_listed =
+            args.end.is_none() || tether_bench::web::session_rows(&page).len() >= conns.len();
         if sessions_listed && conns.iter().all(|c| listed_live(&rows, &c.binding_id)) {
             break;
         }
