@@ -110,6 +110,8 @@ pub(crate) async fn list(
         .await?
         .into_iter()
         .filter(|s| s.user_id == session.user_id())
+        // A connection whose binding was just revoked is closing: not shown.
+        .filter(|s| rows.iter().any(|r| r.has_client && r.id == s.binding_id))
         .collect();
     let sessions =
         pages::console::sessions_table(&mine, &csrf, state.clock.now(), false, "bindings");
