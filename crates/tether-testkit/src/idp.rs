@@ -71,30 +71,11 @@ impl Idp {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = spawn_group(&mut cmd, "the test IdP (node tests/idp/idp.js)");
-        let stderr: SharedBuf = Arc::default();
-        pump(child.stderr.take().unwrap(), stderr.clone());
-
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(issuer) = line.strip_prefix("IDP_READY ") {
-                    let _ = tx.send(issuer.trim().to_string());
-                }
-            }
-        });
-        let issuer = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(issuer) => issuer,
-            Err(_) => {
-                terminate(&mut child, Duration::from_secs(1));
-                panic!(
-                    "test IdP did not print IDP_READY within 20 s; stderr:\n{}",
-                    tail(&text(&stderr), 4000)
-                );
-            }
-        };
+        let (child, stderr, issuer) = start_node(
+            &mut cmd,
+            "IDP_READY ",
+            "the test IdP (node tests/idp/idp.js)",
+        );
         // `http://127.0.0.1:<port>[/path]` (IDP_ISSUER_PATH).
         let port = issuer
             .strip_prefix("http://127.0.0.1:")
@@ -186,26 +167,11 @@ impl FakeGithub {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = spawn_group(&mut cmd, "the fake GitHub (node tests/idp/github.js)");
-        let stderr: SharedBuf = Arc::default();
-        pump(child.stderr.take().unwrap(), stderr.clone());
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("GITHUB_READY ") {
-                    let _ = tx.send(url.trim().to_string());
-                }
-            }
-        });
-        let Ok(url) = rx.recv_timeout(Duration::from_secs(20)) else {
-            terminate(&mut child, Duration::from_secs(1));
-            panic!(
-                "fake GitHub did not start within 20 s; stderr:\n{}",
-                tail(&text(&stderr), 4000)
-            );
-        };
+        let (child, stderr, url) = start_node(
+            &mut cmd,
+            "GITHUB_READY ",
+            "the fake GitHub (node tests/idp/github.js)",
+        );
         FakeGithub { url, child, stderr }
     }
 
@@ -222,6 +188,55 @@ impl Drop for FakeGithub {
         }
         terminate(&mut self.child, Duration::from_secs(3));
     }
+}
+
+/// Spawns a Node script and waits for the stdout line starting with `marker`,
+/// returning the rest of it. A script that exits first is a failure at once (its
+/// stderr says why); one that is merely slow — a loaded CI machine — is given
+/// 30 s, then killed and started again, three attempts in all.
+fn start_node(cmd: &mut Command, marker: &'static str, what: &str) -> (Child, SharedBuf, String) {
+    const ATTEMPTS: u32 = 3;
+    const READY_WITHIN: Duration = Duration::from_secs(30);
+    for attempt in 1..=ATTEMPTS {
+        let mut child = spawn_group(cmd, what);
+        let stderr: SharedBuf = Arc::default();
+        pump(child.stderr.take().unwrap(), stderr.clone());
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix(marker) {
+                    let _ = tx.send(rest.trim().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(READY_WITHIN) {
+            Ok(ready) => return (child, stderr, ready),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                terminate(&mut child, Duration::from_secs(1));
+                panic!(
+                    "{what} exited before printing {marker}; stderr:\n{}",
+                    tail(&text(&stderr), 4000)
+                );
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                terminate(&mut child, Duration::from_secs(1));
+                if attempt == ATTEMPTS {
+                    panic!(
+                        "{what} did not print {marker}within {} s, {ATTEMPTS} attempts; stderr:\n{}",
+                        READY_WITHIN.as_secs(),
+                        tail(&text(&stderr), 4000)
+                    );
+                }
+                eprintln!(
+                    "{what} did not print {marker}within {} s (attempt {attempt}); starting it again",
+                    READY_WITHIN.as_secs()
+                );
+            }
+        }
+    }
+    unreachable!("the loop returns or panics")
 }
 
 #[cfg(test)]
