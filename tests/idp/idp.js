@@ -27,6 +27,10 @@
 //                        google   hd (the Workspace domain), no groups
 //                        gitlab   groups_direct (GitLab's ID token), no groups
 //                        okta     groups (as the default)
+//                        ping     groups (as the default; PingOne's issuer is
+//                                 <origin>/<environment-id>/as)
+//                        onelogin groups only when the `groups` scope is asked
+//                                 (as OneLogin sends them), not with profile/email
 //
 // Test-only administration (loopback only, like everything here), for tests of
 // tether's identity refresh:
@@ -134,7 +138,11 @@ const PROFILE_CLAIMS = {
   auth0: ['https://tether.test/groups'],
   google: ['hd'],
   gitlab: ['groups_direct'],
+  ping: [],
+  onelogin: [],
 };
+// OneLogin releases groups through its own `groups` scope only.
+const GROUPS_IN_PROFILE = profile !== 'onelogin';
 if (!Object.hasOwn(PROFILE_CLAIMS, profile)) {
   console.error(`idp: unknown IDP_PROFILE ${JSON.stringify(profile)}`);
   process.exit(2);
@@ -269,8 +277,8 @@ server.listen(port, '127.0.0.1', () => {
     scopes: ['openid', 'profile', 'email', 'groups', 'offline_access'],
     claims: {
       openid: ['sub'],
-      profile: ['name', 'preferred_username', 'groups', ...extraClaims],
-      email: ['email', 'email_verified', 'groups', ...extraClaims],
+      profile: ['name', 'preferred_username', ...(GROUPS_IN_PROFILE ? ['groups'] : []), ...extraClaims],
+      email: ['email', 'email_verified', ...(GROUPS_IN_PROFILE ? ['groups'] : []), ...extraClaims],
       groups: ['groups'],
     },
     async findAccount(_ctx, id) {

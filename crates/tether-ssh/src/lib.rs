@@ -123,5 +123,6 @@ pub(crate) fn test_config() -> Config {
         audit_log: None,
         dev_idp_users: vec![],
         administrators: None,
+        signout_redirect_url: None,
     }
 }

@@ -58,6 +58,40 @@ pub fn private_tempdir(prefix: &str) -> tempfile::TempDir {
         .expect("tempdir")
 }
 
+/// A loopback port where a TCP connect neither succeeds nor fails: a listener whose
+/// accept queue (backlog 0) is already full with one connection nobody accepts, so
+/// the kernel drops further SYNs and a client's connect hangs — a host that went
+/// silent (powered off, firewalled) rather than one that refuses. Gone on drop.
+pub struct SilentPort {
+    /// The port.
+    pub port: u16,
+    _listener: TcpListener,
+    _queued: std::net::TcpStream,
+}
+
+impl SilentPort {
+    /// Binds it and fills its queue.
+    pub fn new() -> SilentPort {
+        use nix::sys::socket::{listen, Backlog};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        // listen(2) again on the listening socket only changes its backlog.
+        listen(&listener, Backlog::new(0).expect("backlog 0")).expect("listen(backlog 0)");
+        let port = listener.local_addr().expect("local_addr").port();
+        let queued = std::net::TcpStream::connect(("127.0.0.1", port)).expect("fill the queue");
+        SilentPort {
+            port,
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+}
+
+impl Default for SilentPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A loopback TCP port that was free a moment ago and that this process has not handed
 /// out before (the OS could still give it to someone else; the window is tiny).
 pub fn free_port() -> u16 {

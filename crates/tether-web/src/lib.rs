@@ -201,6 +201,16 @@ async fn asset_verify_js() -> Response {
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// [`CSP`] with one more origin forms may submit to: the sign-out form's POST
+/// answers with a redirect to `signout_redirect_url`, and browsers check
+/// `form-action` on the redirect's target too.
+pub(crate) fn csp_with_form_target(origin: &str) -> String {
+    CSP.replace(
+        "form-action 'self'",
+        &format!("form-action 'self' {origin}"),
+    )
+}
+
 /// `Strict-Transport-Security` when tether serves HTTPS itself: a year.
 pub(crate) const HSTS: &str = "max-age=31536000";
 
@@ -219,10 +229,9 @@ async fn security_headers(mut res: Response, hsts: bool) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    // A handler may have set a narrower variant (the sign-out form's).
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CSP));
     if hsts {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,

@@ -2,7 +2,8 @@
 //! `to` lists a port nobody listens on first and a real OpenSSH sshd second; the
 //! real OpenSSH client, signed in at the real IdP in headless Chromium, lands on
 //! the second — the first is tried, found down, and skipped — and the audit line
-//! names the upstream actually reached. A route whose upstreams are all down gives
+//! names the upstream actually reached. A first upstream that is silent (its
+//! connect hangs) is given up on after the bounded connect timeout. A route whose upstreams are all down gives
 //! the client one clear line, promptly.
 #![allow(
     clippy::unwrap_used,
@@ -33,6 +34,8 @@ fn first_upstream_down_connects_to_the_second() {
     let ca = gen_client_key(keys.path(), "tether_ca");
     let sshd = Sshd::start(&PathBuf::from(format!("{}.pub", ca.display())));
     let (down, down2) = (free_port(), free_port());
+    // A host that went silent: its connect hangs instead of being refused.
+    let silent = SilentPort::new();
     let gw = Gateway::start(&format!(
         "ssh_user_ca_key_file: {ca}
 ssh_sign_in_timeout: 2m
@@ -45,9 +48,13 @@ routes:
   - from: ssh://dead
     to: [ssh://127.0.0.1:{down}, ssh://127.0.0.1:{down2}]
     allow_any_authenticated_user: true
+  - from: ssh://quiet
+    to: [ssh://127.0.0.1:{silent}, ssh://127.0.0.1:{up}]
+    allow_any_authenticated_user: true
 ",
         ca = ca.display(),
         up = sshd.port,
+        silent = silent.port,
     ));
 
     // `tether check` shows the order the upstreams are tried in.
@@ -94,6 +101,19 @@ routes:
     assert!(
         !connected.is_empty() && connected.iter().all(|l| l.contains(&reached)),
         "the audit names the upstream reached: {connected:?}"
+    );
+
+    // The first upstream silent (connects hang): its bounded connect timeout
+    // gives up on it and the second logs alice in — without the bound the kernel
+    // would keep retrying the SYN for minutes, past the client's patience.
+    let (status, out, err) = gw.ssh_batch(&k, "alice@quiet", &["id", "-un"]);
+    assert_eq!((status, out.trim()), (Some(0), "alice"), "{err}");
+    let logs = gw.tether.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(&format!("127.0.0.1:{}", silent.port))
+                && l.contains("upstream unreachable; trying the next one")),
+        "the silent upstream was tried and skipped: {logs}"
     );
 
     // Every upstream down: one line naming the route, promptly.

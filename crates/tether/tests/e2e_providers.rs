@@ -14,6 +14,9 @@
 //!   claim, issuer with a trailing `/`), `gitlab` (`groups_direct`), `okta`
 //!   (groups claim, authorization server path) and `google` (`hd`, its
 //!   authorization parameters) against the test IdP shaped like each.
+//! - `idp_provider: onelogin` at a v2 issuer (`/oidc/2`) that releases groups
+//!   only for the `groups` scope, and `idp_provider: ping` at a PingOne-shaped
+//!   issuer (`/<environment>/as`): a groups route admits alice through each.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -404,4 +407,96 @@ fn cognito_auth0_gitlab_okta_and_google_shaped_claims() {
     let (status, _, err) = batch(case.3, &case.4, "alice@sre", &["id", "-un"]);
     assert_ne!(status, Some(0));
     assert!(err.contains("not in group sre"), "{err}");
+}
+
+#[test]
+fn onelogin_v2_groups_scope_and_ping_issuer() {
+    if !present() {
+        return;
+    }
+    // OneLogin v2: groups come only with the `groups` scope tether asks for; the
+    // `sre` route (groups has sre) admits alice, `other` (other-team) does not.
+    let case = oidc_provider_case(
+        "onelogin",
+        &[("IDP_PROFILE", "onelogin"), ("IDP_ISSUER_PATH", "/oidc/2")],
+        "sre",
+        "      - allow:\n          and:\n            - accept: true\n",
+    );
+    assert!(case.1.issuer.ends_with("/oidc/2"), "{}", case.1.issuer);
+    let (status, _, err) = batch(case.3, &case.4, "alice@other", &["id", "-un"]);
+    assert_ne!(status, Some(0));
+    assert!(err.contains("not in group other-team"), "{err}");
+    drop(case);
+
+    // PingOne: the environment's issuer path, groups as sent.
+    let case = oidc_provider_case(
+        "ping",
+        &[
+            ("IDP_PROFILE", "ping"),
+            ("IDP_ISSUER_PATH", "/0a7af3ae-6b0e-4b3a-9a1e-3f2a9c3c1d11/as"),
+        ],
+        "sre",
+        "      - allow:\n          and:\n            - email:\n                is: alice@example.com\n",
+    );
+    let (status, out, err) = batch(case.3, &case.4, "alice@extra", &["id", "-un"]);
+    assert_eq!((status, out.trim()), (Some(0), "alice"), "{err}");
+}
+
+/// `signout_redirect_url` (here the IdP's discovery document, another origin):
+/// after the sign-out form the real browser lands there — the form's CSP lets
+/// it — and the binding made before is gone.
+#[test]
+fn sign_out_lands_on_signout_redirect_url() {
+    if !present() {
+        return;
+    }
+    let up = upstream();
+    let http_port = free_port();
+    let ssh_port = free_port();
+    let idp = Idp::start(
+        CLIENT_ID,
+        CLIENT_SECRET,
+        &format!("http://127.0.0.1:{http_port}/oauth2/callback"),
+    );
+    let bye = format!("{}/.well-known/openid-configuration", idp.issuer);
+    let yaml = format!(
+        "{}signout_redirect_url: {bye}\n{}",
+        base(http_port, ssh_port, "oidc", &idp.issuer),
+        routes(
+            up.sshd.port,
+            &up.ca,
+            "sre",
+            "      - allow:\n          and:\n            - accept: true\n"
+        )
+    );
+    let tether = TetherProcess::start(&yaml, &[]);
+    let k = new_key(up.keys.path(), "alice");
+    let browser = BrowserProfile::new("signout_redirect_alice");
+    let mut ssh = sign_in(ssh_port, &k, "alice@sre", "alice", &browser, &["id", "-un"]);
+    assert_eq!(
+        ssh.wait_exit(T),
+        Some(0),
+        "{}\n{}",
+        ssh.output(),
+        tether.logs()
+    );
+
+    browser
+        .run(json!([
+            {"goto": format!("http://127.0.0.1:{http_port}/.pomerium/sign_out")},
+            {"click": "#sign-out"},
+            {"expectText": "authorization_endpoint"},
+            {"screenshot": "signout-redirect"},
+        ]))
+        .assert_ok();
+    // Signed out: the key is asked to sign in again.
+    let port = ssh_port.to_string();
+    let again = SshClient::spawn(&[
+        "-p",
+        &port,
+        "-i",
+        k.to_str().unwrap(),
+        "alice@sre@127.0.0.1",
+    ]);
+    assert!(sign_in_url(&again).contains("/.pomerium/sign_in?user_code="));
 }

@@ -279,6 +279,9 @@ pub struct Config {
     /// `administrators` (tether extension): who may use the operator console — a
     /// PPL policy evaluated against the signed-in identity; `None`: nobody.
     pub administrators: Option<crate::policy::Policy>,
+    /// `signout_redirect_url`: where the browser is sent after a web sign-out
+    /// (Pomerium's key); `None`: tether's own "signed out" page.
+    pub signout_redirect_url: Option<String>,
 }
 
 impl Route {

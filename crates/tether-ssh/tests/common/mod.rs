@@ -92,6 +92,7 @@ pub fn config(sign_in_timeout: Duration) -> Config {
         audit_log: None,
         dev_idp_users: vec![],
         administrators: None,
+        signout_redirect_url: None,
     }
 }
 

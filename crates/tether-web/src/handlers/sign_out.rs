@@ -1,15 +1,16 @@
 //! `GET|POST /.pomerium/sign_out`: a confirmation form, then the store ends the web
 //! session and revokes all of the user's client bindings in one transaction (their
-//! connections end through the change feed). Remembered keys stay.
+//! connections end through the change feed). Remembered keys stay. With
+//! `signout_redirect_url` the browser is then sent there (303), as Pomerium does.
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use tether_core::audit::{AuditEvent, Via};
 
-use super::add_cookie;
 use super::sign_in::display_name;
+use super::{add_cookie, redirect};
 use crate::cookies::clear_cookie;
 use crate::error::WebError;
 use crate::form::Fields;
@@ -24,10 +25,17 @@ pub(crate) async fn confirm(
     match current(&state, &headers).await? {
         Some(session) => {
             let csrf = state.csrf.token(&session.id);
-            Ok(html(
+            let mut res = html(
                 StatusCode::OK,
                 pages::sign_out_confirm(display_name(&session), &csrf),
-            ))
+            );
+            if let Some(origin) = redirect_origin(&state) {
+                let csp = HeaderValue::from_str(&crate::csp_with_form_target(&origin))
+                    .map_err(|e| WebError::Internal(format!("bad CSP: {e}")))?;
+                res.headers_mut()
+                    .insert(header::CONTENT_SECURITY_POLICY, csp);
+            }
+            Ok(res)
         }
         None => Ok(html(StatusCode::OK, pages::not_signed_in())),
     }
@@ -57,13 +65,22 @@ pub(crate) async fn sign_out(
         revoked_bindings: out.revoked_bindings.len(),
     }
     .emit();
-    let mut res = html(
-        StatusCode::OK,
-        pages::signed_out(out.revoked_bindings.len()),
-    );
+    let mut res = match &state.config.signout_redirect_url {
+        Some(url) => redirect(StatusCode::SEE_OTHER, url)?,
+        None => html(
+            StatusCode::OK,
+            pages::signed_out(out.revoked_bindings.len()),
+        ),
+    };
     add_cookie(
         &mut res,
         &clear_cookie(&state.cookie_name, state.secure_cookies),
     )?;
     Ok(res)
+}
+
+/// The origin (`https://host[:port]`) of `signout_redirect_url`, when set.
+fn redirect_origin(state: &crate::State) -> Option<String> {
+    let url = url::Url::parse(state.config.signout_redirect_url.as_deref()?).ok()?;
+    Some(url.origin().ascii_serialization()).filter(|o| o != "null")
 }

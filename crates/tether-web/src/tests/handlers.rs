@@ -633,6 +633,68 @@ async fn sign_out_revokes_bindings_and_clears_cookie() {
 }
 
 #[tokio::test]
+async fn sign_out_goes_to_signout_redirect_url_when_configured() {
+    let t = TestApp::spawn_configured(|c| {
+        c.signout_redirect_url = Some("https://intranet.example.com/bye?from=tether".into());
+    })
+    .await;
+    let (alice, cookie) = t.sign_in("alice").await;
+    let code = t.open_request(FP).await;
+    let form = format!("confirm=true&csrf_token={}", t.csrf(&alice));
+    t.post(&sign_in_uri(&code), Some(&cookie), &form).await;
+
+    // The confirm form may submit into that origin (browsers check form-action on
+    // the redirect); every other page keeps `form-action 'self'`.
+    let res = t.get("/.pomerium/sign_out", Some(&cookie)).await;
+    let csp = res.headers().get(header::CONTENT_SECURITY_POLICY).unwrap();
+    assert!(
+        csp.to_str()
+            .unwrap()
+            .contains("form-action 'self' https://intranet.example.com;"),
+        "{csp:?}"
+    );
+    let res = t
+        .get("/.pomerium/session_binding_info", Some(&cookie))
+        .await;
+    let csp = res.headers().get(header::CONTENT_SECURITY_POLICY).unwrap();
+    assert!(
+        csp.to_str().unwrap().contains("form-action 'self';"),
+        "{csp:?}"
+    );
+
+    // Without the CSRF token: refused, no redirect, still signed in.
+    let res = t.post("/.pomerium/sign_out", Some(&cookie), "").await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.headers().get(header::LOCATION).is_none());
+    assert!(t.store.get_session(&alice.id).await.unwrap().is_some());
+
+    let form = format!("csrf_token={}", t.csrf(&alice));
+    let res = t.post("/.pomerium/sign_out", Some(&cookie), &form).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        res.headers().get(header::LOCATION).unwrap(),
+        "https://intranet.example.com/bye?from=tether"
+    );
+    let set = res
+        .headers()
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        set.starts_with("_pomerium=;") && set.contains("Max-Age=0"),
+        "{set}"
+    );
+    assert!(t.store.get_session(&alice.id).await.unwrap().is_none());
+    assert!(t
+        .store
+        .get_binding(&binding_id(FP))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
 async fn whoami_ping_healthz_and_store_down() {
     let t = TestApp::spawn().await;
     let (_, cookie) = t.sign_in("alice").await;

@@ -81,6 +81,7 @@ pub fn config(base: &str, idp: &str) -> Config {
         audit_log: None,
         dev_idp_users: users(),
         administrators: None,
+        signout_redirect_url: None,
     }
 }
 
@@ -405,10 +406,27 @@ impl TestApp {
     }
 
     pub async fn spawn_with(make_idp: impl FnOnce(Vec<DevIdpUser>, String) -> DevIdp) -> TestApp {
+        Self::spawn_inner(|_| {}, make_idp).await
+    }
+
+    /// As [`TestApp::spawn`], with the config changed by `edit` first.
+    pub async fn spawn_configured(edit: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_inner(edit, |users, issuer| {
+            DevIdp::from_private_key_pem(users, issuer, TEST_KEY_1).unwrap()
+        })
+        .await
+    }
+
+    async fn spawn_inner(
+        edit: impl FnOnce(&mut Config),
+        make_idp: impl FnOnce(Vec<DevIdpUser>, String) -> DevIdp,
+    ) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let issuer = format!("{base}/dev-idp");
-        let app = Self::build(config(&base, &issuer), Some(make_idp(users(), issuer)));
+        let mut config = config(&base, &issuer);
+        edit(&mut config);
+        let app = Self::build(config, Some(make_idp(users(), issuer)));
         tokio::spawn(crate::serve(
             listener,
             app.app.clone(),

@@ -136,6 +136,7 @@ const TETHER_KEYS: &[&str] = &[
     "http_request_timeout",
     "http_max_connections",
     "http_max_connections_per_source",
+    "signout_redirect_url",
 ];
 
 const ROUTE_KEYS: &[&str] = &["from", "to", "policy", "allow_any_authenticated_user"];
@@ -366,8 +367,13 @@ pub fn load_config(
         .map(|n| crate::policy::parse_policy(n).map_err(|e| ctx.err(e.line, e.message)))
         .transpose()?;
     let refresh = super::SessionRefresh::default();
+    let signout_redirect_url = top
+        .get("signout_redirect_url")
+        .map(|_| top.url(&ctx, "signout_redirect_url"))
+        .transpose()?;
 
     let config = Config {
+        signout_redirect_url,
         address,
         insecure_server: top.flag(&ctx, "insecure_server")?,
         certificate_file,

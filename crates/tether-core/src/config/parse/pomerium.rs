@@ -140,7 +140,6 @@ pub(super) const IGNORED_KEYS: &[&str] = &[
     "shared_secret_file",
     "signing_key",
     "signing_key_file",
-    "signout_redirect_url",
     "skip_xff_append",
     "ssh_rls_additional_entries",
     "ssh_rls_enabled",

@@ -163,10 +163,18 @@ fn pomerium_keys_warn_refused_keys_say_why_unknown_keys_suggest() {
     assert_eq!(
         p.warnings,
         vec![
-            "c.yaml:6: ignored: signout_redirect_url",
             "c.yaml:7: ignored: shared_secret_file",
             "c.yaml:8: ignored: otel_traces_exporter",
         ]
+    );
+    assert_eq!(
+        p.config.signout_redirect_url.as_deref(),
+        Some("https://example.com/bye")
+    );
+    let err = parse_config(&format!("{BASE}signout_redirect_url: /bye\n"), "c.yaml").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "c.yaml:6: signout_redirect_url: expected an http:// or https:// URL"
     );
     let err = parse_config(&format!("{BASE}policy_file: p.yaml\n"), "c.yaml").unwrap_err();
     assert!(
