@@ -16,6 +16,7 @@
 //   {"login": {"user": u, "password": p}}           fill the IdP login form if shown
 //   {"click": selector}                             click, wait for any navigation
 //   {"check": selector}                             tick a checkbox
+//   {"select": {"selector": s, "value": v}}         choose a <select> option by value
 //   {"fill": {"selector": s, "value": v}}           type into an input
 //   {"expectText": s}                               body text contains s (waits 10 s)
 //   {"expectNoText": s}                             body text does not contain s
@@ -154,6 +155,10 @@ const handlers = {
 
   async click(selector) {
     await withNavigation(() => page.click(selector, { timeout: STEP_TIMEOUT_MS }));
+  },
+
+  async select({ selector, value }) {
+    await page.selectOption(selector, String(value), { timeout: STEP_TIMEOUT_MS });
   },
 
   async check(selector) {

@@ -82,6 +82,19 @@ pub enum AuditEvent {
         user_id: String,
         reason: String,
     },
+    /// A signed-in user bound a pasted public key to themselves on the bindings
+    /// page (no SSH connection), or was refused.
+    KeyPreAuthorized {
+        user_id: String,
+        email: String,
+        fingerprint: String,
+        /// `sshkey-SHA256:…`; empty when refused.
+        binding_id: String,
+        /// Unix seconds; 0 when refused.
+        expires_at: i64,
+        /// `bound`, or why not.
+        outcome: String,
+    },
     /// A client binding was revoked (its connections end).
     BindingRevoked {
         via: Via,
@@ -261,6 +274,7 @@ impl AuditEvent {
             AuditEvent::CodeIssued { .. } => "code_issued",
             AuditEvent::CodeDecided { .. } => "code_decided",
             AuditEvent::CodeDecisionRefused { .. } => "code_decision_refused",
+            AuditEvent::KeyPreAuthorized { .. } => "key_pre_authorized",
             AuditEvent::BindingRevoked { .. } => "binding_revoked",
             AuditEvent::BindingRevokeRefused { .. } => "binding_revoke_refused",
             AuditEvent::IdentityBindingRemoved { .. } => "identity_binding_removed",

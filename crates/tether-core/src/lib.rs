@@ -15,6 +15,7 @@ pub mod duration;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
+pub mod pubkey;
 pub mod secret;
 pub mod time;
 pub mod username;

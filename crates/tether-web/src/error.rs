@@ -42,6 +42,9 @@ pub(crate) enum WebError {
     /// The request is malformed (400); the text is shown.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// What the user entered is not usable (400); the one-line reason is shown.
+    #[error("bad input: {0}")]
+    BadInput(String),
     /// The OIDC login failed on our side of the checks (400): bad state, refused
     /// code, unverifiable ID token. `msg` is shown, `detail` logged.
     #[error("sign-in failed: {msg}: {detail}")]
@@ -148,6 +151,7 @@ impl IntoResponse for WebError {
                 "There is nothing here.".into(),
             ),
             WebError::BadRequest(msg) => (StatusCode::BAD_REQUEST, "Bad request", (*msg).into()),
+            WebError::BadInput(msg) => (StatusCode::BAD_REQUEST, "Bad request", msg.clone()),
             WebError::Forbidden(msg) => (StatusCode::FORBIDDEN, "Forbidden", (*msg).into()),
             WebError::Gone(msg) => (StatusCode::NOT_FOUND, "Not found", (*msg).into()),
             WebError::SignInFailed { msg, detail } => {

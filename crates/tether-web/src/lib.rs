@@ -142,6 +142,10 @@ pub fn router(deps: WebDeps) -> Router {
             post(handlers::bindings::revoke_identity),
         )
         .route(
+            handlers::bindings::ADD_KEY_PATH,
+            post(handlers::bindings::add_key),
+        )
+        .route(
             "/.pomerium/sign_out",
             get(handlers::sign_out::confirm).post(handlers::sign_out::sign_out),
         )

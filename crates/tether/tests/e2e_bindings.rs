@@ -232,3 +232,75 @@ fn binding_max_ttl_ends_live_connection() {
         c.output()
     );
 }
+
+/// A pre-authorized key: alice pastes her public key on the bindings page (no SSH
+/// connection yet), and `ssh -o BatchMode=yes` through a route to a real sshd goes
+/// straight through; bob pasting the same key is refused (409) and it stays hers.
+#[test]
+fn a_key_pasted_on_the_bindings_page_goes_straight_through() {
+    if !components_present() || !require("/usr/sbin/sshd", Path::new("/usr/sbin/sshd").exists()) {
+        return;
+    }
+    ensure_user("alice");
+    let keys = key_dir();
+    let k = new_key(keys.path(), "laptop");
+    let ca = gen_client_key(keys.path(), "tether_ca");
+    let sshd = Sshd::start(Path::new(&format!("{}.pub", ca.display())));
+    let gw = Gateway::start(&format!(
+        "ssh_user_ca_key_file: {ca}
+ssh_binding_max_ttl: 12h
+routes:
+  - from: ssh://prod
+    to: ssh://127.0.0.1:{port}
+    allow_any_authenticated_user: true
+",
+        ca = ca.display(),
+        port = sshd.port,
+    ));
+    let public = std::fs::read_to_string(format!("{}.pub", k.display())).unwrap();
+    let fp = fingerprint(&k);
+    let page = format!("{}/.pomerium/session_binding_info", gw.base());
+
+    let alice = BrowserProfile::new("preauthorized_alice");
+    let r = alice.run(json!([
+        {"goto": page},
+        {"login": {"user": "alice", "password": "alice-password"}},
+        {"expectText": "Add a key"},
+        {"fill": {"selector": "#public-key", "value": public}},
+        {"select": {"selector": "#ttl", "value": "28800"}},
+        {"screenshot": "add-key-form"},
+        {"click": "#add-key-submit"},
+        {"expectText": fp},
+        {"expectText": "pasted on the bindings page"},
+        {"text": {"name": "expires", "selector": format!("{} td.expires", row(&fp))}},
+        {"screenshot": "add-key-bound"},
+    ]));
+    r.assert_ok();
+    assert!(!r.text("expires").trim().is_empty());
+
+    // No sign-in: the key is already alice's.
+    let (status, out, err) = gw.ssh_batch(&k, "alice@prod", &["id", "-un"]);
+    assert_eq!((status, out.trim()), (Some(0), "alice"), "{err}");
+    assert!(!err.contains("/.pomerium/sign_in"), "{err}");
+    let logs = gw.tether.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("\"key_pre_authorized\"")
+            && l.contains(&fp)
+            && l.contains("\"outcome\":\"bound\"")),
+        "{logs}"
+    );
+
+    // Bob pastes the same key: refused, and it still lets alice in.
+    BrowserProfile::new("preauthorized_bob")
+        .run(json!([
+            {"goto": page},
+            {"login": {"user": "bob", "password": "bob-password"}},
+            {"fill": {"selector": "#public-key", "value": public}},
+            {"click": "#add-key-submit"},
+            {"expectStatus": 409},
+            {"expectText": "bound to another user"},
+        ]))
+        .assert_ok();
+    let (status, out, err) = gw.ssh_batch(&k, "alice@prod", &["id", "-un"]);
+    assert_eq!((status, out.trim()), (Some(0), "alice"), "{err}");
+}

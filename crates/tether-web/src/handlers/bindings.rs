@@ -1,5 +1,7 @@
 //! The bindings management page and its two revoke forms (SPEC §5). Users see and
 //! revoke only their own bindings; revoking someone else's is 403 and changes nothing.
+//! A signed-in user may also bind a pasted public key to themselves without an SSH
+//! connection (a pre-authorized key, `docs/SPEC.md` §5).
 
 use std::collections::{HashMap, HashSet};
 use tether_core::audit::{AuditEvent, Via};
@@ -8,8 +10,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use std::time::Duration;
 use tether_core::binding::{binding_id, fingerprint_of};
-use tether_core::Session;
+use tether_core::pubkey::parse_public_key;
+use tether_core::{BindingDetails, BindingRequest, RequestStatus, Session, UserCode};
 
 use super::console::{is_admin, live_sessions};
 use super::sign_in::display_name;
@@ -22,6 +26,9 @@ use crate::session::{current, require_csrf};
 use crate::AppState;
 
 const PAGE: &str = "/.pomerium/session_binding_info";
+
+/// `POST` here binds a pasted public key (`public_key`, `ttl` seconds, `csrf_token`).
+pub(crate) const ADD_KEY_PATH: &str = "/.tether/bindings/add";
 
 /// Plain printable ASCII for reasons shown on SSH clients' terminals.
 pub(crate) fn ascii(s: &str) -> String {
@@ -60,7 +67,8 @@ async fn rows(state: &AppState, session: &Session) -> Result<Vec<Row>, WebError>
             key_type: b.key_type.clone(),
             initiated_from: Some(b.details.source_addr.clone()),
             route: b.details.route.clone(),
-            login: Some(b.details.login.clone()),
+            // A pasted key has no connection yet: no route or login.
+            login: Some(b.details.login.clone()).filter(|l| !l.is_empty()),
             issued_at: b.issued_at,
             expires_at: Some(b.expires_at),
             live: 0,
@@ -116,10 +124,110 @@ pub(crate) async fn list(
     let sessions =
         pages::console::sessions_table(&mine, &csrf, state.clock.now(), false, "bindings");
     let admin = is_admin(&state, &session);
+    let lifetimes = lifetimes(state.config.ssh_binding_max_ttl);
     Ok(html(
         StatusCode::OK,
-        pages::bindings::page(&rows, &sessions, display_name(&session), &csrf, admin),
+        pages::bindings::page(
+            &rows,
+            &sessions,
+            display_name(&session),
+            &csrf,
+            admin,
+            &lifetimes,
+        ),
     ))
+}
+
+/// The lifetimes offered for a pasted key: 1 h, 8 h and 24 h where shorter than
+/// `max`, then `max` itself (`ssh_binding_max_ttl`).
+pub(crate) fn lifetimes(max: Duration) -> Vec<Duration> {
+    let mut out: Vec<Duration> = [1, 8, 24]
+        .into_iter()
+        .map(|h| Duration::from_secs(h * 3600))
+        .filter(|d| *d < max)
+        .collect();
+    out.push(max);
+    out
+}
+
+/// `POST /.tether/bindings/add`: binds the pasted key to the signed-in user for the
+/// chosen lifetime (never past `ssh_binding_max_ttl` or the web session), under the
+/// same one-key-one-user rule and in the same transaction as an Authorize
+/// (`Store::approve_request` on a request made here, with no connection waiting).
+pub(crate) async fn add_key(
+    State(state): State<crate::State>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let fields = Fields::parse(&body);
+    let session = require_csrf(&state, &headers, &fields).await?;
+    let key = parse_public_key(fields.get("public_key").unwrap_or_default())
+        .map_err(|e| WebError::BadInput(format!("That public key cannot be used: {e}.")))?;
+    let max = state.config.ssh_binding_max_ttl;
+    let ttl = fields
+        .get("ttl")
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .filter(|d| !d.is_zero() && *d <= max)
+        .ok_or(WebError::BadRequest(
+            "Choose a lifetime from the list (at most ssh_binding_max_ttl).",
+        ))?;
+    let refused = |outcome: &str| AuditEvent::KeyPreAuthorized {
+        user_id: session.user_id().to_string(),
+        email: session.identity.email.clone(),
+        fingerprint: key.fingerprint.clone(),
+        binding_id: String::new(),
+        expires_at: 0,
+        outcome: outcome.to_string(),
+    };
+    let now = state.clock.now();
+    let code = UserCode::generate().map_err(|e| WebError::Internal(e.to_string()))?;
+    let request = BindingRequest {
+        code: code.clone(),
+        fingerprint: key.fingerprint.clone(),
+        key_type: key.key_type.clone(),
+        public_key: key.public_key.clone(),
+        details: BindingDetails {
+            source_addr: "pasted on the bindings page".into(),
+            client_version: String::new(),
+            route: None,
+            login: String::new(),
+        },
+        issued_at: now,
+        expires_at: now.plus(state.config.ssh_sign_in_timeout),
+        status: RequestStatus::Pending,
+    };
+    let opened = state.store.open_request(request, now).await?;
+    if opened.code != code {
+        // An SSH client with this key is waiting for its own sign-in: that one is
+        // decided on its Verify page, where its details are shown.
+        refused("a sign-in for this key is waiting").emit();
+        return Err(WebError::BadRequest(
+            "An SSH connection with this key is waiting for sign-in; use the link it printed.",
+        ));
+    }
+    let approval = state
+        .store
+        .approve_request(code.as_str(), &session, false, ttl, now)
+        .await;
+    let approval = match approval {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = state.store.drop_request(code.as_str()).await;
+            refused(&e.to_string()).emit();
+            return Err(e.into());
+        }
+    };
+    AuditEvent::KeyPreAuthorized {
+        user_id: session.user_id().to_string(),
+        email: session.identity.email.clone(),
+        fingerprint: approval.binding.fingerprint.clone(),
+        binding_id: approval.binding.id.clone(),
+        expires_at: approval.binding.expires_at.unix_seconds(),
+        outcome: "bound".to_string(),
+    }
+    .emit();
+    redirect(StatusCode::SEE_OTHER, PAGE)
 }
 
 fn binding_field(fields: &Fields) -> Result<&str, WebError> {

@@ -2,6 +2,8 @@
 //! a client binding, an identity binding ("Remember me"), or both — with the two
 //! revoke buttons.
 
+use std::time::Duration;
+use tether_core::time::human_duration;
 use tether_core::Timestamp;
 
 use super::{esc, layout};
@@ -55,9 +57,59 @@ fn revoke_form(action: &str, id: &str, csrf: &str, label: &str, enabled: bool) -
     )
 }
 
+/// `1 hour`, `48 hours`; other lengths as `1h30m`.
+fn lifetime_label(d: Duration) -> String {
+    match d.as_secs() {
+        3600 => "1 hour".into(),
+        s if s % 3600 == 0 => format!("{} hours", s / 3600),
+        _ => human_duration(d),
+    }
+}
+
+/// The "Add a key" form: a pasted public key, bound to the user for a lifetime
+/// chosen from `lifetimes` (the last is the longest allowed).
+fn add_key_form(csrf: &str, lifetimes: &[Duration]) -> String {
+    let options: String = lifetimes
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let selected = if i == 0 { " selected" } else { "" };
+            format!(
+                "<option value=\"{}\"{selected}>{}</option>",
+                d.as_secs(),
+                esc(&lifetime_label(*d))
+            )
+        })
+        .collect();
+    format!(
+        "<h2>Add a key</h2>\
+         <p class=\"note\">Bind a public key to yourself without connecting first — for a \
+         script or a first Ansible run. Paste the <code>.pub</code> file (one line, \
+         <code>ssh-ed25519 AAAA…</code>). It is bound to you like a key you authorized, and \
+         ends when its lifetime is over or you sign out.</p>\
+         <form id=\"add-key\" method=\"post\" action=\"{action}\">\
+         <input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
+         <p><textarea name=\"public_key\" id=\"public-key\" rows=\"3\" cols=\"70\" \
+         maxlength=\"{max}\" required spellcheck=\"false\" \
+         placeholder=\"ssh-ed25519 AAAA… you@laptop\"></textarea></p>\
+         <p><label>Lifetime <select name=\"ttl\" id=\"ttl\">{options}</select></label> \
+         <button type=\"submit\" id=\"add-key-submit\">Add key</button></p></form>",
+        action = crate::handlers::bindings::ADD_KEY_PATH,
+        csrf = esc(csrf),
+        max = tether_core::pubkey::MAX_LINE,
+    )
+}
+
 /// Renders the page: the user's bindings, then `sessions` (the live-sessions
 /// table); `admin` adds a link to the operator console.
-pub(crate) fn page(rows: &[Row], sessions: &str, who: &str, csrf: &str, admin: bool) -> String {
+pub(crate) fn page(
+    rows: &[Row],
+    sessions: &str,
+    who: &str,
+    csrf: &str,
+    admin: bool,
+    lifetimes: &[Duration],
+) -> String {
     let mut body = String::from(
         "<h1>Your SSH bindings</h1>\
          <p class=\"note\">Each SSH key you authorized is bound to you until it expires or you \
@@ -113,6 +165,7 @@ pub(crate) fn page(rows: &[Row], sessions: &str, who: &str, csrf: &str, admin: b
         }
         body.push_str("</table>");
     }
+    body.push_str(&add_key_form(csrf, lifetimes));
     body.push_str("<h2>Your live sessions</h2>");
     body.push_str(sessions);
     let console = if admin {

@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+mod add_key;
 mod callback;
 mod console;
 mod handlers;
