@@ -95,6 +95,26 @@ pub enum AuditEvent {
         /// `bound`, or why not.
         outcome: String,
     },
+    /// A job's OIDC token bound a key (`POST /.tether/api/v1/workload-bindings`).
+    WorkloadBindingCreated {
+        source: String,
+        /// `workload:<issuer>#<sub>`.
+        user_id: String,
+        issuer: String,
+        subject: String,
+        fingerprint: String,
+        binding_id: String,
+        /// Unix seconds.
+        expires_at: i64,
+    },
+    /// A workload binding request was refused (the token itself is never logged).
+    WorkloadBindingRefused {
+        source: String,
+        /// Empty when the token did not verify.
+        issuer: String,
+        subject: String,
+        reason: String,
+    },
     /// A client binding was revoked (its connections end).
     BindingRevoked {
         via: Via,
@@ -275,6 +295,8 @@ impl AuditEvent {
             AuditEvent::CodeDecided { .. } => "code_decided",
             AuditEvent::CodeDecisionRefused { .. } => "code_decision_refused",
             AuditEvent::KeyPreAuthorized { .. } => "key_pre_authorized",
+            AuditEvent::WorkloadBindingCreated { .. } => "workload_binding_created",
+            AuditEvent::WorkloadBindingRefused { .. } => "workload_binding_refused",
             AuditEvent::BindingRevoked { .. } => "binding_revoked",
             AuditEvent::BindingRevokeRefused { .. } => "binding_revoke_refused",
             AuditEvent::IdentityBindingRemoved { .. } => "identity_binding_removed",
@@ -309,6 +331,7 @@ impl AuditEvent {
         match self {
             AuditEvent::UpstreamFailed { .. }
             | AuditEvent::BindingRevokeRefused { .. }
+            | AuditEvent::WorkloadBindingRefused { .. }
             | AuditEvent::IdentityBindingRevokeRefused { .. }
             | AuditEvent::CodeDecisionRefused { .. }
             | AuditEvent::ConsoleRefused { .. }

@@ -85,12 +85,14 @@ pub(crate) fn authorize(
     via: Via,
     now: Timestamp,
 ) -> Result<AccessGranted, AccessDenied> {
-    let result = access::authorize(
-        config.route(route),
-        &config.upstream_limits_of(route),
-        route,
-        &principal.request(login, now),
-    );
+    let result = workload_limits(principal, config, route, login).and_then(|()| {
+        access::authorize(
+            config.route(route),
+            &config.upstream_limits_of(route),
+            route,
+            &principal.request(login, now),
+        )
+    });
     if let Err(denied) = &result {
         AuditEvent::PolicyDenied {
             conn: principal.conn,
@@ -106,6 +108,45 @@ pub(crate) fn authorize(
         .emit();
     }
     result
+}
+
+/// A workload binding (`workload:<issuer>#<sub>`, made by a CI job's token) may use
+/// only its issuer's `routes` and `logins`, and no jump-host pipe (which has no
+/// login to check); an issuer no longer configured admits nothing. A person's
+/// binding passes.
+fn workload_limits(
+    principal: &Principal,
+    config: &Config,
+    route: &str,
+    login: Option<&str>,
+) -> Result<(), AccessDenied> {
+    let user = principal.binding.user_id.as_str();
+    if !user.starts_with(tether_core::config::WORKLOAD_PREFIX) {
+        return Ok(());
+    }
+    let deny = |message: String| AccessDenied::Policy {
+        route: route.to_string(),
+        message,
+        key_specific: false,
+        codes: vec!["workload-limits"],
+    };
+    let Some(issuer) = config.workload_issuer_of(user) else {
+        return Err(deny("the workload's issuer is no longer trusted".into()));
+    };
+    if !issuer.routes.iter().any(|r| r == route) {
+        return Err(deny(format!(
+            "this workload may use only {}",
+            issuer.routes.join(", ")
+        )));
+    }
+    match login {
+        Some(l) if issuer.logins.iter().any(|x| x == l) => Ok(()),
+        Some(l) => Err(deny(format!(
+            "this workload may not log in as {l:?} (only {})",
+            issuer.logins.join(", ")
+        ))),
+        None => Err(deny("a workload may not open a jump-host pipe".into())),
+    }
 }
 
 /// The names of the routes `principal` may use, in configuration order (the

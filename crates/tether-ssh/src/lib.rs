@@ -124,5 +124,6 @@ pub(crate) fn test_config() -> Config {
         dev_idp_users: vec![],
         administrators: None,
         signout_redirect_url: None,
+        workload_identity: Vec::new(),
     }
 }

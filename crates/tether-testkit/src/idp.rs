@@ -190,6 +190,79 @@ impl Drop for FakeGithub {
     }
 }
 
+/// A CI system's token issuer (`tests/idp/ci.js`, npm `oidc-provider`): jobs get
+/// JWT access tokens through the client-credentials grant. Jobs: `deploy-main`,
+/// `other-repo`, `wrong-aud`, `short-lived` (see the script). Killed on drop.
+pub struct CiIssuer {
+    /// Issuer URL, `http://127.0.0.1:<port>`.
+    pub issuer: String,
+    child: Child,
+    stderr: SharedBuf,
+}
+
+impl CiIssuer {
+    /// Starts it; tokens are for `audience` (except `wrong-aud`'s).
+    pub fn start(audience: &str) -> CiIssuer {
+        let dir = repo_root().join("tests/idp");
+        ensure_node_modules(&dir, "oidc-provider");
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("ci.js"))
+            .current_dir(&dir)
+            .env("CI_AUDIENCE", audience)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let (child, stderr, issuer) = start_node(
+            &mut cmd,
+            "CI_READY ",
+            "the CI token issuer (node tests/idp/ci.js)",
+        );
+        CiIssuer {
+            issuer,
+            child,
+            stderr,
+        }
+    }
+
+    /// A fresh token for `job` (client credentials), or panics with the answer.
+    pub fn token(&self, job: &str) -> String {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{job}:{job}"));
+        let auth = format!("Basic {basic}");
+        let res = crate::http_request(
+            "POST",
+            &format!("{}/token", self.issuer),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            Some(b"grant_type=client_credentials&scope=ci"),
+            Duration::from_secs(10),
+        )
+        .expect("token request");
+        let v: serde_json::Value = serde_json::from_str(&res.body)
+            .unwrap_or_else(|_| panic!("token answer is not JSON: {}", res.body));
+        v.get("access_token")
+            .and_then(|t| t.as_str())
+            .unwrap_or_else(|| panic!("no access_token for {job}: {}", res.body))
+            .to_string()
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        text(&self.stderr)
+    }
+}
+
+impl Drop for CiIssuer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- CI issuer log ---\n{}", tail(&self.log(), 8000));
+        }
+        terminate(&mut self.child, Duration::from_secs(3));
+    }
+}
+
 /// Spawns a Node script and waits for the stdout line starting with `marker`,
 /// returning the rest of it. A script that exits first is a failure at once (its
 /// stderr says why); one that is merely slow — a loaded CI machine — is given

@@ -29,7 +29,7 @@ mod tether;
 
 pub use browser::{screenshot_dir, Browser, BrowserProfile, FlowResult};
 pub use http::{http_get, http_request, HttpResponse};
-pub use idp::{FakeGithub, Idp, IDP_USERS};
+pub use idp::{CiIssuer, FakeGithub, Idp, IDP_USERS};
 pub use nix::sys::signal::Signal;
 pub use postgres::{postgres_bin_dir, Postgres};
 pub use process::{run_command, CmdOutput};

@@ -42,6 +42,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 pub mod tls;
+mod workload;
 
 pub use devidp::{DevIdp, DevIdpError};
 pub use metrics::metrics_router;
@@ -91,6 +92,9 @@ pub(crate) struct AppState {
     /// The session cookie's name: `cookie_name`, with the `__Host-` prefix over
     /// HTTPS (the login-state and "opened directly" cookies derive from it).
     pub(crate) cookie_name: String,
+    /// Workload tokens' issuers (JWKS cache) and the endpoint's rate limits.
+    pub(crate) workload: workload::Verifier,
+    pub(crate) workload_limits: workload::Limiter,
 }
 
 /// `cookie_name` as sent: over HTTPS with the `__Host-` prefix (browsers then keep
@@ -121,6 +125,8 @@ pub fn router(deps: WebDeps) -> Router {
         live: deps.live,
         secure_cookies,
         cookie_name: effective_cookie_name(&deps.config.cookie_name, secure_cookies),
+        workload: workload::Verifier::new(),
+        workload_limits: workload::Limiter::default(),
     });
 
     let mut app = Router::new()
@@ -145,6 +151,7 @@ pub fn router(deps: WebDeps) -> Router {
             handlers::bindings::ADD_KEY_PATH,
             post(handlers::bindings::add_key),
         )
+        .route(handlers::workload::PATH, post(handlers::workload::create))
         .route(
             "/.pomerium/sign_out",
             get(handlers::sign_out::confirm).post(handlers::sign_out::sign_out),

@@ -301,7 +301,12 @@ fn admin(config: Config, action: BindingsAction) -> ExitCode {
                     println!(
                         "{:<58} {:<28} {:<12} {:<22} {:<22} {}",
                         b.id,
-                        b.email,
+                        // A workload has no email: its `workload:<issuer>#<sub>`.
+                        if b.email.is_empty() {
+                            &b.user_id
+                        } else {
+                            &b.email
+                        },
                         b.key_type,
                         b.issued_at.rfc3339(),
                         b.expires_at.rfc3339(),

@@ -282,6 +282,39 @@ pub struct Config {
     /// `signout_redirect_url`: where the browser is sent after a web sign-out
     /// (Pomerium's key); `None`: tether's own "signed out" page.
     pub signout_redirect_url: Option<String>,
+    /// `workload_identity` (tether extension): issuers whose OIDC tokens may bind
+    /// a key for a job, without a person.
+    pub workload_identity: Vec<WorkloadIssuer>,
+}
+
+/// One trusted workload issuer (a CI system's OIDC tokens).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadIssuer {
+    /// `iss`, no trailing slash; discovery and JWKS are fetched from it.
+    pub issuer: String,
+    /// The `aud` a token must carry.
+    pub audience: String,
+    /// Who may bind: a policy over the token's claims (`claim/repository`, ...).
+    pub policy: crate::policy::Policy,
+    /// The only routes its bindings may use.
+    pub routes: Vec<String>,
+    /// The only upstream logins its bindings may use.
+    pub logins: Vec<String>,
+    /// The longest binding (default 15 min, at most 1 h).
+    pub max_lifetime: Duration,
+}
+
+/// The user id prefix of a workload identity: `workload:<issuer>#<sub>`.
+pub const WORKLOAD_PREFIX: &str = "workload:";
+
+impl Config {
+    /// The workload issuer a user id (`workload:<issuer>#<sub>`) belongs to;
+    /// `None` for a person, or an issuer no longer configured.
+    pub fn workload_issuer_of(&self, user_id: &str) -> Option<&WorkloadIssuer> {
+        let rest = user_id.strip_prefix(WORKLOAD_PREFIX)?;
+        let (issuer, _) = rest.rsplit_once('#')?;
+        self.workload_identity.iter().find(|w| w.issuer == issuer)
+    }
 }
 
 impl Route {

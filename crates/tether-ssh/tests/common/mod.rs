@@ -93,6 +93,7 @@ pub fn config(sign_in_timeout: Duration) -> Config {
         dev_idp_users: vec![],
         administrators: None,
         signout_redirect_url: None,
+        workload_identity: Vec::new(),
     }
 }
 

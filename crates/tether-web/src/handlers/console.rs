@@ -112,11 +112,18 @@ async fn everything(
             kind: "client",
             id: b.id.clone(),
             user_id: b.user_id.clone(),
-            email: b.email.clone(),
+            // A workload has no email: shown by its `workload:<issuer>#<sub>`.
+            email: if b.email.is_empty() {
+                b.user_id.clone()
+            } else {
+                b.email.clone()
+            },
             fingerprint: b.fingerprint.clone(),
             key_type: b.key_type.clone(),
             route_login: match &b.details.route {
                 Some(r) => format!("{r} as {}", b.details.login),
+                // A pasted or workload key has no connection of its own yet.
+                None if b.details.login.is_empty() => b.details.source_addr.clone(),
                 None => format!("internal CLI as {}", b.details.login),
             },
             issued_at: b.issued_at,

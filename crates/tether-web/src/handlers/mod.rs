@@ -15,6 +15,7 @@ pub(crate) mod console;
 pub(crate) mod misc;
 pub(crate) mod sign_in;
 pub(crate) mod sign_out;
+pub(crate) mod workload;
 
 /// A redirect response (`302` for GET flows, `303` after a POST).
 pub(crate) fn redirect(status: StatusCode, location: &str) -> Result<Response, WebError> {

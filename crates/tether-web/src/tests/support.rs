@@ -82,6 +82,7 @@ pub fn config(base: &str, idp: &str) -> Config {
         dev_idp_users: users(),
         administrators: None,
         signout_redirect_url: None,
+        workload_identity: Vec::new(),
     }
 }
 

@@ -137,6 +137,7 @@ const TETHER_KEYS: &[&str] = &[
     "http_max_connections",
     "http_max_connections_per_source",
     "signout_redirect_url",
+    "workload_identity",
 ];
 
 const ROUTE_KEYS: &[&str] = &["from", "to", "policy", "allow_any_authenticated_user"];
@@ -372,7 +373,12 @@ pub fn load_config(
         .map(|_| top.url(&ctx, "signout_redirect_url"))
         .transpose()?;
 
+    let workload_identity = match top.get("workload_identity") {
+        Some(n) => workload::parse(&ctx, n, &routes)?,
+        None => Vec::new(),
+    };
     let config = Config {
+        workload_identity,
         signout_redirect_url,
         address,
         insecure_server: top.flag(&ctx, "insecure_server")?,
@@ -1024,6 +1030,7 @@ fn parse_dev_idp(ctx: &Ctx, node: &Node) -> Result<Vec<DevIdpUser>, ConfigError>
 }
 
 mod upstream;
+mod workload;
 
 #[cfg(test)]
 mod tests;

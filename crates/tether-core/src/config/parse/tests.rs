@@ -466,3 +466,66 @@ fn errors_and_warnings_stay_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn workload_identity_issuers_parse_with_limits() {
+    let routes = "routes:\n  - from: ssh://prod\n    to: ssh://10.0.0.1\n    allow_any_authenticated_user: true\n";
+    let entry = |extra: &str| {
+        format!(
+            "{routes}workload_identity:\n  - issuer: https://token.actions.githubusercontent.com/\n    audience: https://gw.example.com\n    policy:\n      - allow:\n          and:\n            - claim/repository: org/deploy\n    routes: [prod]\n    logins: [deploy]\n{extra}"
+        )
+    };
+    let p = parse(&entry("")).unwrap();
+    let w = &p.config.workload_identity[0];
+    assert_eq!(w.issuer, "https://token.actions.githubusercontent.com");
+    assert_eq!(w.max_lifetime, Duration::from_secs(15 * 60));
+    assert_eq!(
+        (w.routes.as_slice(), w.logins.as_slice()),
+        (&["prod".to_string()][..], &["deploy".to_string()][..])
+    );
+    assert_eq!(
+        p.config
+            .workload_issuer_of("workload:https://token.actions.githubusercontent.com#repo:org/deploy:ref:refs/heads/main")
+            .map(|w| w.audience.as_str()),
+        Some("https://gw.example.com")
+    );
+    assert!(p.config.workload_issuer_of("alice-sub").is_none());
+    assert!(p
+        .config
+        .workload_issuer_of("workload:https://other#x")
+        .is_none());
+
+    let p = parse(&entry("    max_lifetime: 1h\n")).unwrap();
+    assert_eq!(
+        p.config.workload_identity[0].max_lifetime,
+        Duration::from_secs(3600)
+    );
+    for (extra, want) in [
+        (
+            "    max_lifetime: 2h\n",
+            "max_lifetime must be greater than zero and at most 1h",
+        ),
+        (
+            "    color: blue\n",
+            "workload_identity: unknown key \"color\"",
+        ),
+    ] {
+        let e = parse(&entry(extra)).unwrap_err().to_string();
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    let e = parse(&entry("").replace("routes: [prod]", "routes: [nope]"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("workload_identity: routes: no route ssh://nope"),
+        "{e}"
+    );
+    let e = parse(&entry("").replace("    audience: https://gw.example.com\n", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("workload_identity: missing audience"), "{e}");
+    let e = parse(&entry("").replace("    logins: [deploy]\n", "    logins: []\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("logins must not be empty"), "{e}");
+}

@@ -1,0 +1,226 @@
+//! Workload bindings (issue 16) through the real binary: a CI job's OIDC token
+//! from a real `oidc-provider` issuer (`tests/idp/ci.js`, client-credentials JWT
+//! access tokens) binds an SSH key with `POST /.tether/api/v1/workload-bindings`,
+//! and the real OpenSSH client with `BatchMode=yes` reaches a real sshd as the
+//! workload's login — only on its issuer's routes and logins. Another repository's
+//! token is 403; an expired, replayed, wrong-audience or badly signed token is 401
+//! and binds nothing; the binding ends by itself and its held connection is cut.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tether_testkit::*;
+
+const AUDIENCE: &str = "https://gateway.tether.test";
+const PATH: &str = "/.tether/api/v1/workload-bindings";
+
+/// POSTs `body` with `token`; (status, JSON answer).
+fn bind(gw: &Gateway, token: &str, body: &Value) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let res = http_request(
+        "POST",
+        &format!("{}{PATH}", gw.base()),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body.to_string().as_bytes()),
+        Duration::from_secs(15),
+    )
+    .unwrap();
+    let v = serde_json::from_str(&res.body).unwrap_or(Value::Null);
+    (res.status, v)
+}
+
+fn public_key(key: &Path) -> String {
+    std::fs::read_to_string(format!("{}.pub", key.display())).unwrap()
+}
+
+#[test]
+fn a_jobs_token_binds_a_key_for_its_routes_and_logins_only() {
+    if !components_present() || !require("/usr/sbin/sshd", Path::new("/usr/sbin/sshd").exists()) {
+        return;
+    }
+    ensure_user("deploy");
+    ensure_user("alice");
+    let keys = key_dir();
+    let ca = gen_client_key(keys.path(), "tether_ca");
+    let sshd = Sshd::start(Path::new(&format!("{}.pub", ca.display())));
+    let ci = CiIssuer::start(AUDIENCE);
+    let gw = Gateway::start(&format!(
+        "ssh_user_ca_key_file: {ca}
+routes:
+  - from: ssh://prod
+    to: ssh://127.0.0.1:{port}
+    allow_any_authenticated_user: true
+  - from: ssh://staging
+    to: ssh://127.0.0.1:{port}
+    allow_any_authenticated_user: true
+workload_identity:
+  - issuer: {issuer}
+    audience: {AUDIENCE}
+    policy:
+      - allow:
+          and:
+            - claim/repository: org/deploy
+            - claim/ref: refs/heads/main
+    routes: [prod]
+    logins: [deploy]
+    max_lifetime: 10m
+",
+        ca = ca.display(),
+        port = sshd.port,
+        issuer = ci.issuer,
+    ));
+    let check = gw
+        .tether
+        .cli(&["check", "-c", gw.tether.config_path().to_str().unwrap()]);
+    assert!(check.success(), "{check:?}");
+
+    // The deploy job binds its key; ssh goes straight through as `deploy`.
+    let k = new_key(keys.path(), "job");
+    let token = ci.token("deploy-main");
+    let (status, answer) = bind(
+        &gw,
+        &token,
+        &json!({"public_key": public_key(&k), "ttl_seconds": 600}),
+    );
+    assert_eq!(status, 201, "{answer}\n{}", gw.tether.logs());
+    let identity = format!("workload:{}#deploy-main", ci.issuer);
+    assert_eq!(answer["identity"], identity.as_str());
+    assert_eq!(answer["fingerprint"], fingerprint(&k).as_str());
+    assert_eq!(answer["routes"], json!(["prod"]));
+    let (status, out, err) = gw.ssh_batch(&k, "deploy@prod", &["id", "-un"]);
+    assert_eq!((status, out.trim()), (Some(0), "deploy"), "{err}");
+    // The upstream's certificate names the workload (sshd logs the key id).
+    assert!(sshd.log().contains(&identity), "{}", sshd.log());
+
+    // Only its routes and logins.
+    let (status, _, err) = gw.ssh_batch(&k, "deploy@staging", &["id", "-un"]);
+    assert_ne!(status, Some(0));
+    assert!(err.contains("this workload may use only prod"), "{err}");
+    let (status, _, err) = gw.ssh_batch(&k, "alice@prod", &["id", "-un"]);
+    assert_ne!(status, Some(0));
+    assert!(err.contains("may not log in as \"alice\""), "{err}");
+
+    // Listed with every binding, under the workload's identity.
+    let list = gw.tether.cli(&[
+        "bindings",
+        "list",
+        "-c",
+        gw.tether.config_path().to_str().unwrap(),
+    ]);
+    assert!(list.stdout.contains(&identity), "{list:?}");
+
+    // Refusals bind nothing: a replayed token, another repository's, the wrong
+    // audience, a bad signature, no token.
+    let k2 = new_key(keys.path(), "other");
+    let body = json!({"public_key": public_key(&k2)});
+    let (status, answer) = bind(&gw, &token, &body);
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["reason"].as_str().unwrap().contains("already used"),
+        "{answer}"
+    );
+    let (status, answer) = bind(&gw, &ci.token("other-repo"), &body);
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["reason"].as_str().unwrap().contains("policy denies"),
+        "{answer}"
+    );
+    let (status, answer) = bind(&gw, &ci.token("wrong-aud"), &body);
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["reason"].as_str().unwrap().contains("audience"),
+        "{answer}"
+    );
+    let fresh = ci.token("deploy-main");
+    let (head, sig) = fresh.rsplit_once('.').unwrap();
+    let flipped: String = sig
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 10 {
+                if c == 'A' {
+                    'B'
+                } else {
+                    'A'
+                }
+            } else {
+                c
+            }
+        })
+        .collect();
+    let (status, answer) = bind(&gw, &format!("{head}.{flipped}"), &body);
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["reason"].as_str().unwrap().contains("signature"),
+        "{answer}"
+    );
+    let (status, _) = bind(&gw, "", &body);
+    assert_eq!(status, 401);
+    // A lifetime past the issuer's max_lifetime, and a malformed key: 400.
+    let (status, answer) = bind(
+        &gw,
+        &fresh,
+        &json!({"public_key": public_key(&k2), "ttl_seconds": 3600}),
+    );
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = bind(
+        &gw,
+        &ci.token("deploy-main"),
+        &json!({"public_key": "ssh-ed25519 !!"}),
+    );
+    assert_eq!(status, 400, "{answer}");
+    let (status, _, _) = gw.ssh_batch(&k2, "deploy@prod", &["id", "-un"]);
+    assert_ne!(status, Some(0), "nothing was bound for k2");
+
+    // A short-lived binding: its held connection is cut when it ends. Meanwhile a
+    // 2-second token expires (past the 10 s leeway).
+    let stale = ci.token("short-lived");
+    let k3 = new_key(keys.path(), "short");
+    let (status, answer) = bind(
+        &gw,
+        &ci.token("deploy-main"),
+        &json!({"public_key": public_key(&k3), "ttl_seconds": 4}),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let mut held = hold_on(gw.ssh_port, &k3, "deploy@prod");
+    assert_eq!(
+        held.wait_exit(Duration::from_secs(30)),
+        Some(255),
+        "{}",
+        held.output()
+    );
+    assert!(
+        held.output().contains("binding expired"),
+        "{}",
+        held.output()
+    );
+    std::thread::sleep(Duration::from_secs(9));
+    let (status, answer) = bind(&gw, &stale, &json!({"public_key": public_key(&k2)}));
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["reason"].as_str().unwrap().contains("expired"),
+        "{answer}"
+    );
+
+    // Audited, and no token is ever in the log.
+    let logs = gw.tether.logs();
+    assert!(logs.contains("\"workload_binding_created\""), "{logs}");
+    assert!(logs.contains("\"workload_binding_refused\""), "{logs}");
+    for t in [&token, &fresh, &stale] {
+        let signature = t.rsplit('.').next().unwrap();
+        assert!(!logs.contains(signature), "a token was logged");
+    }
+}
