@@ -5,6 +5,7 @@
 //! workload's login — only on its issuer's routes and logins. Another repository's
 //! token is 403; an expired, replayed, wrong-audience or badly signed token is 401
 //! and binds nothing; the binding ends by itself and its held connection is cut.
+//! Ansible runs a playbook through the route on a workload binding.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,7 +15,8 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -46,15 +48,11 @@ fn public_key(key: &Path) -> String {
     std::fs::read_to_string(format!("{}.pub", key.display())).unwrap()
 }
 
-#[test]
-fn a_jobs_token_binds_a_key_for_its_routes_and_logins_only() {
-    if !components_present() || !require("/usr/sbin/sshd", Path::new("/usr/sbin/sshd").exists()) {
-        return;
-    }
-    ensure_user("deploy");
-    ensure_user("alice");
-    let keys = key_dir();
-    let ca = gen_client_key(keys.path(), "tether_ca");
+/// sshd trusting tether's CA, the CI issuer, and a gateway with routes `prod` and
+/// `staging` where the issuer's jobs from org/deploy on main may use `prod` as
+/// `deploy`.
+fn rig(keys: &Path) -> (Sshd, CiIssuer, Gateway) {
+    let ca = gen_client_key(keys, "tether_ca");
     let sshd = Sshd::start(Path::new(&format!("{}.pub", ca.display())));
     let ci = CiIssuer::start(AUDIENCE);
     let gw = Gateway::start(&format!(
@@ -82,6 +80,113 @@ workload_identity:
         port = sshd.port,
         issuer = ci.issuer,
     ));
+    (sshd, ci, gw)
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    repo_root().join("target/clients-venv/bin").join(name)
+}
+
+/// A CI job binds its key with its token, then runs an Ansible playbook through
+/// `deploy@prod` on that binding (OpenSSH underneath, BatchMode: no sign-in).
+#[test]
+fn ansible_runs_a_playbook_on_a_workload_binding() {
+    let playbook_bin = venv_bin("ansible-playbook");
+    if !components_present()
+        || !require("/usr/sbin/sshd", Path::new("/usr/sbin/sshd").exists())
+        || !require(
+            "target/clients-venv/bin/ansible-playbook (run tests/clients/install.sh)",
+            playbook_bin.is_file(),
+        )
+    {
+        return;
+    }
+    ensure_user("deploy");
+    let keys = key_dir();
+    let (_sshd, ci, gw) = rig(keys.path());
+    let k = new_key(keys.path(), "ansible");
+    let (status, answer) = bind(
+        &gw,
+        &ci.token("deploy-main"),
+        &json!({"public_key": public_key(&k)}),
+    );
+    assert_eq!(status, 201, "{answer}");
+
+    let work = keys.path().join("ansible-work");
+    std::fs::create_dir_all(&work).unwrap();
+    let inventory = work.join("inventory.ini");
+    std::fs::write(
+        &inventory,
+        format!(
+            "[gateway]\nprod ansible_host=127.0.0.1 ansible_port={port} ansible_user='deploy@prod' \
+             ansible_ssh_private_key_file={key} ansible_python_interpreter=/usr/bin/python3 \
+             ansible_remote_tmp=/tmp/.ansible-deploy\n",
+            port = gw.ssh_port,
+            key = k.display(),
+        ),
+    )
+    .unwrap();
+    let playbook = work.join("playbook.yml");
+    std::fs::write(
+        &playbook,
+        "- hosts: gateway
+  gather_facts: false
+  tasks:
+    - name: who am I upstream
+      ansible.builtin.command: id -un
+      register: who
+    - name: the workload's login
+      ansible.builtin.assert:
+        that: who.stdout == \"deploy\"
+",
+    )
+    .unwrap();
+    let config = work.join("ansible.cfg");
+    std::fs::write(&config, "[defaults]\n").unwrap();
+    let mut cmd = Command::new(&playbook_bin);
+    cmd.args([
+        "-i",
+        inventory.to_str().unwrap(),
+        "-c",
+        "ssh",
+        playbook.to_str().unwrap(),
+    ])
+    .current_dir(&work)
+    .env("HOME", &work)
+    .env("ANSIBLE_CONFIG", &config)
+    .env("ANSIBLE_HOME", work.join("ansible-home"))
+    .env("ANSIBLE_LOCAL_TEMP", work.join("ansible-tmp"))
+    .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+    .env("ANSIBLE_NOCOLOR", "1")
+    .env(
+        "ANSIBLE_SSH_ARGS",
+        "-F /dev/null -o ControlMaster=no -o IdentitiesOnly=yes -o BatchMode=yes \
+             -o IdentityAgent=none -o UserKnownHostsFile=/dev/null",
+    );
+    let out = run_command(cmd, None, Duration::from_secs(180));
+    assert!(
+        out.success()
+            && out
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("prod") && l.contains("failed=0")),
+        "ansible-playbook ({:?}):\n{}\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr,
+        gw.tether.logs()
+    );
+}
+
+#[test]
+fn a_jobs_token_binds_a_key_for_its_routes_and_logins_only() {
+    if !components_present() || !require("/usr/sbin/sshd", Path::new("/usr/sbin/sshd").exists()) {
+        return;
+    }
+    ensure_user("deploy");
+    ensure_user("alice");
+    let keys = key_dir();
+    let (sshd, ci, gw) = rig(keys.path());
     let check = gw
         .tether
         .cli(&["check", "-c", gw.tether.config_path().to_str().unwrap()]);
