@@ -55,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
                     identity: None,
                     login: Some("alice"),
                     key: &key,
+                    source: None,
                     now: Timestamp(0),
                 };
                 let d = evaluate(&policy, &input);

@@ -57,6 +57,7 @@ fn decide(
         identity: id,
         login,
         key,
+        source: None,
         now: Timestamp(now),
     };
     let d = evaluate(p, &input);
