@@ -123,6 +123,16 @@ pub struct ClientBinding {
 }
 
 impl ClientBinding {
+    /// Who owns it, for messages and audit: the email, or the user id where the
+    /// owner has none (a workload).
+    pub fn owner(&self) -> &str {
+        if self.email.is_empty() {
+            &self.user_id
+        } else {
+            &self.email
+        }
+    }
+
     /// Valid only while unexpired AND its web session exists and is alive.
     pub fn is_valid(&self, now: Timestamp, session: Option<&Session>) -> bool {
         now < self.expires_at && session.is_some_and(|s| s.id == self.session_id && s.is_live(now))

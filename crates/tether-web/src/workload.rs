@@ -159,35 +159,19 @@ impl Verifier {
         kid: Option<&str>,
     ) -> Result<DecodingKey, TokenError> {
         let mut cache = self.cache.lock().await;
-        let fresh = cache
-            .get(&issuer.issuer)
-            .is_some_and(|c| c.fetched.elapsed() < JWKS_TTL);
-        if !fresh {
-            let keys = self.fetch_jwks(issuer).await?;
-            cache.insert(
-                issuer.issuer.clone(),
-                Cached {
-                    keys,
-                    fetched: Instant::now(),
-                },
-            );
+        // Fetched when older than the cache lifetime, and once more (not too
+        // often) for a kid it does not have: a key rotated in since.
+        let age = |cache: &HashMap<String, Cached>| {
+            cache.get(&issuer.issuer).map(|c| c.fetched.elapsed())
+        };
+        if age(&cache).is_none_or(|a| a >= JWKS_TTL) {
+            self.refresh(&mut cache, issuer).await?;
         }
         if let Some(k) = cache.get(&issuer.issuer).and_then(|c| find(&c.keys, kid)) {
             return Ok(k);
         }
-        // A key rotated in since the last fetch: fetch again, not too often.
-        let stale = cache
-            .get(&issuer.issuer)
-            .is_none_or(|c| c.fetched.elapsed() >= REFETCH_EVERY);
-        if stale {
-            let keys = self.fetch_jwks(issuer).await?;
-            cache.insert(
-                issuer.issuer.clone(),
-                Cached {
-                    keys,
-                    fetched: Instant::now(),
-                },
-            );
+        if age(&cache).is_none_or(|a| a >= REFETCH_EVERY) {
+            self.refresh(&mut cache, issuer).await?;
         }
         cache
             .get(&issuer.issuer)
@@ -195,6 +179,23 @@ impl Verifier {
             .ok_or_else(|| {
                 TokenError::Invalid("the token's signing key is not in the issuer's JWKS".into())
             })
+    }
+
+    /// Fetches `issuer`'s JWKS into the cache.
+    async fn refresh(
+        &self,
+        cache: &mut HashMap<String, Cached>,
+        issuer: &WorkloadIssuer,
+    ) -> Result<(), TokenError> {
+        let keys = self.fetch_jwks(issuer).await?;
+        cache.insert(
+            issuer.issuer.clone(),
+            Cached {
+                keys,
+                fetched: Instant::now(),
+            },
+        );
+        Ok(())
     }
 
     async fn fetch_jwks(&self, issuer: &WorkloadIssuer) -> Result<JwkSet, TokenError> {

@@ -332,12 +332,12 @@ fn admin(config: Config, action: BindingsAction) -> ExitCode {
                         AuditEvent::BindingRevoked {
                             via: Via::Admin,
                             binding_id: b.id.clone(),
-                            user: b.email.clone(),
+                            user: b.owner().to_string(),
                             by: "administrator (tether bindings revoke)".to_string(),
                             reason: "revoked by administrator".to_string(),
                         }
                         .emit();
-                        println!("revoked {} ({})", b.id, b.email);
+                        println!("revoked {} ({})", b.id, b.owner());
                         Ok(ExitCode::SUCCESS)
                     }
                     Err(tether_store::RevokeError::NotFound) => {

@@ -1,14 +1,15 @@
 //! Shared set-up for tether's end-to-end tests: the real binary, the real IdP
+//! (npm oidc-provider), real OpenSSH and headless Chromium.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
 )]
-//! (npm oidc-provider), real OpenSSH and headless Chromium.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use tether_testkit::*;
@@ -143,4 +144,82 @@ pub fn sign_in_url(client: &SshClient) -> String {
 /// The bindings page's row for the key with fingerprint `fp` (a CSS selector).
 pub fn row(fp: &str) -> String {
     format!("tr[data-binding-id=\"sshkey-{fp}\"]")
+}
+
+/// `<repo>/target/clients-venv/bin/<name>` (tests/clients/install.sh makes it).
+pub fn venv_bin(name: &str) -> PathBuf {
+    repo_root().join("target/clients-venv/bin").join(name)
+}
+
+/// Whether the clients venv has `program` (fails in CI when it does not).
+pub fn venv_present(program: &str) -> bool {
+    require(
+        &format!("target/clients-venv/bin/{program} (run tests/clients/install.sh)"),
+        venv_bin(program).is_file(),
+    )
+}
+
+/// A directory for an Ansible run through the gateway: `inventory.ini` with one
+/// host, `prod`, reached at the gateway's SSH port as `ansible_user` with `key`,
+/// and an empty `ansible.cfg`. Upstream paths must be absolute: Ansible expands
+/// `~` as `~<ansible_user>`, and no upstream user is called `alice@prod`.
+pub struct AnsibleWork {
+    pub dir: PathBuf,
+    pub inventory: PathBuf,
+    config: PathBuf,
+}
+
+impl AnsibleWork {
+    pub fn new(
+        dir: PathBuf,
+        ssh_port: u16,
+        ansible_user: &str,
+        key: &Path,
+        remote_tmp: &str,
+    ) -> AnsibleWork {
+        std::fs::create_dir_all(&dir).unwrap();
+        let inventory = dir.join("inventory.ini");
+        std::fs::write(
+            &inventory,
+            format!(
+                "[gateway]\nprod ansible_host=127.0.0.1 ansible_port={ssh_port} \
+                 ansible_user='{ansible_user}' ansible_ssh_private_key_file={key} \
+                 ansible_python_interpreter=/usr/bin/python3 ansible_remote_tmp={remote_tmp}\n",
+                key = key.display(),
+            ),
+        )
+        .unwrap();
+        let config = dir.join("ansible.cfg");
+        std::fs::write(&config, "[defaults]\n").unwrap();
+        AnsibleWork {
+            dir,
+            inventory,
+            config,
+        }
+    }
+
+    /// `program -i inventory -c connection` (from the venv) with a private
+    /// home, no colour, no host-key prompt, and ssh options that read no user
+    /// config, use only the inventory's key, never ask, and leave no
+    /// ControlPersist master behind (every task its own connection).
+    pub fn command(&self, program: &str, connection: &str) -> Command {
+        let mut cmd = Command::new(venv_bin(program));
+        cmd.arg("-i")
+            .arg(&self.inventory)
+            .args(["-c", connection])
+            .current_dir(&self.dir)
+            .env("HOME", &self.dir)
+            .env("ANSIBLE_CONFIG", &self.config)
+            .env("ANSIBLE_HOME", self.dir.join("ansible-home"))
+            .env("ANSIBLE_LOCAL_TEMP", self.dir.join("ansible-tmp"))
+            .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_FORCE_COLOR", "0")
+            .env(
+                "ANSIBLE_SSH_ARGS",
+                "-F /dev/null -o ControlMaster=no -o IdentitiesOnly=yes -o BatchMode=yes \
+                 -o IdentityAgent=none -o UserKnownHostsFile=/dev/null",
+            );
+        cmd
+    }
 }

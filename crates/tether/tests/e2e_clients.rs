@@ -273,18 +273,6 @@ fn sshd_present() -> bool {
     components_present() && require("/usr/sbin/sshd", Path::new(SSHD).exists())
 }
 
-/// `<repo>/target/clients-venv/bin/<name>` (tests/clients/install.sh makes it).
-fn venv_bin(name: &str) -> PathBuf {
-    repo_root().join("target/clients-venv/bin").join(name)
-}
-
-fn venv_present(program: &str) -> bool {
-    require(
-        &format!("target/clients-venv/bin/{program} (run tests/clients/install.sh)"),
-        venv_bin(program).is_file(),
-    )
-}
-
 /// `tests/clients/<name>`.
 fn client_script(name: &str) -> PathBuf {
     repo_root().join("tests/clients").join(name)
@@ -637,26 +625,17 @@ fn ansible_through_route(test: &str, connection: &str) {
     let key = rig.key("ansible");
     rig.bind(&key, &BrowserProfile::new(test));
 
-    let work = rig.path("ansible-work");
-    std::fs::create_dir_all(&work).unwrap();
-    let inventory = work.join("inventory.ini");
-    std::fs::write(
-        &inventory,
-        format!(
-            "[gateway]\nprod ansible_host=127.0.0.1 ansible_port={port} ansible_user='{USER}' \
-             ansible_ssh_private_key_file={key} ansible_python_interpreter=/usr/bin/python3 \
-             ansible_remote_tmp=/home/alice/.ansible/tmp\n",
-            port = rig.gw.ssh_port,
-            key = key.display(),
-        ),
-    )
-    .unwrap();
+    let work = AnsibleWork::new(
+        rig.path("ansible-work"),
+        rig.gw.ssh_port,
+        USER,
+        &key,
+        "/home/alice/.ansible/tmp",
+    );
     let tok = token();
     let file = format!("tether-ansible-{connection}-{tok}.txt");
-    // Absolute paths upstream: Ansible expands `~` as `~<ansible_user>`, and the
-    // upstream shell finds no user `alice@prod` (the file would land in a directory
-    // literally named `~alice@prod`). The same goes for `ansible_remote_tmp` above.
-    let playbook = work.join("playbook.yml");
+    // Absolute paths upstream (see `AnsibleWork`).
+    let playbook = work.dir.join("playbook.yml");
     std::fs::write(
         &playbook,
         format!(
@@ -683,27 +662,9 @@ fn ansible_through_route(test: &str, connection: &str) {
         ),
     )
     .unwrap();
-    let config = work.join("ansible.cfg");
-    std::fs::write(&config, "[defaults]\n").unwrap();
-
     let ansible = |program: &str, args: &[&str]| {
-        let mut cmd = Command::new(venv_bin(program));
-        cmd.args(["-i", s(&inventory), "-c", connection])
-            .args(args)
-            .current_dir(&work)
-            .env("HOME", &work)
-            .env("ANSIBLE_CONFIG", &config)
-            .env("ANSIBLE_HOME", work.join("ansible-home"))
-            .env("ANSIBLE_LOCAL_TEMP", work.join("ansible-tmp"))
-            .env("ANSIBLE_HOST_KEY_CHECKING", "False")
-            .env("ANSIBLE_NOCOLOR", "1")
-            .env("ANSIBLE_FORCE_COLOR", "0")
-            // No ControlPersist master left behind: every task its own connection.
-            .env(
-                "ANSIBLE_SSH_ARGS",
-                "-F /dev/null -o ControlMaster=no -o IdentitiesOnly=yes \
-                 -o IdentityAgent=none -o UserKnownHostsFile=/dev/null",
-            );
+        let mut cmd = work.command(program, connection);
+        cmd.args(args);
         let out = run_command(cmd, None, Duration::from_secs(180));
         assert!(
             out.success(),

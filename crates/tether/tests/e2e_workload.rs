@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -52,6 +52,11 @@ fn public_key(key: &Path) -> String {
 /// `staging` where the issuer's jobs from org/deploy on main may use `prod` as
 /// `deploy`.
 fn rig(keys: &Path) -> (Sshd, CiIssuer, Gateway) {
+    rig_with(keys, "")
+}
+
+/// [`rig`] with `extra` config lines.
+fn rig_with(keys: &Path, extra: &str) -> (Sshd, CiIssuer, Gateway) {
     let ca = gen_client_key(keys, "tether_ca");
     let sshd = Sshd::start(Path::new(&format!("{}.pub", ca.display())));
     let ci = CiIssuer::start(AUDIENCE);
@@ -75,7 +80,7 @@ workload_identity:
     routes: [prod]
     logins: [deploy]
     max_lifetime: 10m
-",
+{extra}",
         ca = ca.display(),
         port = sshd.port,
         issuer = ci.issuer,
@@ -83,21 +88,13 @@ workload_identity:
     (sshd, ci, gw)
 }
 
-fn venv_bin(name: &str) -> PathBuf {
-    repo_root().join("target/clients-venv/bin").join(name)
-}
-
 /// A CI job binds its key with its token, then runs an Ansible playbook through
 /// `deploy@prod` on that binding (OpenSSH underneath, BatchMode: no sign-in).
 #[test]
 fn ansible_runs_a_playbook_on_a_workload_binding() {
-    let playbook_bin = venv_bin("ansible-playbook");
     if !components_present()
         || !require("/usr/sbin/sshd", Path::new("/usr/sbin/sshd").exists())
-        || !require(
-            "target/clients-venv/bin/ansible-playbook (run tests/clients/install.sh)",
-            playbook_bin.is_file(),
-        )
+        || !venv_present("ansible-playbook")
     {
         return;
     }
@@ -112,21 +109,14 @@ fn ansible_runs_a_playbook_on_a_workload_binding() {
     );
     assert_eq!(status, 201, "{answer}");
 
-    let work = keys.path().join("ansible-work");
-    std::fs::create_dir_all(&work).unwrap();
-    let inventory = work.join("inventory.ini");
-    std::fs::write(
-        &inventory,
-        format!(
-            "[gateway]\nprod ansible_host=127.0.0.1 ansible_port={port} ansible_user='deploy@prod' \
-             ansible_ssh_private_key_file={key} ansible_python_interpreter=/usr/bin/python3 \
-             ansible_remote_tmp=/tmp/.ansible-deploy\n",
-            port = gw.ssh_port,
-            key = k.display(),
-        ),
-    )
-    .unwrap();
-    let playbook = work.join("playbook.yml");
+    let work = AnsibleWork::new(
+        keys.path().join("ansible-work"),
+        gw.ssh_port,
+        "deploy@prod",
+        &k,
+        "/tmp/.ansible-deploy",
+    );
+    let playbook = work.dir.join("playbook.yml");
     std::fs::write(
         &playbook,
         "- hosts: gateway
@@ -141,28 +131,8 @@ fn ansible_runs_a_playbook_on_a_workload_binding() {
 ",
     )
     .unwrap();
-    let config = work.join("ansible.cfg");
-    std::fs::write(&config, "[defaults]\n").unwrap();
-    let mut cmd = Command::new(&playbook_bin);
-    cmd.args([
-        "-i",
-        inventory.to_str().unwrap(),
-        "-c",
-        "ssh",
-        playbook.to_str().unwrap(),
-    ])
-    .current_dir(&work)
-    .env("HOME", &work)
-    .env("ANSIBLE_CONFIG", &config)
-    .env("ANSIBLE_HOME", work.join("ansible-home"))
-    .env("ANSIBLE_LOCAL_TEMP", work.join("ansible-tmp"))
-    .env("ANSIBLE_HOST_KEY_CHECKING", "False")
-    .env("ANSIBLE_NOCOLOR", "1")
-    .env(
-        "ANSIBLE_SSH_ARGS",
-        "-F /dev/null -o ControlMaster=no -o IdentitiesOnly=yes -o BatchMode=yes \
-             -o IdentityAgent=none -o UserKnownHostsFile=/dev/null",
-    );
+    let mut cmd = work.command("ansible-playbook", "ssh");
+    cmd.arg(&playbook);
     let out = run_command(cmd, None, Duration::from_secs(180));
     assert!(
         out.success()
@@ -328,4 +298,180 @@ fn a_jobs_token_binds_a_key_for_its_routes_and_logins_only() {
         let signature = t.rsplit('.').next().unwrap();
         assert!(!logs.contains(signature), "a token was logged");
     }
+}
+
+/// `curl` from source address `from` (another loopback address) with no token:
+/// the HTTP status.
+fn post_from(gw: &Gateway, from: &str) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "15",
+            "--interface",
+            from,
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{}",
+            &format!("{}{PATH}", gw.base()),
+        ])
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// A workload binding is on the operator console under the workload's identity;
+/// an administrator revokes it there and the job's held connection is cut. Then
+/// one address sending more than 20 requests a minute gets 429 — even with a
+/// good token, which binds nothing — while another address is still answered.
+#[test]
+fn the_console_shows_and_revokes_a_workload_binding_and_one_address_is_rate_limited() {
+    if !components_present()
+        || !require("/usr/sbin/sshd", Path::new("/usr/sbin/sshd").exists())
+        || !require("curl", Path::new("/usr/bin/curl").exists())
+    {
+        return;
+    }
+    ensure_user("deploy");
+    let keys = key_dir();
+    let (_sshd, ci, gw) = rig_with(
+        keys.path(),
+        "administrators:
+  - allow:
+      or:
+        - groups:
+            has: tether-admins
+",
+    );
+    gw.idp.set_groups("carol", &["tether-admins"]);
+    let k = new_key(keys.path(), "job");
+    let (status, answer) = bind(
+        &gw,
+        &ci.token("deploy-main"),
+        &json!({"public_key": public_key(&k), "ttl_seconds": 600}),
+    );
+    assert_eq!(status, 201, "{answer}\n{}", gw.tether.logs());
+    let identity = format!("workload:{}#deploy-main", ci.issuer);
+    let fp = fingerprint(&k);
+    let mut held = hold_on(gw.ssh_port, &k, "deploy@prod");
+    assert!(
+        wait_until(Duration::from_secs(15), || gw
+            .tether
+            .logs()
+            .contains("\"event\":\"ssh_authenticated\"")),
+        "{}\n{}",
+        held.output(),
+        gw.tether.logs()
+    );
+
+    let carol = BrowserProfile::new("workload_console_carol");
+    carol
+        .run(json!([
+            {"goto": format!("{}/.tether/console", gw.base())},
+            {"login": {"user": "carol", "password": "carol-password"}},
+            {"expectText": "Operator console"},
+            {"expectText": identity},
+            {"expectText": fp},
+            {"screenshot": "workload-binding-on-console"},
+            {"click": format!("[id=\"revoke-client-{fp}\"]")},
+            {"expectText": "Operator console"},
+            {"expectNoText": fp},
+            {"screenshot": "workload-binding-revoked"},
+        ]))
+        .assert_ok();
+    assert_eq!(
+        held.wait_exit(Duration::from_secs(15)),
+        Some(255),
+        "{}\n{}",
+        held.output(),
+        gw.tether.logs()
+    );
+    assert!(
+        held.output().contains("access revoked"),
+        "the job is told why: {}",
+        held.output()
+    );
+    let (status, _, _) = gw.ssh_batch(&k, "deploy@prod", &["id", "-un"]);
+    assert_ne!(status, Some(0), "the revoked key still admitted");
+    let logs = gw.tether.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("\"event\":\"binding_revoked\"")
+                && l.contains(&identity)
+                && l.contains("carol@example.com")),
+        "the revoke is audited with the workload and the admin: {logs}"
+    );
+
+    // Rate limit: fixed one-minute windows, so start clear of a minute boundary.
+    let into_minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if into_minute > 40 {
+        std::thread::sleep(Duration::from_secs(62 - into_minute));
+    }
+    let statuses: Vec<u16> = (0..21).map(|_| post_from(&gw, "127.0.0.7")).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        20,
+        "20 answered: {statuses:?}"
+    );
+    assert_eq!(statuses[20], 429, "the 21st is shed: {statuses:?}");
+    assert_eq!(
+        post_from(&gw, "127.0.0.8"),
+        401,
+        "another address is still answered"
+    );
+    let k2 = new_key(keys.path(), "late");
+    let (status, answer) = bind(
+        &gw,
+        &ci.token("deploy-main"),
+        &json!({"public_key": public_key(&k2)}),
+    );
+    // The test's own address (127.0.0.1) is under its limit.
+    assert_eq!(status, 201, "{answer}");
+    let late = Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--interface",
+            "127.0.0.7",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {}", ci.token("deploy-main")),
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &json!({"public_key": public_key(&new_key(keys.path(), "shed"))}).to_string(),
+            &format!("{}{PATH}", gw.base()),
+        ])
+        .output()
+        .unwrap();
+    let late = String::from_utf8_lossy(&late.stdout).to_string();
+    assert!(
+        late.ends_with("429"),
+        "a good token from a shed address: {late}"
+    );
+    assert!(late.contains("rate_limited"), "{late}");
+    assert!(
+        gw.tether
+            .logs()
+            .contains("too many requests from this address"),
+        "{}",
+        gw.tether.logs()
+    );
+    drop(held);
 }

@@ -247,13 +247,26 @@ pub(crate) async fn revoke_client(
     let session = require_csrf(&state, &headers, &fields).await?;
     let id = binding_field(&fields)?;
     let reason = ascii(&format!("revoked by {}", display_name(&session)));
-    let result = state
-        .store
-        .revoke_binding(id, Some(session.user_id()), &reason)
-        .await;
-    if let Err(tether_store::RevokeError::NotOwner) = &result {
+    let by = session.identity.email.clone();
+    revoke_client_binding(&state, id, Some(session.user_id()), &by, &reason).await?;
+    redirect(StatusCode::SEE_OTHER, PAGE)
+}
+
+/// Revokes client binding `id` (only if `owner` owns it, when given) and writes
+/// the audit event: `binding_revoke_refused` for someone else's binding,
+/// `binding_revoked` (naming `by`) when it is gone. Its connections end through
+/// the store's change feed.
+pub(crate) async fn revoke_client_binding(
+    state: &AppState,
+    id: &str,
+    owner: Option<&str>,
+    by: &str,
+    reason: &str,
+) -> Result<(), WebError> {
+    let result = state.store.revoke_binding(id, owner, reason).await;
+    if let (Err(tether_store::RevokeError::NotOwner), Some(user_id)) = (&result, owner) {
         AuditEvent::BindingRevokeRefused {
-            user_id: session.user_id().to_string(),
+            user_id: user_id.to_string(),
             binding_id: id.to_string(),
             reason: "not the owner".to_string(),
         }
@@ -263,12 +276,12 @@ pub(crate) async fn revoke_client(
     AuditEvent::BindingRevoked {
         via: Via::Web,
         binding_id: revoked.id.clone(),
-        user: revoked.email.clone(),
-        by: session.identity.email.clone(),
+        user: revoked.owner().to_string(),
+        by: by.to_string(),
         reason: reason.to_string(),
     }
     .emit();
-    redirect(StatusCode::SEE_OTHER, PAGE)
+    Ok(())
 }
 
 /// `POST /.pomerium/identity_binding/revoke` (`sessionBindingID` = `sshkey-SHA256:…`).
@@ -281,27 +294,40 @@ pub(crate) async fn revoke_identity(
     let session = require_csrf(&state, &headers, &fields).await?;
     let id = binding_field(&fields)?;
     let fingerprint = fingerprint_of(id).unwrap_or(id);
+    let by = session.identity.email.clone();
+    revoke_identity_binding(&state, fingerprint, Some(session.user_id()), &by).await?;
+    redirect(StatusCode::SEE_OTHER, PAGE)
+}
+
+/// Forgets the remembered key `fingerprint` (only if `owner` owns it, when given)
+/// and writes the audit event, as [`revoke_client_binding`] does.
+pub(crate) async fn revoke_identity_binding(
+    state: &AppState,
+    fingerprint: &str,
+    owner: Option<&str>,
+    by: &str,
+) -> Result<(), WebError> {
     let result = state
         .store
-        .revoke_identity_binding(fingerprint, Some(session.user_id()))
+        .revoke_identity_binding(fingerprint, owner)
         .await;
-    if let Err(tether_store::RevokeError::NotOwner) = &result {
+    if let (Err(tether_store::RevokeError::NotOwner), Some(user_id)) = (&result, owner) {
         AuditEvent::IdentityBindingRevokeRefused {
-            user_id: session.user_id().to_string(),
+            user_id: user_id.to_string(),
             fingerprint: fingerprint.to_string(),
             reason: "not the owner".to_string(),
         }
         .emit();
     }
-    result?;
+    let removed = result?;
     AuditEvent::IdentityBindingRemoved {
-        user_id: session.user_id().to_string(),
-        email: session.identity.email.clone(),
-        fingerprint: fingerprint.to_string(),
-        by: session.identity.email.clone(),
+        user_id: removed.user_id,
+        email: removed.email,
+        fingerprint: removed.fingerprint,
+        by: by.to_string(),
     }
     .emit();
-    redirect(StatusCode::SEE_OTHER, PAGE)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tether_core::connection::{is_session_id, LiveSession};
 use tether_core::policy::{evaluate, Input, KeyInput};
 use tether_core::Session;
 
-use super::bindings::ascii;
+use super::bindings::{ascii, revoke_client_binding, revoke_identity_binding};
 use super::sign_in::display_name;
 use super::{redirect, start_login};
 use crate::error::WebError;
@@ -288,26 +288,9 @@ pub(crate) async fn revoke(
     match fields.get("kind") {
         Some("client") => {
             let reason = ascii(&format!("revoked by an administrator ({by})"));
-            let b = state.store.revoke_binding(id, None, &reason).await?;
-            AuditEvent::BindingRevoked {
-                via: Via::Web,
-                binding_id: b.id,
-                user: b.email,
-                by,
-                reason,
-            }
-            .emit();
+            revoke_client_binding(&state, id, None, &by, &reason).await?;
         }
-        Some("identity") => {
-            let ib = state.store.revoke_identity_binding(id, None).await?;
-            AuditEvent::IdentityBindingRemoved {
-                user_id: ib.user_id,
-                email: ib.email,
-                fingerprint: ib.fingerprint,
-                by,
-            }
-            .emit();
-        }
+        Some("identity") => revoke_identity_binding(&state, id, None, &by).await?,
         _ => return Err(WebError::BadRequest("Unknown kind of binding.")),
     }
     redirect(StatusCode::SEE_OTHER, CONSOLE_PATH)

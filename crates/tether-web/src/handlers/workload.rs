@@ -22,11 +22,13 @@ use sha2::{Digest, Sha256};
 use tether_core::audit::AuditEvent;
 use tether_core::config::WORKLOAD_PREFIX;
 use tether_core::policy::{evaluate, Input, KeyInput};
-use tether_core::pubkey::parse_public_key;
-use tether_core::{BindingDetails, BindingRequest, Identity, RequestStatus, Session, UserCode};
+use tether_core::pubkey::{parse_public_key, PublicKeyLine};
+use tether_core::{
+    BindingDetails, BindingRequest, ClientBinding, Identity, RequestStatus, Session, UserCode,
+};
 use tether_store::DecideError;
 
-use crate::workload::{TokenError, PER_ISSUER_PER_MINUTE, PER_SOURCE_PER_MINUTE};
+use crate::workload::{TokenError, Verified, PER_ISSUER_PER_MINUTE, PER_SOURCE_PER_MINUTE};
 
 /// The endpoint's path.
 pub(crate) const PATH: &str = "/.tether/api/v1/workload-bindings";
@@ -125,62 +127,133 @@ pub(crate) async fn create(
         );
     }
     let user_id = format!("{WORKLOAD_PREFIX}{}#{}", issuer.issuer, verified.subject);
-    let refuse = |status: StatusCode, code: &str, reason: &str| {
-        refused(&source, &issuer.issuer, &verified.subject, reason);
-        error(status, code, reason)
+    let bound = match read_body(&body, issuer.max_lifetime) {
+        Ok((key, ttl)) => bind_key(&state, &source, &verified, &user_id, key, ttl, now).await,
+        Err(refusal) => Err(refusal),
     };
+    match bound {
+        Ok(b) => {
+            AuditEvent::WorkloadBindingCreated {
+                source,
+                user_id: user_id.clone(),
+                issuer: issuer.issuer.clone(),
+                subject: verified.subject.clone(),
+                fingerprint: b.fingerprint.clone(),
+                binding_id: b.id.clone(),
+                expires_at: b.expires_at.unix_seconds(),
+            }
+            .emit();
+            (
+                StatusCode::CREATED,
+                Json(json!({
+                    "binding_id": b.id,
+                    "fingerprint": b.fingerprint,
+                    "identity": user_id,
+                    "expires_at": b.expires_at.rfc3339(),
+                    "routes": issuer.routes,
+                    "logins": issuer.logins,
+                })),
+            )
+                .into_response()
+        }
+        Err(Refusal::Refused(status, code, reason)) => {
+            refused(&source, &issuer.issuer, &verified.subject, &reason);
+            error(status, code, &reason)
+        }
+        Err(Refusal::StoreDown(e)) => {
+            tracing::error!(error = %e, "workload binding refused: store unavailable");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store is unavailable; nothing was bound",
+            )
+        }
+    }
+}
 
-    // The body: {"public_key": "...", "ttl_seconds": N}.
+/// Why a verified token bound nothing.
+enum Refusal {
+    /// The request's fault: answered with this status, code and reason, audited.
+    Refused(StatusCode, &'static str, String),
+    /// The store failed: 503, logged.
+    StoreDown(String),
+}
+
+fn refusal(status: StatusCode, code: &'static str, reason: impl Into<String>) -> Refusal {
+    Refusal::Refused(status, code, reason.into())
+}
+
+fn store_down(e: impl std::fmt::Display) -> Refusal {
+    Refusal::StoreDown(e.to_string())
+}
+
+/// The body, `{"public_key": "...", "ttl_seconds": N}`: the key and the lifetime
+/// (at most `max`, which is also the default).
+fn read_body(body: &[u8], max: Duration) -> Result<(PublicKeyLine, Duration), Refusal> {
     if body.len() > MAX_BODY {
-        return refuse(
+        return Err(refusal(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "the body is too large",
-        );
+        ));
     }
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return refuse(StatusCode::BAD_REQUEST, "bad_request", "the body must be JSON: {\"public_key\": \"ssh-ed25519 AAAA...\", \"ttl_seconds\": 600}");
-    };
-    let key = match parse_public_key(
+    let request = serde_json::from_slice::<Value>(body).map_err(|_| {
+        refusal(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the body must be JSON: {\"public_key\": \"ssh-ed25519 AAAA...\", \"ttl_seconds\": 600}",
+        )
+    })?;
+    let key = parse_public_key(
         request
             .get("public_key")
             .and_then(Value::as_str)
             .unwrap_or_default(),
-    ) {
-        Ok(k) => k,
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "bad_key",
-                &format!("public_key: {e}"),
-            )
-        }
-    };
-    let max = issuer.max_lifetime;
+    )
+    .map_err(|e| {
+        refusal(
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+            format!("public_key: {e}"),
+        )
+    })?;
     let ttl = match request.get("ttl_seconds") {
         None | Some(Value::Null) => max,
         Some(v) => match v.as_u64().filter(|s| *s > 0) {
             Some(s) if Duration::from_secs(s) <= max => Duration::from_secs(s),
             _ => {
-                return refuse(
+                return Err(refusal(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
-                    &format!(
+                    format!(
                         "ttl_seconds must be between 1 and {} for this issuer",
                         max.as_secs()
                     ),
-                )
+                ))
             }
         },
     };
+    Ok((key, ttl))
+}
 
-    // The issuer's policy, on the token's claims.
+/// The issuer's policy on the token's claims, the `jti` spent, then `key` bound to
+/// `user_id` for `ttl` through the approving transaction.
+async fn bind_key(
+    state: &crate::AppState,
+    source: &str,
+    verified: &Verified<'_>,
+    user_id: &str,
+    key: PublicKeyLine,
+    ttl: Duration,
+    now: tether_core::Timestamp,
+) -> Result<ClientBinding, Refusal> {
+    let issuer = verified.issuer;
     let mut claims = verified.claims.clone();
     for registered in ["iss", "aud", "exp", "nbf", "iat", "jti"] {
         claims.remove(registered);
     }
     let identity = Identity {
-        subject: user_id.clone(),
+        subject: user_id.to_string(),
         email: String::new(),
         name: Some(format!("workload {}", verified.subject)),
         claims: claims.into_iter().collect(),
@@ -197,46 +270,38 @@ pub(crate) async fn create(
         },
     );
     if !decision.allow {
-        return refuse(
+        return Err(refusal(
             StatusCode::FORBIDDEN,
             "forbidden",
-            &format!(
+            format!(
                 "the issuer's policy denies this token: {}",
                 decision.message()
             ),
-        );
+        ));
     }
 
     // The jti, once: a request row under a code derived from it, kept until the
     // token expires, on every replica sharing the store.
+    let replayed = || {
+        refusal(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the token was already used (jti replayed)",
+        )
+    };
     let digest = Sha256::digest(format!("{}#{}", issuer.issuer, verified.jti).as_bytes());
-    let Some(code) = digest
+    let code = digest
         .get(..16)
         .and_then(|b| UserCode::parse(&URL_SAFE_NO_PAD.encode(b)).ok())
-    else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "cannot derive the replay key",
-        );
-    };
-    match state.store.get_request(code.as_str()).await {
-        Ok(None) => {}
-        Ok(Some(_)) => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "the token was already used (jti replayed)",
-            )
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "workload binding refused: store unavailable");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the store is unavailable; nothing was bound",
-            );
-        }
+        .ok_or_else(|| store_down("cannot derive the replay key"))?;
+    if state
+        .store
+        .get_request(code.as_str())
+        .await
+        .map_err(store_down)?
+        .is_some()
+    {
+        return Err(replayed());
     }
     let token_expiry = tether_core::Timestamp(verified.expires_at.saturating_mul(1000));
     let pending = BindingRequest {
@@ -254,23 +319,17 @@ pub(crate) async fn create(
         expires_at: token_expiry.max(now.plus(Duration::from_secs(60))),
         status: RequestStatus::Pending,
     };
-    let opened = match state.store.open_request(pending, now).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "workload binding refused: store unavailable");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the store is unavailable; nothing was bound",
-            );
-        }
-    };
+    let opened = state
+        .store
+        .open_request(pending, now)
+        .await
+        .map_err(store_down)?;
     if opened.code != code {
-        return refuse(
+        return Err(refusal(
             StatusCode::CONFLICT,
             "key_busy",
             "an SSH connection with this key is waiting for a sign-in",
-        );
+        ));
     }
     let session = Session {
         id: format!(
@@ -285,66 +344,27 @@ pub(crate) async fn create(
         // connections are told "binding expired").
         expires_at: now.plus(ttl + Duration::from_secs(60)),
     };
-    if let Err(e) = state.store.create_session(&session).await {
-        tracing::error!(error = %e, "workload binding refused: store unavailable");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "the store is unavailable; nothing was bound",
-        );
-    }
-    let approval = match state
+    state
+        .store
+        .create_session(&session)
+        .await
+        .map_err(store_down)?;
+    match state
         .store
         .approve_request(code.as_str(), &session, false, ttl, now)
         .await
     {
-        Ok(a) => a,
+        Ok(approval) => Ok(approval.binding),
         Err(DecideError::KeyBoundToOtherUser) => {
             // Decided (the jti stays used), so the key's own sign-ins are not held up.
-            let _ = state.store.deny_request(code.as_str(), &user_id, now).await;
-            return refuse(
+            let _ = state.store.deny_request(code.as_str(), user_id, now).await;
+            Err(refusal(
                 StatusCode::CONFLICT,
                 "key_bound_to_other_user",
                 "this key is bound to another user; that user must revoke it first",
-            );
+            ))
         }
-        Err(DecideError::AlreadyDecided) => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "the token was already used (jti replayed)",
-            )
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "workload binding refused");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the binding could not be written; nothing was bound",
-            );
-        }
-    };
-    let b = &approval.binding;
-    AuditEvent::WorkloadBindingCreated {
-        source: source.clone(),
-        user_id: user_id.clone(),
-        issuer: issuer.issuer.clone(),
-        subject: verified.subject.clone(),
-        fingerprint: b.fingerprint.clone(),
-        binding_id: b.id.clone(),
-        expires_at: b.expires_at.unix_seconds(),
+        Err(DecideError::AlreadyDecided) => Err(replayed()),
+        Err(e) => Err(store_down(e)),
     }
-    .emit();
-    (
-        StatusCode::CREATED,
-        Json(json!({
-            "binding_id": b.id,
-            "fingerprint": b.fingerprint,
-            "identity": user_id,
-            "expires_at": b.expires_at.rfc3339(),
-            "routes": issuer.routes,
-            "logins": issuer.logins,
-        })),
-    )
-        .into_response()
 }
