@@ -2,7 +2,7 @@
 //! exactly as users do: the web sign-in through the development IdP, SSH clients
 //! (russh, in process) that authenticate through publickey + keyboard-interactive and
 //! the Verify page, the revoke button's POST, and the real OpenSSH client against
-//! throwaway OpenSSH servers (`revocation` and `throughput` in `src/bin/`), and load
+//! throwaway OpenSSH servers (`revocation`, `throughput` and `recording` in `src/bin/`), and load
 //! runs with many connections at once (`flood`, `idle`, `churn`): many loopback
 //! source addresses, raised descriptor limits, `/proc` memory readings, and a light
 //! russh upstream server in its own process.

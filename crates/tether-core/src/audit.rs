@@ -278,6 +278,98 @@ pub enum AuditEvent {
     },
     /// Live connections were ended by a revocation, sign-out or policy change.
     ConnectionsRevoked { count: usize, reason: String },
+    /// A recorded session channel started: its recording file is being written.
+    RecordingStarted {
+        conn: u64,
+        recording: String,
+        route: String,
+        login: String,
+        user_id: String,
+        email: String,
+        /// shell, exec or subsystem.
+        kind: String,
+        /// The command line or subsystem name.
+        command: String,
+    },
+    /// A recording could not be written; `refused`: the session was refused or
+    /// ended for it (`fail_closed`).
+    RecordingFailed {
+        conn: u64,
+        route: String,
+        user_id: String,
+        email: String,
+        reason: String,
+        refused: bool,
+    },
+    /// A recording ended with its channel.
+    RecordingEnded {
+        conn: u64,
+        recording: String,
+        bytes: u64,
+        /// It reached the size cap and stopped early.
+        truncated: bool,
+    },
+    /// A command (`ssh host cmd`) ended on a recorded route.
+    SessionCommand {
+        conn: u64,
+        route: String,
+        login: String,
+        user_id: String,
+        email: String,
+        command: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_status: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_signal: Option<String>,
+        bytes_to_upstream: u64,
+        bytes_to_client: u64,
+        duration_ms: u64,
+        /// Its recording, when the route records command output.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recording: Option<String>,
+    },
+    /// An SFTP file operation on a recorded route (read from the relayed stream).
+    SftpOperation {
+        conn: u64,
+        route: String,
+        login: String,
+        user_id: String,
+        email: String,
+        /// open (failed), close, remove, rename, mkdir, rmdir, setstat, symlink,
+        /// hardlink, copy-data, extended, unparsed.
+        op: String,
+        path: String,
+        /// The new path of a rename or symlink.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        /// How a file was opened (`read`, `write`, `read-write`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mode: Option<String>,
+        /// Bytes read from the file (close).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes_read: Option<u64>,
+        /// Bytes written to the file (close).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes_written: Option<u64>,
+        /// The server's answer: ok, or the SFTP status (no such file, permission
+        /// denied, ...).
+        status: String,
+    },
+    /// A recording was played back or downloaded.
+    RecordingViewed {
+        recording: String,
+        /// Whose session it was.
+        owner: String,
+        /// Who watched it.
+        by: String,
+    },
+    /// Someone asked for a recording they may not see.
+    RecordingRefused {
+        recording: String,
+        user_id: String,
+        email: String,
+        reason: String,
+    },
     /// The configuration was reloaded.
     ConfigReloaded {
         routes: usize,
@@ -315,6 +407,13 @@ impl AuditEvent {
             AuditEvent::UserCutOff { .. } => "user_cut_off",
             AuditEvent::ConsoleRefused { .. } => "console_refused",
             AuditEvent::ConnectionsRevoked { .. } => "connections_revoked",
+            AuditEvent::RecordingStarted { .. } => "recording_started",
+            AuditEvent::RecordingFailed { .. } => "recording_failed",
+            AuditEvent::RecordingEnded { .. } => "recording_ended",
+            AuditEvent::SessionCommand { .. } => "session_command",
+            AuditEvent::SftpOperation { .. } => "sftp_operation",
+            AuditEvent::RecordingViewed { .. } => "recording_viewed",
+            AuditEvent::RecordingRefused { .. } => "recording_refused",
             AuditEvent::ConfigReloaded { .. } => "config_reloaded",
         }
     }
@@ -335,6 +434,8 @@ impl AuditEvent {
             | AuditEvent::IdentityBindingRevokeRefused { .. }
             | AuditEvent::CodeDecisionRefused { .. }
             | AuditEvent::ConsoleRefused { .. }
+            | AuditEvent::RecordingFailed { .. }
+            | AuditEvent::RecordingRefused { .. }
             | AuditEvent::PermitRefused { .. } => tracing::warn!(target: "audit", "{line}"),
             _ => tracing::info!(target: "audit", "{line}"),
         }

@@ -16,7 +16,9 @@ pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod pubkey;
+pub mod recording;
 pub mod secret;
+pub mod sftp;
 pub mod time;
 pub mod username;
 

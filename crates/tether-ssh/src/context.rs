@@ -34,6 +34,8 @@ pub(crate) struct Ctx {
     pub(crate) gate: Arc<Gate>,
     /// Sign-in codes per source.
     pub(crate) codes: CodeBudget,
+    /// Where recordings go (see `SshDeps::recordings_dir`).
+    pub(crate) recordings_dir: Option<std::path::PathBuf>,
 }
 
 impl Ctx {

@@ -29,6 +29,7 @@ mod jump;
 mod live;
 mod portal;
 mod pty;
+mod record;
 mod registry;
 mod relay;
 mod routes;
@@ -48,6 +49,7 @@ use tether_store::Store;
 
 pub use error::HandlerError;
 pub use live::LiveConfig;
+pub use record::sweep as sweep_recordings;
 pub use registry::{Registry, LIVE_COUNTS_EVERY, LIVE_COUNTS_FRESH_FOR};
 pub use server::run;
 
@@ -65,6 +67,9 @@ pub struct SshDeps {
     pub clock: Arc<dyn Clock>,
     /// The live-connection registry (shared with the web side for its counts).
     pub registry: Arc<Registry>,
+    /// Where recorded routes' recordings go (`Config::recording_directory`);
+    /// `None`: nowhere, so a fail-closed recorded route refuses its sessions.
+    pub recordings_dir: Option<std::path::PathBuf>,
 }
 
 /// A minimal valid configuration for unit tests.
@@ -125,5 +130,7 @@ pub(crate) fn test_config() -> Config {
         administrators: None,
         signout_redirect_url: None,
         workload_identity: Vec::new(),
+        recording: Default::default(),
+        recording_storage: Default::default(),
     }
 }

@@ -41,9 +41,10 @@ use tokio::task::JoinSet;
 use tether_core::metrics::Metrics;
 
 use crate::events::ChannelRequest;
+use crate::record::{Program, Pty, Recorder, Recording};
 use crate::upstream::{
-    bounded, pump, PumpReport, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent,
-    UpstreamReader,
+    bounded, pump_tapped, PumpEnd, PumpReport, Upstream, UpstreamChannel, UpstreamError,
+    UpstreamEvent, UpstreamReader,
 };
 
 /// Depth of the upstream → connection event queue (route relay and portal).
@@ -52,12 +53,30 @@ pub(crate) const UPSTREAM_EVENTS: usize = 16;
 const REQUEST_QUEUE: usize = 32;
 
 /// Told to a session channel's relay task when the channel starts a program.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Start {
     /// The upstream's banner, for the first program started on the connection.
     banner: Option<String>,
     /// Whether the channel has a terminal (line ends become CR LF).
     pty: bool,
+    /// Its recording, on a recorded route.
+    recording: Option<Recording>,
+    /// The program was refused (its recording cannot be written): it never runs
+    /// upstream; this line goes to the client's stderr, then exit status 1, and
+    /// the channel is closed.
+    refused: Option<String>,
+}
+
+/// A program start on a recorded route, for the channel's forwarder: it starts
+/// the recording before the request goes upstream (or refuses it).
+#[derive(Debug)]
+struct Recorded {
+    recorder: Arc<Recorder>,
+    channel: u32,
+    program: Program,
+    terminal: Option<Pty>,
+    start: oneshot::Sender<Start>,
+    banner: Option<String>,
 }
 
 /// One relayed channel.
@@ -65,6 +84,8 @@ struct Start {
 struct Slot {
     up: UpstreamChannel,
     pty: bool,
+    /// The client's `pty-req` (for a recording's header).
+    terminal: Option<Pty>,
     /// Held until the program starts (session channels only).
     start: Option<oneshot::Sender<Start>>,
     /// The channel's request forwarder (started at the first request; ends when
@@ -78,6 +99,8 @@ struct Slot {
 struct Forward {
     request: ChannelRequest,
     reply: Option<oneshot::Sender<bool>>,
+    /// Set on the program's start on a recorded route.
+    recorded: Option<Recorded>,
 }
 
 /// What the client asked for that lets the upstream open channels towards it.
@@ -99,6 +122,8 @@ pub(crate) struct Relay {
     banner: Option<String>,
     metrics: Arc<Metrics>,
     asked: Asked,
+    /// Set on a recorded route.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -121,7 +146,13 @@ impl Relay {
             channels: HashMap::new(),
             metrics,
             asked: Asked::default(),
+            recorder: None,
         }
+    }
+
+    /// Records this connection's session channels (a recorded route).
+    pub(crate) fn record(&mut self, recorder: Recorder) {
+        self.recorder = Some(Arc::new(recorder));
     }
 
     /// Records what the client already asked for elsewhere (the portal's carried
@@ -141,12 +172,14 @@ impl Relay {
         up: UpstreamChannel,
         reader: UpstreamReader,
         pty: bool,
+        tap: Option<crate::record::Tap>,
     ) -> impl std::future::Future<Output = PumpReport> + Send + 'static {
         self.channels.insert(
             channel.id(),
             Slot {
                 up: up.clone(),
                 pty,
+                terminal: None,
                 start: None,
                 forwarder: None,
             },
@@ -155,7 +188,7 @@ impl Relay {
         let metrics = self.metrics.clone();
         async move {
             write_banner(&handle, channel.id(), banner, pty).await;
-            pump(channel, handle, up, reader, metrics).await
+            pump_tapped(channel, handle, up, reader, metrics, tap).await
         }
     }
 }
@@ -196,6 +229,7 @@ impl Relay {
             Slot {
                 up: up.clone(),
                 pty: false,
+                terminal: None,
                 start: Some(start_tx),
                 forwarder: None,
             },
@@ -236,6 +270,7 @@ impl Relay {
                     Slot {
                         up: up.clone(),
                         pty: false,
+                        terminal: None,
                         start: None,
                         forwarder: None,
                     },
@@ -268,16 +303,46 @@ impl Relay {
             let _ = reply.send(false);
             return;
         };
+        let mut recorded = None;
         match &request {
-            ChannelRequest::Pty { .. } => slot.pty = true,
+            ChannelRequest::Pty {
+                term,
+                col_width,
+                row_height,
+                ..
+            } => {
+                slot.pty = true;
+                slot.terminal = Some(Pty {
+                    term: term.clone(),
+                    cols: *col_width,
+                    rows: *row_height,
+                });
+            }
             ChannelRequest::Agent => self.asked.agent = true,
             ChannelRequest::X11 { .. } => self.asked.x11 = true,
             ChannelRequest::Shell | ChannelRequest::Exec(_) | ChannelRequest::Subsystem(_) => {
                 if let Some(start) = slot.start.take() {
-                    let _ = start.send(Start {
-                        banner: self.banner.take(),
-                        pty: slot.pty,
-                    });
+                    let banner = self.banner.take();
+                    match &self.recorder {
+                        // The forwarder starts the recording, then the program.
+                        Some(recorder) => {
+                            recorded = Some(Recorded {
+                                recorder: recorder.clone(),
+                                channel: id_number(id),
+                                program: program_of(&request),
+                                terminal: slot.terminal.clone(),
+                                start,
+                                banner,
+                            })
+                        }
+                        None => {
+                            let _ = start.send(Start {
+                                banner,
+                                pty: slot.pty,
+                                ..Start::default()
+                            });
+                        }
+                    }
                 }
             }
             _ => {}
@@ -299,7 +364,11 @@ impl Relay {
             tasks.spawn(forward_requests(slot.up.clone(), rx));
             tx
         });
-        if let Err(e) = forwarder.try_send(Forward { request, reply }) {
+        if let Err(e) = forwarder.try_send(Forward {
+            request,
+            reply,
+            recorded,
+        }) {
             // Only a client flooding no-reply requests fills the queue.
             tracing::debug!(answer, "channel request dropped: queue full");
             if let Some(reply) = e.into_inner().reply {
@@ -435,14 +504,81 @@ impl Relay {
     }
 }
 
-/// Forwards a channel's requests upstream, one at a time, in arrival order.
+/// Forwards a channel's requests upstream, one at a time, in arrival order. On a
+/// recorded route the program's start first starts its recording (a recording
+/// that cannot be written refuses the program on a fail-closed route), and window
+/// changes are recorded as resizes.
 async fn forward_requests(up: UpstreamChannel, mut requests: mpsc::Receiver<Forward>) {
-    while let Some(Forward { request, reply }) = requests.recv().await {
+    let mut tap = None;
+    while let Some(Forward {
+        request,
+        reply,
+        recorded,
+    }) = requests.recv().await
+    {
+        if let Some(r) = recorded {
+            let now = tether_core::Clock::now(&tether_core::SystemClock);
+            let pty = r.terminal.is_some();
+            match r
+                .recorder
+                .start(r.channel, &r.program, r.terminal.as_ref(), now)
+                .await
+            {
+                Ok(recording) => {
+                    tap = recording.as_ref().and_then(|rec| rec.tap.clone());
+                    let _ = r.start.send(Start {
+                        banner: r.banner,
+                        pty,
+                        recording,
+                        refused: None,
+                    });
+                }
+                Err(line) => {
+                    // Answered yes so the client reads why (OpenSSH gives up on a
+                    // failed request without printing what came with it); the
+                    // program is never started upstream.
+                    if let Some(reply) = reply {
+                        let _ = reply.send(true);
+                    }
+                    let _ = r.start.send(Start {
+                        refused: Some(line),
+                        ..Start::default()
+                    });
+                    continue;
+                }
+            }
+        }
+        if let (
+            Some(tap),
+            ChannelRequest::WindowChange {
+                col_width,
+                row_height,
+                ..
+            },
+        ) = (&tap, &request)
+        {
+            tap.resize(*col_width, *row_height).await;
+        }
         let ok = forward(&up, request).await;
         if let Some(reply) = reply {
             let _ = reply.send(ok);
         }
     }
+}
+
+fn program_of(request: &ChannelRequest) -> Program {
+    match request {
+        ChannelRequest::Exec(command) => {
+            Program::Exec(String::from_utf8_lossy(command).into_owned())
+        }
+        ChannelRequest::Subsystem(name) => Program::Subsystem(name.clone()),
+        _ => Program::Shell,
+    }
+}
+
+/// The channel's number (for a recording's id).
+fn id_number(id: ChannelId) -> u32 {
+    id.to_string().parse().unwrap_or(0)
 }
 
 /// Forwards one request; `true` when the upstream said yes.
@@ -510,10 +646,54 @@ async fn serve_session(
 ) {
     // A channel closed before any program drops the sender: pump at once, which
     // sees the close and closes the upstream twin.
-    if let Ok(Start { banner, pty }) = start.await {
-        write_banner(&handle, channel.id(), banner, pty).await;
+    let mut recording = None;
+    if let Ok(start) = start.await {
+        let id = channel.id();
+        if let Some(line) = start.refused {
+            tracing::warn!("{line}");
+            let _ = handle
+                .extended_data(id, 1, format!("{line}\r\n").into_bytes())
+                .await;
+            let _ = handle.exit_status_request(id, 1).await;
+            let _ = handle.eof(id).await;
+            let _ = handle.close(id).await;
+            let _ = up.writer().close().await;
+            return;
+        }
+        write_banner(&handle, id, start.banner, start.pty).await;
+        recording = start.recording;
     }
-    relay_channel(channel, handle, up, reader, metrics).await;
+    let id = channel.id();
+    let tap = recording.as_ref().and_then(|r| r.tap.clone());
+    let report = pump_tapped(channel, handle.clone(), up.clone(), reader, metrics, tap).await;
+    if report.end == PumpEnd::RecordingFailed {
+        let line = "tether: the session ended: its recording could not be written";
+        tracing::warn!("{line}");
+        let _ = handle
+            .extended_data(id, 1, format!("{line}\r\n").into_bytes())
+            .await;
+        let _ = handle.eof(id).await;
+        let _ = handle.close(id).await;
+        let _ = up.writer().close().await;
+    }
+    if let Some(recording) = recording {
+        recording
+            .finish(
+                report.bytes_to_upstream,
+                report.bytes_to_client,
+                report.exit_status,
+                report.exit_signal.clone(),
+            )
+            .await;
+    }
+    tracing::debug!(
+        channel = %id,
+        end = ?report.end,
+        to_upstream = report.bytes_to_upstream,
+        to_client = report.bytes_to_client,
+        exit_status = ?report.exit_status,
+        "channel relay ended"
+    );
 }
 
 /// The upstream's banner on the channel's stderr, before anything else on it.
@@ -549,7 +729,7 @@ async fn relay_channel(
     metrics: Arc<Metrics>,
 ) {
     let id = channel.id();
-    let report = pump(channel, handle, up, reader, metrics).await;
+    let report = pump_tapped(channel, handle, up, reader, metrics, None).await;
     tracing::debug!(
         channel = %id,
         end = ?report.end,

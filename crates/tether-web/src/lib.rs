@@ -5,7 +5,8 @@
 //! Verify page where the user authorizes or denies a key, the bindings management
 //! page, sign-out and a "who am I" page, plus `/ping` and `/healthz`. Sessions and
 //! bindings live in the [`Store`]; the browser only holds an encrypted, authenticated
-//! cookie naming its session. The optional development identity provider
+//! cookie naming its session. Session recordings the SSH side wrote are listed and
+//! played back under `/.tether/recordings` (read from the directory, never written). The optional development identity provider
 //! ([`DevIdp`], demo only) is a real minimal OIDC issuer mounted under `/dev-idp`.
 //!
 //! This crate owns HTTP only: the binding rules come from `tether-core` and the
@@ -13,6 +14,7 @@
 //! Live connection counts reach it through the [`LiveConnections`] trait.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::{header, HeaderValue};
@@ -36,6 +38,7 @@ mod idp;
 mod metrics;
 mod oidc;
 mod pages;
+mod recordings;
 mod refresh;
 pub mod serve;
 mod session;
@@ -64,6 +67,9 @@ pub struct WebDeps {
     pub live: Arc<dyn LiveConnections>,
     /// The development identity provider (demo only); mounted under `/dev-idp`.
     pub dev_idp: Option<DevIdp>,
+    /// Where the SSH side writes session recordings (`<id>.cast`); `None`: the
+    /// recordings pages list none.
+    pub recordings_dir: Option<PathBuf>,
 }
 
 /// The live SSH connections: how many each client binding has, and each one as
@@ -95,6 +101,8 @@ pub(crate) struct AppState {
     /// Workload tokens' issuers (JWKS cache) and the endpoint's rate limits.
     pub(crate) workload: workload::Verifier,
     pub(crate) workload_limits: workload::Limiter,
+    /// The session recordings directory, read for playback.
+    pub(crate) recordings_dir: Option<PathBuf>,
 }
 
 /// `cookie_name` as sent: over HTTPS with the `__Host-` prefix (browsers then keep
@@ -127,6 +135,7 @@ pub fn router(deps: WebDeps) -> Router {
         cookie_name: effective_cookie_name(&deps.config.cookie_name, secure_cookies),
         workload: workload::Verifier::new(),
         workload_limits: workload::Limiter::default(),
+        recordings_dir: deps.recordings_dir,
     });
 
     let mut app = Router::new()
@@ -169,12 +178,27 @@ pub fn router(deps: WebDeps) -> Router {
             pages::console::CUT_OFF_PATH,
             post(handlers::console::cut_off),
         )
+        .route(
+            pages::recordings::RECORDINGS_PATH,
+            get(handlers::recordings::list),
+        )
+        .route(
+            "/.tether/recordings/{id}",
+            get(handlers::recordings::player),
+        )
+        .route(
+            "/.tether/recordings/{id}/cast",
+            get(handlers::recordings::cast),
+        )
         .route("/.pomerium/", get(handlers::misc::whoami))
         .route("/.pomerium", get(handlers::misc::whoami))
         .route("/ping", get(handlers::misc::ping))
         .route("/healthz", get(handlers::misc::healthz))
         .route(pages::CSS_PATH, get(asset_css))
         .route(pages::VERIFY_JS_PATH, get(asset_verify_js))
+        .route(pages::recordings::PLAYER_JS_PATH, get(asset_player_js))
+        .route(pages::recordings::PLAYER_CSS_PATH, get(asset_player_css))
+        .route(pages::recordings::PLAY_JS_PATH, get(asset_play_js))
         .with_state(state);
 
     if let Some(idp) = deps.dev_idp {
@@ -206,6 +230,32 @@ async fn asset_verify_js() -> Response {
     asset("text/javascript; charset=utf-8", pages::VERIFY_JS)
 }
 
+async fn asset_play_js() -> Response {
+    asset("text/javascript; charset=utf-8", pages::recordings::PLAY_JS)
+}
+
+/// A vendored file that only changes with its version (which is in the URLs the
+/// pages use): cached for a year.
+fn versioned_asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut res = asset(content_type, body);
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    res
+}
+
+async fn asset_player_js() -> Response {
+    versioned_asset(
+        "text/javascript; charset=utf-8",
+        pages::recordings::PLAYER_JS,
+    )
+}
+
+async fn asset_player_css() -> Response {
+    versioned_asset("text/css; charset=utf-8", pages::recordings::PLAYER_CSS)
+}
+
 /// The Content-Security-Policy of every response: nothing inline (scripts and
 /// styles come only from tether's own files), forms submit only to tether, no
 /// framing, no `<base>`.
@@ -222,15 +272,27 @@ pub(crate) fn csp_with_form_target(origin: &str) -> String {
     )
 }
 
+/// The recording player page's policy: [`CSP`] plus what asciinema-player needs,
+/// and no more (checked in Chromium: without either the player stays blank) —
+/// fetching the recording from tether (`connect-src 'self'`) and compiling the
+/// WebAssembly terminal emulator inside its script (`'wasm-unsafe-eval'`: Wasm
+/// compilation only, JavaScript `eval` stays forbidden). Still no inline script or
+/// style: the player sets its styles through the DOM, which CSP does not restrict.
+pub(crate) const PLAYER_CSP: &str = "default-src 'none'; \
+     script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; connect-src 'self'; \
+     img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /// `Strict-Transport-Security` when tether serves HTTPS itself: a year.
 pub(crate) const HSTS: &str = "max-age=31536000";
 
-/// Headers every response gets: no caching (pages carry codes and CSRF tokens), no
+/// Headers every response gets: no caching (pages carry codes and CSRF tokens;
+/// only the versioned player files say otherwise), no
 /// framing (clickjacking the Authorize button), no referrer (the URL holds a code),
 /// the CSP above, and HSTS when serving TLS.
 async fn security_headers(mut res: Response, hsts: bool) -> Response {
     let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -189,13 +189,36 @@ fn describe_routes(s: &mut String, c: &Config) {
             "no one (no policy)"
         };
         let limits = c.upstream_limits_of(&r.name);
+        let recorded = match c.recording_of(&r.name) {
+            None => String::new(),
+            Some(rec) => format!(
+                "; recorded (input {}, command output {}, {})",
+                if rec.input { "on" } else { "off" },
+                if rec.command_output { "on" } else { "off" },
+                if rec.fail_closed {
+                    "fail closed"
+                } else {
+                    "fail open"
+                }
+            ),
+        };
         let _ = writeln!(
             s,
-            "  - ssh://{} -> {} ({access}; logins: {}; permit: {})",
+            "  - ssh://{} -> {} ({access}; logins: {}; permit: {}{recorded})",
             r.name,
             r.upstreams().collect::<Vec<_>>().join(" then "),
             limits.logins.describe(),
             limits.permit.describe()
+        );
+    }
+    if !c.recording.is_empty() {
+        let st = &c.recording_storage;
+        let _ = writeln!(
+            s,
+            "session_recording: directory {}; retention {}; max_size {} bytes",
+            c.recording_directory(&crate::keys::data_dir(c)).display(),
+            tether_core::time::human_duration(st.retention),
+            st.max_size
         );
     }
 }
@@ -359,6 +382,7 @@ pub async fn run(
             clock: clock.clone(),
         }),
         dev_idp,
+        recordings_dir: Some(config.recording_directory(&crate::keys::data_dir(&config))),
     };
     // Identity refresh at the IdP (SPEC §5): every replica runs one; the store
     // hands each due session to one of them.
@@ -386,6 +410,7 @@ pub async fn run(
             root.child_token(),
         ));
     }
+    let recordings_dir = config.recording_directory(&crate::keys::data_dir(&config));
     if let Some(listener) = ssh_listener {
         let deps = SshDeps {
             config: config.clone(),
@@ -394,8 +419,22 @@ pub async fn run(
             user_ca: Arc::new(keys.user_ca.clone()),
             clock: clock.clone(),
             registry: registry.clone(),
+            recordings_dir: Some(recordings_dir.clone()),
         };
         tracker.spawn(serve_ssh(listener, deps, root.child_token()));
+    }
+    {
+        let token = root.child_token();
+        let sweep = tether_ssh::sweep_recordings(
+            recordings_dir.clone(),
+            config.recording_storage.retention,
+        );
+        tracker.spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = sweep => {}
+            }
+        });
     }
     tracker.spawn(housekeeping(
         store.clone(),

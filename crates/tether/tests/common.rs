@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::json;
 use tether_testkit::*;
 
 pub const CLIENT_ID: &str = "tether-e2e";
@@ -222,4 +223,26 @@ impl AnsibleWork {
             );
         cmd
     }
+}
+
+/// Signs `key` in as `user` through the browser profile; returns once bound.
+pub fn bind_key(gw: &Gateway, key: &Path, user: &str, browser: &BrowserProfile, remember: bool) {
+    let mut ssh = gw.ssh(key, user, &["whoami"]);
+    let url = sign_in_url(&ssh);
+    let mut steps = vec![
+        json!({"goto": url}),
+        json!({"login": {"user": user, "password": format!("{user}-password")}}),
+    ];
+    if remember {
+        steps.push(json!({"check": "#remember"}));
+    }
+    steps.push(json!({"click": "#authorize"}));
+    steps.push(json!({"expectText": "Sign in successful"}));
+    browser.run(json!(steps)).assert_ok();
+    assert_eq!(
+        ssh.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        ssh.output()
+    );
 }

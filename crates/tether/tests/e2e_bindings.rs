@@ -17,25 +17,6 @@ use common::*;
 use serde_json::json;
 use tether_testkit::*;
 
-const T: Duration = Duration::from_secs(30);
-
-/// Signs `key` in as `user` through the browser profile; returns once bound.
-fn bind(gw: &Gateway, key: &Path, user: &str, browser: &BrowserProfile, remember: bool) {
-    let mut ssh = gw.ssh(key, user, &["whoami"]);
-    let url = sign_in_url(&ssh);
-    let mut steps = vec![
-        json!({"goto": url}),
-        json!({"login": {"user": user, "password": format!("{user}-password")}}),
-    ];
-    if remember {
-        steps.push(json!({"check": "#remember"}));
-    }
-    steps.push(json!({"click": "#authorize"}));
-    steps.push(json!({"expectText": "Sign in successful"}));
-    browser.run(json!(steps)).assert_ok();
-    assert_eq!(ssh.wait_exit(T), Some(0), "{}", ssh.output());
-}
-
 /// A long-lived connection (`ssh -N`) with a bound key.
 fn hold(gw: &Gateway, key: &Path, user: &str) -> SshClient {
     let c = hold_on(gw.ssh_port, key, user);
@@ -54,8 +35,8 @@ fn bindings_page_revoke_and_sign_out_cut_live_connections() {
     let k2 = new_key(keys.path(), "k2");
     let (fp1, fp2) = (fingerprint(&k1), fingerprint(&k2));
     let alice = BrowserProfile::new("bindings_alice");
-    bind(&gw, &k1, "alice", &alice, false);
-    bind(&gw, &k2, "alice", &alice, true);
+    bind_key(&gw, &k1, "alice", &alice, false);
+    bind_key(&gw, &k2, "alice", &alice, true);
 
     let mut c1 = hold(&gw, &k1, "alice");
     let mut c2 = hold(&gw, &k2, "alice");
@@ -151,14 +132,14 @@ fn another_user_cannot_revoke_and_gets_403() {
     let fp = fingerprint(&k);
     let alice = BrowserProfile::new("owner_alice");
     let bob = BrowserProfile::new("owner_bob");
-    bind(&gw, &k, "alice", &alice, true);
+    bind_key(&gw, &k, "alice", &alice, true);
     let mut c = hold(&gw, &k, "alice");
 
     // Bob signs in and submits his own page's revoke forms (valid CSRF token) with
     // alice's binding id swapped in: 403, nothing changes.
     let bk = new_key(keys.path(), "bob_key");
     let bfp = fingerprint(&bk);
-    bind(&gw, &bk, "bob", &bob, true);
+    bind_key(&gw, &bk, "bob", &bob, true);
     let page = format!("{}/.pomerium/session_binding_info", gw.base());
     for action in [
         "/.pomerium/session_binding/revoke",
@@ -195,7 +176,7 @@ fn session_expiry_ends_live_connection() {
     let keys = key_dir();
     let k = new_key(keys.path(), "k");
     let browser = BrowserProfile::new("session_expiry");
-    bind(&gw, &k, "alice", &browser, false);
+    bind_key(&gw, &k, "alice", &browser, false);
     let mut c = hold(&gw, &k, "alice");
     assert!(c.is_running());
     assert_eq!(
@@ -217,7 +198,7 @@ fn binding_max_ttl_ends_live_connection() {
     let keys = key_dir();
     let k = new_key(keys.path(), "k");
     let browser = BrowserProfile::new("binding_ttl");
-    bind(&gw, &k, "alice", &browser, false);
+    bind_key(&gw, &k, "alice", &browser, false);
     let mut c = hold(&gw, &k, "alice");
     assert!(c.is_running());
     assert_eq!(

@@ -285,6 +285,11 @@ pub struct Config {
     /// `workload_identity` (tether extension): issuers whose OIDC tokens may bind
     /// a key for a job, without a person.
     pub workload_identity: Vec<WorkloadIssuer>,
+    /// The recorded routes (`session_recording: {enabled: true}` on the route, or
+    /// the top-level default), by route name; a route missing here is not recorded.
+    pub recording: BTreeMap<String, RecordingSettings>,
+    /// Where and how long recordings are kept (top-level `session_recording`).
+    pub recording_storage: RecordingStorage,
 }
 
 /// One trusted workload issuer (a CI system's OIDC tokens).
@@ -304,10 +309,60 @@ pub struct WorkloadIssuer {
     pub max_lifetime: Duration,
 }
 
+/// How a recorded route's sessions are recorded (docs/RECORDING.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordingSettings {
+    /// Record keystrokes too (`"i"` events); off by default: they hold passwords
+    /// typed at prompts.
+    pub input: bool,
+    /// Record the output of commands run without a terminal (`ssh host cmd`);
+    /// their command line, exit status and byte counts are always audited.
+    pub command_output: bool,
+    /// Refuse (or end) a session whose recording cannot be written; on by default.
+    pub fail_closed: bool,
+}
+
+/// Where recordings are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingStorage {
+    /// `directory`; `None`: `<data_dir>/recordings`. Replicas that share a store
+    /// must share this directory too, for any web app to play any recording.
+    pub directory: Option<String>,
+    /// Recordings older than this are deleted (default 30 days).
+    pub retention: Duration,
+    /// Largest recording file; past it the recording stops with a marker and the
+    /// session goes on (default 100 MiB).
+    pub max_size: u64,
+}
+
+impl Default for RecordingStorage {
+    fn default() -> Self {
+        RecordingStorage {
+            directory: None,
+            retention: Duration::from_secs(30 * 24 * 3600),
+            max_size: 100 << 20,
+        }
+    }
+}
+
 /// The user id prefix of a workload identity: `workload:<issuer>#<sub>`.
 pub const WORKLOAD_PREFIX: &str = "workload:";
 
 impl Config {
+    /// Where recordings are kept: `session_recording.directory`, or
+    /// `<data_dir>/recordings` (`data_dir` as the binary resolved it).
+    pub fn recording_directory(&self, data_dir: &std::path::Path) -> std::path::PathBuf {
+        match &self.recording_storage.directory {
+            Some(d) => std::path::PathBuf::from(d),
+            None => data_dir.join("recordings"),
+        }
+    }
+
+    /// How `route`'s sessions are recorded; `None`: they are not.
+    pub fn recording_of(&self, route: &str) -> Option<&RecordingSettings> {
+        self.recording.get(route)
+    }
+
     /// The workload issuer a user id (`workload:<issuer>#<sub>`) belongs to;
     /// `None` for a person, or an issuer no longer configured.
     pub fn workload_issuer_of(&self, user_id: &str) -> Option<&WorkloadIssuer> {

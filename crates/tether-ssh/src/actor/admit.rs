@@ -25,6 +25,7 @@ use super::limits::LimitExceeded;
 use super::{Actor, Phase};
 use crate::access::AccessGranted;
 use crate::admission::{self, Principal};
+use crate::record::Recorder;
 use crate::registry::{LiveAccess, Revoker, Shown};
 use crate::relay::{Relay, UPSTREAM_EVENTS};
 use crate::upstream::UpstreamEvent;
@@ -201,7 +202,12 @@ impl Actor {
             }
             () = probe.peer_closed() => return Err(NotConnected::PeerGone),
         };
-        Ok((Relay::new(upstream, ctx.metrics.clone()), events))
+        let mut relay = Relay::new(upstream, ctx.metrics.clone());
+        let login = grant.login().unwrap_or_default();
+        if let Some(recorder) = Recorder::for_route(&ctx, principal, &grant.target().route, login) {
+            relay.record(recorder);
+        }
+        Ok((relay, events))
     }
 }
 

@@ -30,6 +30,7 @@ use tether_core::audit::{AuditEvent, Via};
 use crate::admission;
 use crate::client::Conn;
 use crate::events::ChannelRequest;
+use crate::record::{Program, Pty, Recorder, Recording};
 use crate::relay::{Asked, Relay, UPSTREAM_EVENTS};
 use crate::routes::printable;
 use crate::upstream::{
@@ -49,6 +50,8 @@ pub(super) struct Connected {
     metrics: std::sync::Arc<tether_core::metrics::Metrics>,
     /// Whether the client asked for agent forwarding (its agent channels relayed).
     agent: bool,
+    /// The shell's recording, on a recorded route.
+    recording: Option<Recording>,
 }
 
 /// Decides `route` and opens a shell on its upstream; `Err` is the one line the
@@ -74,6 +77,23 @@ pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected,
         ));
     }
     let agent = init.carried.agent && permit.agent_forwarding;
+    // A recorded route's recording starts first: one that cannot be written
+    // refuses the hand-over on a fail-closed route.
+    let recording = match Recorder::for_route(ctx, &init.principal, route, &init.login) {
+        Some(recorder) => {
+            let size = *init.input.sizes.borrow();
+            let pty = Pty {
+                term: init.terminal.term.clone(),
+                cols: size.cols,
+                rows: size.rows,
+            };
+            let channel = init.id.to_string().parse().unwrap_or(0);
+            std::sync::Arc::new(recorder)
+                .start(channel, &Program::Shell, Some(&pty), ctx.clock.now())
+                .await?
+        }
+        None => None,
+    };
     let (events_tx, events) = mpsc::channel(UPSTREAM_EVENTS);
     let upstream = admission::connect(
         &ctx.upstreams,
@@ -96,6 +116,7 @@ pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected,
                 events,
                 metrics: init.ctx.metrics.clone(),
                 agent,
+                recording,
             })
         }
         Err(line) => {
@@ -175,6 +196,7 @@ pub(super) async fn relay(
         mut events,
         metrics,
         agent,
+        recording,
     } = connected;
     let mut relay = Relay::new(upstream, metrics);
     relay.asked(Asked {
@@ -183,7 +205,8 @@ pub(super) async fn relay(
     });
     // The relay's own tasks (request forwarding, agent channels) end with it.
     let mut tasks = JoinSet::new();
-    let relayed = relay.adopt_started(channel, conn.handle.clone(), up, reader, true);
+    let tap = recording.as_ref().and_then(|r| r.tap.clone());
+    let relayed = relay.adopt_started(channel, conn.handle.clone(), up, reader, true, tap.clone());
     tokio::pin!(relayed);
     let (mut sizes_open, mut signals_open, mut events_open) = (true, true, true);
     let mut lost = None;
@@ -194,6 +217,9 @@ pub(super) async fn relay(
             changed = input.sizes.changed(), if sizes_open => match changed {
                 Ok(()) => {
                     let s = *input.sizes.borrow_and_update();
+                    if let Some(tap) = &tap {
+                        tap.resize(s.cols, s.rows).await;
+                    }
                     let request = ChannelRequest::WindowChange {
                         col_width: s.cols,
                         row_height: s.rows,
@@ -230,6 +256,27 @@ pub(super) async fn relay(
         exit_status: report.exit_status,
     }
     .emit();
+    if let Some(recording) = recording {
+        recording
+            .finish(
+                report.bytes_to_upstream,
+                report.bytes_to_client,
+                report.exit_status,
+                report.exit_signal.clone(),
+            )
+            .await;
+    }
+    if report.end == PumpEnd::RecordingFailed {
+        let line = "tether: the session ended: its recording could not be written\r\n";
+        let _ = conn
+            .handle
+            .extended_data(id, 1, line.as_bytes().to_vec())
+            .await;
+        let _ = conn.handle.eof(id).await;
+        if conn.remove_channel(id) {
+            let _ = conn.handle.close(id).await;
+        }
+    }
     if report.end == PumpEnd::UpstreamLost {
         let reason = lost.unwrap_or_else(|| "upstream connection closed".to_string());
         let line = format!("tether: route {route:?}: {}\r\n", printable(&reason));

@@ -122,6 +122,7 @@ fn context(deps: SshDeps) -> Arc<Ctx> {
         waiters: Default::default(),
         gate,
         codes,
+        recordings_dir: deps.recordings_dir.clone(),
     })
 }
 

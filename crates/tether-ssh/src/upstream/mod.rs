@@ -88,6 +88,7 @@ pub use error::UpstreamError;
 pub use handler::UpstreamEvent;
 pub use hostkey::HostKeyCheck;
 pub(crate) use outcome::bounded;
+pub(crate) use pump::pump_tapped;
 pub use pump::{pump, PumpEnd, PumpReport};
 
 use handler::{HandlerError, Shared, UpstreamHandler};

@@ -22,6 +22,7 @@ use russh::{server, Channel, ChannelMsg};
 use tether_core::metrics::Metrics;
 
 use super::channel::{UpstreamChannel, UpstreamReader};
+use crate::record::Tap;
 
 /// Which side ended the relay, and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +36,9 @@ pub enum PumpEnd {
     /// The upstream connection went away; the client channel is left open for the
     /// caller to explain and close (the connection actor disconnects the client).
     UpstreamLost,
+    /// The channel's recording could not be written on a fail-closed route; both
+    /// channels are left open for the caller to explain and close.
+    RecordingFailed,
 }
 
 /// What a finished relay did (for the audit log and metrics).
@@ -71,6 +75,19 @@ pub async fn pump(
     reader: UpstreamReader,
     metrics: Arc<Metrics>,
 ) -> PumpReport {
+    pump_tapped(client, client_handle, upstream, reader, metrics, None).await
+}
+
+/// [`pump`], with `tap` (on a recorded route) getting every chunk before it is
+/// handed on (`crate::record`).
+pub(crate) async fn pump_tapped(
+    client: Channel<server::Msg>,
+    client_handle: server::Handle,
+    upstream: UpstreamChannel,
+    reader: UpstreamReader,
+    metrics: Arc<Metrics>,
+    tap: Option<Tap>,
+) -> PumpReport {
     let (mut client_read, client_write) = client.split();
     let client_id = client_write.id();
     let mut upstream_read = reader.read;
@@ -82,7 +99,13 @@ pub async fn pump(
     let client_to_upstream = async {
         let up = upstream.writer();
         loop {
-            let sent = match client_read.wait().await {
+            let msg = client_read.wait().await;
+            if let (Some(tap), Some(ChannelMsg::Data { data })) = (&tap, &msg) {
+                if tap.input(data).await.is_err() {
+                    return PumpEnd::RecordingFailed;
+                }
+            }
+            let sent = match msg {
                 Some(ChannelMsg::Data { data }) => {
                     to_upstream_bytes.fetch_add(len_u64(data.len()), Ordering::Relaxed);
                     metrics
@@ -114,7 +137,17 @@ pub async fn pump(
 
     let upstream_to_client = async {
         loop {
-            let sent = match upstream_read.wait().await {
+            let msg = upstream_read.wait().await;
+            if let (
+                Some(tap),
+                Some(ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }),
+            ) = (&tap, &msg)
+            {
+                if tap.output(data).await.is_err() {
+                    return PumpEnd::RecordingFailed;
+                }
+            }
+            let sent = match msg {
                 Some(ChannelMsg::Data { data }) => {
                     to_client_bytes.fetch_add(len_u64(data.len()), Ordering::Relaxed);
                     metrics

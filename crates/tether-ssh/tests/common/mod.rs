@@ -94,6 +94,8 @@ pub fn config(sign_in_timeout: Duration) -> Config {
         administrators: None,
         signout_redirect_url: None,
         workload_identity: Vec::new(),
+        recording: Default::default(),
+        recording_storage: Default::default(),
     }
 }
 
@@ -142,6 +144,7 @@ async fn start_full(config: Config, served: Arc<dyn Store>, store: Arc<MemorySto
         user_ca: Arc::new(user_ca),
         clock: Arc::new(SystemClock),
         registry: registry.clone(),
+        recordings_dir: None,
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(tether_ssh::run(listener, deps, shutdown.clone()));

@@ -13,6 +13,7 @@ pub(crate) mod bindings;
 pub(crate) mod callback;
 pub(crate) mod console;
 pub(crate) mod misc;
+pub(crate) mod recordings;
 pub(crate) mod sign_in;
 pub(crate) mod sign_out;
 pub(crate) mod workload;

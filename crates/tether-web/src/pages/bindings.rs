@@ -177,8 +177,10 @@ pub(crate) fn page(
         String::new()
     };
     body.push_str(&format!(
-        "<p>{console}<a href=\"/.pomerium/\">Who am I</a> · \
-         <a href=\"/.pomerium/sign_out\">Sign out</a></p>"
+        "<p>{console}<a href=\"{recordings}\" id=\"recordings-link\">Your recordings</a> · \
+         <a href=\"/.pomerium/\">Who am I</a> · \
+         <a href=\"/.pomerium/sign_out\">Sign out</a></p>",
+        recordings = super::recordings::RECORDINGS_PATH,
     ));
     layout("Bindings", Some(who), &body)
 }

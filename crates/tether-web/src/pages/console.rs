@@ -112,13 +112,22 @@ pub(crate) fn sessions_table(
             None => format!("internal CLI as {}", esc(&s.login)),
         };
         let label = if everyone { "End" } else { "Disconnect" };
+        // The console links each session's recordings (none if not recorded).
+        let recordings = if everyone {
+            format!(
+                "<a class=\"recordings-link\" href=\"{}\">Recordings</a>",
+                esc(&super::recordings::of_session(&s.id))
+            )
+        } else {
+            String::new()
+        };
         t.push_str(&format!(
             "<tr class=\"session\" data-session-id=\"{id}\"><td class=\"mono\">{id}</td>{user_td}\
              <td><code class=\"fingerprint\">{fp}</code></td><td>{route_login}</td>\
              <td class=\"mono\">{from}</td><td class=\"mono\">{client}</td>\
              <td class=\"mono\">{replica}</td><td>{started}</td>\
              <td class=\"nowrap\">{bin} / {bout}</td><td class=\"idle\">{idle}</td>\
-             <td class=\"buttons\">{end}</td></tr>",
+             <td class=\"buttons\">{end}{recordings}</td></tr>",
             id = esc(&s.id),
             fp = esc(&s.fingerprint),
             from = esc(&s.source),
@@ -243,8 +252,10 @@ pub(crate) fn page(c: &Console<'_>, who: &str, csrf: &str) -> String {
          <h2>Users</h2><p class=\"note\">Cut off: revokes every binding and remembered key \
          of the user, ends their web sessions and closes their connections on every replica.</p>\
          {users}<h2>Bindings</h2>{bindings}\
-         <p><a href=\"/.pomerium/session_binding_info\">Your bindings</a> · \
+         <p><a href=\"{recordings}\" id=\"recordings-link\">Recordings</a> · \
+         <a href=\"/.pomerium/session_binding_info\">Your bindings</a> · \
          <a href=\"/.pomerium/\">Who am I</a></p>",
+        recordings = super::recordings::RECORDINGS_PATH,
         f = esc(filter),
         sessions = sessions_table(c.sessions, csrf, c.now, true, "console"),
         users = users_table(c.users, csrf),

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 pub(crate) mod bindings;
 pub(crate) mod console;
+pub(crate) mod recordings;
 pub(crate) mod verify;
 
 /// Escapes text for an HTML text node or a double-quoted attribute.
@@ -28,13 +29,18 @@ pub(crate) const VERIFY_JS_PATH: &str = "/.pomerium/assets/verify.js";
 
 /// Wraps a body in the common layout. `who` is the signed-in user, if any.
 pub(crate) fn layout(title: &str, who: Option<&str>, body: &str) -> String {
+    layout_with_head(title, who, "", body)
+}
+
+/// [`layout`] with more in `<head>` (`head`: trusted markup, the player's files).
+pub(crate) fn layout_with_head(title: &str, who: Option<&str>, head: &str, body: &str) -> String {
     let who = who
         .map(|w| format!("<span class=\"who\">signed in as <b>{}</b></span>", esc(w)))
         .unwrap_or_default();
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{} · tether</title><link rel=\"stylesheet\" href=\"{CSS_PATH}\"></head><body>\
+         <title>{} · tether</title><link rel=\"stylesheet\" href=\"{CSS_PATH}\">{head}</head><body>\
          <header><a class=\"brand\" href=\"/.pomerium/\">tether</a>{who}</header>\
          <main>{body}</main></body></html>\n",
         esc(title)

@@ -13,4 +13,5 @@ mod callback;
 mod console;
 mod handlers;
 mod login;
+mod recordings;
 pub(crate) mod support;

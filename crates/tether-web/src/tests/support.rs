@@ -83,6 +83,8 @@ pub fn config(base: &str, idp: &str) -> Config {
         administrators: None,
         signout_redirect_url: None,
         workload_identity: Vec::new(),
+        recording: Default::default(),
+        recording_storage: Default::default(),
     }
 }
 
@@ -380,6 +382,11 @@ impl Store for TestStore {
     }
 }
 
+/// The dev IdP with the fixed test key.
+fn test_idp(users: Vec<DevIdpUser>, issuer: String) -> DevIdp {
+    DevIdp::from_private_key_pem(users, issuer, TEST_KEY_1).unwrap()
+}
+
 /// The web app (with the dev IdP) served on a loopback port.
 pub struct TestApp {
     pub base: String,
@@ -407,27 +414,33 @@ impl TestApp {
     }
 
     pub async fn spawn_with(make_idp: impl FnOnce(Vec<DevIdpUser>, String) -> DevIdp) -> TestApp {
-        Self::spawn_inner(|_| {}, make_idp).await
+        Self::spawn_inner(|_| {}, make_idp, None).await
     }
 
     /// As [`TestApp::spawn`], with the config changed by `edit` first.
     pub async fn spawn_configured(edit: impl FnOnce(&mut Config)) -> TestApp {
-        Self::spawn_inner(edit, |users, issuer| {
-            DevIdp::from_private_key_pem(users, issuer, TEST_KEY_1).unwrap()
-        })
-        .await
+        Self::spawn_inner(edit, test_idp, None).await
+    }
+
+    /// As [`TestApp::spawn_configured`], reading session recordings from `dir`.
+    pub async fn spawn_recorded(
+        edit: impl FnOnce(&mut Config),
+        dir: std::path::PathBuf,
+    ) -> TestApp {
+        Self::spawn_inner(edit, test_idp, Some(dir)).await
     }
 
     async fn spawn_inner(
         edit: impl FnOnce(&mut Config),
         make_idp: impl FnOnce(Vec<DevIdpUser>, String) -> DevIdp,
+        recordings_dir: Option<std::path::PathBuf>,
     ) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let issuer = format!("{base}/dev-idp");
         let mut config = config(&base, &issuer);
         edit(&mut config);
-        let app = Self::build(config, Some(make_idp(users(), issuer)));
+        let app = Self::build_recorded(config, Some(make_idp(users(), issuer)), recordings_dir);
         tokio::spawn(crate::serve(
             listener,
             app.app.clone(),
@@ -440,6 +453,15 @@ impl TestApp {
 
     /// The app without serving it (for an external or absent IdP).
     pub fn build(config: Config, dev_idp: Option<DevIdp>) -> TestApp {
+        Self::build_recorded(config, dev_idp, None)
+    }
+
+    /// As [`TestApp::build`], reading session recordings from `recordings_dir`.
+    pub fn build_recorded(
+        config: Config,
+        dev_idp: Option<DevIdp>,
+        recordings_dir: Option<std::path::PathBuf>,
+    ) -> TestApp {
         let store = Arc::new(TestStore::default());
         let clock = FakeClock::new();
         let live = Arc::new(Live::default());
@@ -451,6 +473,7 @@ impl TestApp {
             clock: clock.clone(),
             live: live.clone(),
             dev_idp,
+            recordings_dir,
         });
         TestApp {
             base: config.authenticate_service_url.clone(),

@@ -138,9 +138,16 @@ const TETHER_KEYS: &[&str] = &[
     "http_max_connections_per_source",
     "signout_redirect_url",
     "workload_identity",
+    "session_recording",
 ];
 
-const ROUTE_KEYS: &[&str] = &["from", "to", "policy", "allow_any_authenticated_user"];
+const ROUTE_KEYS: &[&str] = &[
+    "from",
+    "to",
+    "policy",
+    "allow_any_authenticated_user",
+    recording::KEY,
+];
 
 struct Ctx<'a> {
     file: &'a str,
@@ -354,11 +361,30 @@ pub fn load_config(
     // Pomerium's legacy top-level `policy:` list holds routes too; both are read.
     let mut routes = Vec::new();
     let mut upstream_limits = BTreeMap::new();
+    let mut route_recording = BTreeMap::new();
     for key in ["policy", "routes"] {
         if let Some(n) = top.get(key) {
-            parse_routes(&mut ctx, key, n, &mut routes, &mut upstream_limits)?;
+            parse_routes(
+                &mut ctx,
+                key,
+                n,
+                &mut routes,
+                &mut upstream_limits,
+                &mut route_recording,
+            )?;
         }
     }
+    let (recording_default, recording_storage) = match top.get(recording::KEY) {
+        Some(n) => recording::top(&ctx, n)?,
+        None => Default::default(),
+    };
+    let recording = routes
+        .iter()
+        .filter_map(|r| {
+            let own: recording::Written = route_recording.get(&r.name).cloned().unwrap_or_default();
+            own.over(&recording_default).map(|s| (r.name.clone(), s))
+        })
+        .collect();
     let dev_idp_users = match top.get("dev_idp") {
         Some(n) => parse_dev_idp(&ctx, n)?,
         None => Vec::new(),
@@ -379,6 +405,8 @@ pub fn load_config(
     };
     let config = Config {
         workload_identity,
+        recording,
+        recording_storage,
         signout_redirect_url,
         address,
         insecure_server: top.flag(&ctx, "insecure_server")?,
@@ -812,6 +840,7 @@ fn parse_routes(
     node: &Node,
     routes: &mut Vec<Route>,
     limits: &mut BTreeMap<String, UpstreamLimits>,
+    recordings: &mut BTreeMap<String, recording::Written>,
 ) -> Result<(), ConfigError> {
     let Some(items) = node.as_seq() else {
         return Err(ctx.err(node.line, format!("{key}: expected a list of routes")));
@@ -854,6 +883,9 @@ fn parse_routes(
             .transpose()?
             .unwrap_or(false);
         limits.insert(name.clone(), upstream::parse(ctx, item)?);
+        if let Some(n) = item.get(recording::KEY) {
+            recordings.insert(name.clone(), recording::route(ctx, n)?);
+        }
         routes.push(Route {
             name,
             to,
@@ -1029,6 +1061,7 @@ fn parse_dev_idp(ctx: &Ctx, node: &Node) -> Result<Vec<DevIdpUser>, ConfigError>
         .collect()
 }
 
+mod recording;
 mod upstream;
 mod workload;
 

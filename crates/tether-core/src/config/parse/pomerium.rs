@@ -288,8 +288,4 @@ pub(super) const REFUSED_ROUTE_KEYS: &[(&str, &str)] = &[
         "response",
         "is not supported: an SSH route needs to: ssh://HOST[:PORT]",
     ),
-    (
-        "session_recording",
-        "is not supported here: tether does not record SSH sessions",
-    ),
 ];

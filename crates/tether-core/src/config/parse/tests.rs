@@ -529,3 +529,100 @@ fn workload_identity_issuers_parse_with_limits() {
         .to_string();
     assert!(e.contains("logins must not be empty"), "{e}");
 }
+
+#[test]
+fn session_recording_per_route_over_the_top_level_default() {
+    let p = parse(
+        "session_recording:
+  input: true
+  directory: /var/lib/tether/rec
+  retention: 168h
+  max_size: 10MiB
+routes:
+  - from: ssh://prod
+    to: ssh://10.0.0.1
+    allow_any_authenticated_user: true
+    session_recording: {enabled: true}
+  - from: ssh://db
+    to: ssh://10.0.0.2
+    allow_any_authenticated_user: true
+    session_recording: {enabled: true, input: false, command_output: true, fail_closed: false}
+  - from: ssh://dev
+    to: ssh://10.0.0.3
+    allow_any_authenticated_user: true
+",
+    )
+    .unwrap();
+    let c = &p.config;
+    let prod = c.recording_of("prod").unwrap();
+    assert!(
+        prod.input && !prod.command_output && prod.fail_closed,
+        "{prod:?}"
+    );
+    let db = c.recording_of("db").unwrap();
+    assert!(!db.input && db.command_output && !db.fail_closed, "{db:?}");
+    assert_eq!(c.recording_of("dev"), None, "not enabled anywhere");
+    assert_eq!(
+        c.recording_directory(std::path::Path::new("/data")),
+        std::path::PathBuf::from("/var/lib/tether/rec")
+    );
+    assert_eq!(
+        c.recording_storage.retention,
+        Duration::from_secs(7 * 86400)
+    );
+    assert_eq!(c.recording_storage.max_size, 10 << 20);
+
+    // The top-level `enabled` records every route; defaults otherwise.
+    let p = parse(
+        "session_recording: {enabled: true}
+routes:
+  - from: ssh://dev
+    to: ssh://10.0.0.3
+    allow_any_authenticated_user: true
+  - from: ssh://off
+    to: ssh://10.0.0.4
+    allow_any_authenticated_user: true
+    session_recording: {enabled: false}
+",
+    )
+    .unwrap();
+    let dev = p.config.recording_of("dev").unwrap();
+    assert!(!dev.input && !dev.command_output && dev.fail_closed);
+    assert_eq!(p.config.recording_of("off"), None);
+    assert_eq!(
+        p.config.recording_directory(std::path::Path::new("/data")),
+        std::path::PathBuf::from("/data/recordings")
+    );
+}
+
+#[test]
+fn malformed_session_recording_is_a_one_line_error() {
+    let route = |v: &str| {
+        parse(&format!(
+            "routes:\n  - from: ssh://prod\n    to: ssh://10.0.0.1\n    session_recording: {v}\n"
+        ))
+        .unwrap_err()
+        .to_string()
+    };
+    assert!(route("true").contains("session_recording: expected a mapping"));
+    assert!(route("{enabled: maybe}").contains("session_recording.enabled"));
+    let e = route("{directory: /x}");
+    assert!(
+        e.contains("session_recording.directory: unknown key"),
+        "{e}"
+    );
+    let top = |v: &str| {
+        parse(&format!("session_recording: {v}\n"))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(top("{max_size: lots}").contains("not a size"));
+    assert!(top("{max_size: 10}").contains("at least 4KiB"));
+    assert!(top("{retention: 5m}").contains("at least 1h"));
+    assert!(top("{directory: ''}").contains("expected a directory path"));
+    assert!(top("{colour: red}").contains("unknown key"));
+    for e in [top("{max_size: lots}"), route("{enabled: maybe}")] {
+        assert!(e.starts_with("config.yaml:"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+}
