@@ -4,8 +4,9 @@
 //! - A shell (pty or not) is an asciicast v2 file (`tether_core::recording`):
 //!   output, resizes, input only where the route records input.
 //! - A command (`ssh host cmd`) is a `session_command` audit event when it ends
-//!   (command line, exit status, bytes, duration); its output goes to a file only
-//!   where the route sets `command_output`.
+//!   (command line, exit status, bytes, duration); its output goes to a file when
+//!   it has a terminal (`ssh -t host top` is interactive) or where the route sets
+//!   `command_output`.
 //! - The `sftp` subsystem is parsed (bounded, `tether_core::sftp`) into
 //!   `sftp_operation` audit events; no file.
 //!
@@ -178,7 +179,8 @@ impl Recorder {
         let (tx, rx) = mpsc::channel(TAP_QUEUE);
         let wants_file = match program {
             Program::Shell => true,
-            Program::Exec(_) => self.settings.command_output,
+            // A command in a terminal (`ssh -t host top`) is interactive.
+            Program::Exec(_) => pty.is_some() || self.settings.command_output,
             Program::Subsystem(_) => false,
         };
         let tap = |input: bool| Tap {

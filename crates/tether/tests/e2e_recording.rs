@@ -368,3 +368,146 @@ fn a_recording_that_cannot_be_written_refuses_the_session() {
     let (status, out, _) = gw.ssh_batch(&key, "alice@plain", &["echo", "fine"]);
     assert_eq!((status, out.trim()), (Some(0), "fine"));
 }
+
+/// VmRSS of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Two replicas on one PostgreSQL share the recording directory: a session on
+/// replica A that floods output is capped at `max_size` (tether's memory stays
+/// flat: the relay waits for the disk), and alice plays it from replica B's web app.
+#[test]
+fn a_flood_is_capped_and_another_replica_plays_it_back() {
+    if !components_present()
+        || !require("PostgreSQL server", postgres_bin_dir().is_some())
+        || !require("/usr/sbin/sshd", Path::new("/usr/sbin/sshd").exists())
+    {
+        return;
+    }
+    ensure_user("alice");
+    let pg = Postgres::start();
+    let db = pg.create_database("tether_recording");
+    let keys = key_dir();
+    let recordings = tempfile::tempdir().unwrap();
+    let ca = gen_client_key(keys.path(), "tether_ca");
+    let sshd = Sshd::start(&PathBuf::from(format!("{}.pub", ca.display())));
+    let (http_a, ssh_a, http_b, ssh_b) = (free_port(), free_port(), free_port(), free_port());
+    let idp = Idp::start(
+        CLIENT_ID,
+        CLIENT_SECRET,
+        &format!("http://127.0.0.1:{http_a}/oauth2/callback"),
+    );
+    let shared = format!(
+        "databroker_storage_type: postgres
+databroker_storage_connection_string: {db}
+cookie_secret: dGV0aGVyLXJlY29yZGluZy1yZXBsaWNhcy1rZXkhISE=
+ssh_user_ca_key_file: {ca}
+session_recording:
+  directory: {dir}
+  max_size: 1MiB
+routes:
+  - from: ssh://prod
+    to: ssh://127.0.0.1:{port}
+    allow_any_authenticated_user: true
+    session_recording: {{enabled: true}}
+",
+        ca = ca.display(),
+        dir = recordings.path().display(),
+        port = sshd.port,
+    );
+    let yaml_a = config_yaml(http_a, ssh_a, &idp.issuer, &shared);
+    let yaml_b = config_yaml(http_b, ssh_b, &idp.issuer, &shared).replace(
+        &format!("authenticate_service_url: http://127.0.0.1:{http_b}"),
+        &format!("authenticate_service_url: http://127.0.0.1:{http_a}"),
+    );
+    let a = TetherProcess::start(&yaml_a, &[]);
+    let b = TetherProcess::start(&yaml_b, &[]);
+
+    // alice binds a key on A.
+    let key = new_key(keys.path(), "alice");
+    let port_a = ssh_a.to_string();
+    let mut args: Vec<&str> = SSH_DEFAULT_ARGS.to_vec();
+    args.extend([
+        "-p",
+        &port_a,
+        "-i",
+        key.to_str().unwrap(),
+        "alice@127.0.0.1",
+        "whoami",
+    ]);
+    let mut first = SshClient::spawn(&args);
+    let alice = BrowserProfile::new("recording_replicas_alice");
+    alice
+        .run(json!([
+            {"goto": sign_in_url(&first)},
+            {"login": {"user": "alice", "password": "alice-password"}},
+            {"click": "#authorize"},
+            {"expectText": "Sign in successful"},
+        ]))
+        .assert_ok();
+    assert_eq!(
+        first.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        first.output()
+    );
+
+    // A shell on A that prints ~60 MiB through its terminal.
+    let pid = a.pid().unwrap();
+    let before = rss_kib(pid);
+    let mut args: Vec<&str> = SSH_DEFAULT_ARGS.to_vec();
+    args.extend([
+        "-tt",
+        "-p",
+        &port_a,
+        "-i",
+        key.to_str().unwrap(),
+        "alice@prod@127.0.0.1",
+        "head -c 45000000 /dev/zero | base64 -w 76; echo flood-done",
+    ]);
+    let (status, out, err) = run_ssh(&args, Duration::from_secs(240));
+    assert_eq!(status, Some(0), "{err}");
+    assert!(
+        out.contains("flood-done"),
+        "the whole output reached the client"
+    );
+    let after = rss_kib(pid);
+    assert!(
+        after.saturating_sub(before) < 64 * 1024,
+        "tether grew from {before} KiB to {after} KiB relaying a recorded flood"
+    );
+    assert!(wait_until(Duration::from_secs(10), || a
+        .logs()
+        .contains("\"event\":\"recording_ended\"")));
+    let files = casts(recordings.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let size = std::fs::metadata(&files[0]).unwrap().len();
+    assert!(size <= (1 << 20) + 200, "capped at max_size: {size} bytes");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(text.contains("recording truncated"), "the cap is marked");
+    assert!(a.logs().contains("\"truncated\":true"), "{}", a.logs());
+    let id = files[0].file_stem().unwrap().to_str().unwrap().to_string();
+
+    // Replica B's web app lists and plays what A recorded (same cookie secret, so
+    // alice's session from A holds on B).
+    alice
+        .run(json!([
+            {"goto": format!("http://127.0.0.1:{http_b}/.tether/recordings")},
+            {"click": format!("#play-{id}")},
+            {"expectText": "Download .cast"},
+            {"screenshot": "recording-played-on-replica-b"},
+        ]))
+        .assert_ok();
+    assert!(
+        b.logs().contains("\"event\":\"recording_viewed\""),
+        "{}",
+        b.logs()
+    );
+    drop(sshd);
+}
