@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use crate::access::{self, AccessDenied, AccessGranted, AccessRequest};
 use crate::live::LiveConfig;
+use crate::record::Recorder;
 use crate::upstream::{self, HostKeyCheck, Upstream, UpstreamError, UpstreamEvent};
 
 /// Who a connection acts for: made once at admission, shared (`Arc`) by the
@@ -287,6 +288,33 @@ pub(crate) fn test_principal(groups: &[&str]) -> Principal {
         key: KeyInput::default(),
         source: IpAddr::from([127, 0, 0, 1]),
     }
+}
+
+/// The recorder of `principal`'s connection to `route` as `login`, when the route
+/// is recorded (`session_recording`); `replica` names this replica in the
+/// recordings' live session ids.
+pub(crate) fn recorder(
+    config: &Config,
+    directory: Option<&std::path::Path>,
+    replica: &str,
+    principal: &Principal,
+    route: &str,
+    login: &str,
+) -> Option<Recorder> {
+    let settings = *config.recording_of(route)?;
+    let identity = principal.identity();
+    Some(Recorder {
+        settings,
+        directory: directory.map(std::path::Path::to_path_buf),
+        max_size: config.recording_storage.max_size,
+        conn: principal.conn,
+        session_id: tether_core::connection::session_id(replica, principal.conn),
+        route: route.to_string(),
+        login: login.to_string(),
+        user_id: identity.subject.clone(),
+        email: identity.email.clone(),
+        fingerprint: principal.fingerprint.clone(),
+    })
 }
 
 #[cfg(test)]

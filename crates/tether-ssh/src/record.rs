@@ -35,6 +35,10 @@ use tokio::sync::mpsc;
 const TAP_QUEUE: usize = 16;
 /// The writer's buffer; flushed when full and every [`FLUSH_EVERY`].
 const WRITE_BUFFER: usize = 16 * 1024;
+/// What the client is told when its session ends because its recording failed.
+pub(crate) const ENDED_UNRECORDED: &str =
+    "tether: the session ended: its recording could not be written";
+
 /// How often buffered events reach the file.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -80,6 +84,15 @@ pub(crate) struct Recording {
     program: Program,
     started: Instant,
     recorder: Arc<Recorder>,
+}
+
+/// How a recorded channel ended (from its relay's report).
+#[derive(Debug)]
+pub(crate) struct Ended {
+    pub(crate) bytes_to_upstream: u64,
+    pub(crate) bytes_to_client: u64,
+    pub(crate) exit_status: Option<u32>,
+    pub(crate) exit_signal: Option<String>,
 }
 
 /// What the pump sends.
@@ -136,31 +149,6 @@ impl Tap {
 }
 
 impl Recorder {
-    /// The recorder of `principal`'s connection to `route` as `login`, when the
-    /// route is recorded.
-    pub(crate) fn for_route(
-        ctx: &crate::context::Ctx,
-        principal: &crate::admission::Principal,
-        route: &str,
-        login: &str,
-    ) -> Option<Recorder> {
-        let config = ctx.config();
-        let settings = *config.recording_of(route)?;
-        let identity = principal.identity();
-        Some(Recorder {
-            settings,
-            directory: ctx.recordings_dir.clone(),
-            max_size: config.recording_storage.max_size,
-            conn: principal.conn,
-            session_id: tether_core::connection::session_id(ctx.registry.replica(), principal.conn),
-            route: route.to_string(),
-            login: login.to_string(),
-            user_id: identity.subject.clone(),
-            email: identity.email.clone(),
-            fingerprint: principal.fingerprint.clone(),
-        })
-    }
-
     /// Starts recording a session channel that is about to run `program`;
     /// `Err(line)` when it cannot be recorded and the route fails closed.
     pub(crate) async fn start(
@@ -273,13 +261,13 @@ impl Recorder {
 
 impl Recording {
     /// The channel ended: the exit marker, and the command's audit event.
-    pub(crate) async fn finish(
-        self,
-        bytes_to_upstream: u64,
-        bytes_to_client: u64,
-        exit_status: Option<u32>,
-        exit_signal: Option<String>,
-    ) {
+    pub(crate) async fn finish(self, ended: Ended) {
+        let Ended {
+            bytes_to_upstream,
+            bytes_to_client,
+            exit_status,
+            exit_signal,
+        } = ended;
         let label = match (&exit_status, &exit_signal) {
             (Some(code), _) => format!("exit {code}"),
             (None, Some(sig)) => format!("signal {sig}"),

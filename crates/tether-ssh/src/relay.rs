@@ -667,7 +667,7 @@ async fn serve_session(
     let tap = recording.as_ref().and_then(|r| r.tap.clone());
     let report = pump_tapped(channel, handle.clone(), up.clone(), reader, metrics, tap).await;
     if report.end == PumpEnd::RecordingFailed {
-        let line = "tether: the session ended: its recording could not be written";
+        let line = crate::record::ENDED_UNRECORDED;
         tracing::warn!("{line}");
         let _ = handle
             .extended_data(id, 1, format!("{line}\r\n").into_bytes())
@@ -677,15 +677,22 @@ async fn serve_session(
         let _ = up.writer().close().await;
     }
     if let Some(recording) = recording {
-        recording
-            .finish(
-                report.bytes_to_upstream,
-                report.bytes_to_client,
-                report.exit_status,
-                report.exit_signal.clone(),
-            )
-            .await;
+        recording.finish(ended(&report)).await;
     }
+    log_end(id, &report);
+}
+
+/// A recording's end, from its relay's report.
+pub(crate) fn ended(report: &PumpReport) -> crate::record::Ended {
+    crate::record::Ended {
+        bytes_to_upstream: report.bytes_to_upstream,
+        bytes_to_client: report.bytes_to_client,
+        exit_status: report.exit_status,
+        exit_signal: report.exit_signal.clone(),
+    }
+}
+
+fn log_end(id: ChannelId, report: &PumpReport) {
     tracing::debug!(
         channel = %id,
         end = ?report.end,
@@ -730,14 +737,7 @@ async fn relay_channel(
 ) {
     let id = channel.id();
     let report = pump_tapped(channel, handle, up, reader, metrics, None).await;
-    tracing::debug!(
-        channel = %id,
-        end = ?report.end,
-        to_upstream = report.bytes_to_upstream,
-        to_client = report.bytes_to_client,
-        exit_status = ?report.exit_status,
-        "channel relay ended"
-    );
+    log_end(id, &report);
 }
 
 #[cfg(test)]

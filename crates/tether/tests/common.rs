@@ -246,3 +246,41 @@ pub fn bind_key(gw: &Gateway, key: &Path, user: &str, browser: &BrowserProfile, 
         ssh.output()
     );
 }
+
+/// Two replicas on free ports behind one public sign-in address (A's, as a load
+/// balancer's would be in production), sharing `shared` config lines (the store,
+/// the cookie secret, routes, ...), with the test IdP.
+pub struct Replicas {
+    pub idp: Idp,
+    pub a: TetherProcess,
+    pub b: TetherProcess,
+    pub http_a: u16,
+    pub ssh_a: u16,
+    pub http_b: u16,
+    pub ssh_b: u16,
+}
+
+pub fn start_replicas(shared: &str) -> Replicas {
+    let (http_a, ssh_a, http_b, ssh_b) = (free_port(), free_port(), free_port(), free_port());
+    let idp = Idp::start(
+        CLIENT_ID,
+        CLIENT_SECRET,
+        &format!("http://127.0.0.1:{http_a}/oauth2/callback"),
+    );
+    let yaml_a = config_yaml(http_a, ssh_a, &idp.issuer, shared);
+    let yaml_b = config_yaml(http_b, ssh_b, &idp.issuer, shared).replace(
+        &format!("authenticate_service_url: http://127.0.0.1:{http_b}"),
+        &format!("authenticate_service_url: http://127.0.0.1:{http_a}"),
+    );
+    let a = TetherProcess::start(&yaml_a, &[]);
+    let b = TetherProcess::start(&yaml_b, &[]);
+    Replicas {
+        idp,
+        a,
+        b,
+        http_a,
+        ssh_a,
+        http_b,
+        ssh_b,
+    }
+}

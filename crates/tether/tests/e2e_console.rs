@@ -65,13 +65,6 @@ fn administrators_see_and_end_sessions_on_every_replica() {
     let keys = key_dir();
     let ca = gen_client_key(keys.path(), "tether_ca");
     let sshd = Sshd::start(&PathBuf::from(format!("{}.pub", ca.display())));
-    let (http_a, ssh_a, http_b, ssh_b) = (free_port(), free_port(), free_port(), free_port());
-    let idp = Idp::start(
-        CLIENT_ID,
-        CLIENT_SECRET,
-        &format!("http://127.0.0.1:{http_a}/oauth2/callback"),
-    );
-    idp.set_groups("carol", &["tether-admins"]);
     let shared = format!(
         "databroker_storage_type: postgres
 databroker_storage_connection_string: {db}
@@ -90,13 +83,16 @@ routes:
         ca = ca.display(),
         port = sshd.port,
     );
-    let yaml_a = config_yaml(http_a, ssh_a, &idp.issuer, &shared);
-    let yaml_b = config_yaml(http_b, ssh_b, &idp.issuer, &shared).replace(
-        &format!("authenticate_service_url: http://127.0.0.1:{http_b}"),
-        &format!("authenticate_service_url: http://127.0.0.1:{http_a}"),
-    );
-    let a = TetherProcess::start(&yaml_a, &[]);
-    let b = TetherProcess::start(&yaml_b, &[]);
+    let Replicas {
+        idp,
+        a,
+        b,
+        http_a,
+        ssh_a,
+        ssh_b,
+        ..
+    } = start_replicas(&shared);
+    idp.set_groups("carol", &["tether-admins"]);
     let logs = || format!("--- A ---\n{}\n--- B ---\n{}", a.logs(), b.logs());
 
     // alice binds a key (signed in on A), then holds a route session on A and a

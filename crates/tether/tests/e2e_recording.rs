@@ -397,12 +397,6 @@ fn a_flood_is_capped_and_another_replica_plays_it_back() {
     let recordings = tempfile::tempdir().unwrap();
     let ca = gen_client_key(keys.path(), "tether_ca");
     let sshd = Sshd::start(&PathBuf::from(format!("{}.pub", ca.display())));
-    let (http_a, ssh_a, http_b, ssh_b) = (free_port(), free_port(), free_port(), free_port());
-    let idp = Idp::start(
-        CLIENT_ID,
-        CLIENT_SECRET,
-        &format!("http://127.0.0.1:{http_a}/oauth2/callback"),
-    );
     let shared = format!(
         "databroker_storage_type: postgres
 databroker_storage_connection_string: {db}
@@ -421,13 +415,14 @@ routes:
         dir = recordings.path().display(),
         port = sshd.port,
     );
-    let yaml_a = config_yaml(http_a, ssh_a, &idp.issuer, &shared);
-    let yaml_b = config_yaml(http_b, ssh_b, &idp.issuer, &shared).replace(
-        &format!("authenticate_service_url: http://127.0.0.1:{http_b}"),
-        &format!("authenticate_service_url: http://127.0.0.1:{http_a}"),
-    );
-    let a = TetherProcess::start(&yaml_a, &[]);
-    let b = TetherProcess::start(&yaml_b, &[]);
+    let Replicas {
+        idp: _idp,
+        a,
+        b,
+        ssh_a,
+        http_b,
+        ..
+    } = start_replicas(&shared);
 
     // alice binds a key on A.
     let key = new_key(keys.path(), "alice");

@@ -29,27 +29,21 @@ fn replicas_share_sign_in_and_revocation_through_postgres() {
     }
     let pg = Postgres::start();
     let db = pg.create_database("tether_replicas");
-    let (http_a, ssh_a, http_b, ssh_b) = (free_port(), free_port(), free_port(), free_port());
-    let idp = Idp::start(
-        CLIENT_ID,
-        CLIENT_SECRET,
-        &format!("http://127.0.0.1:{http_a}/oauth2/callback"),
-    );
     let shared = format!(
         "databroker_storage_type: postgres
 databroker_storage_connection_string: {db}
 cookie_secret: {COOKIE_SECRET}
 "
     );
-    // Both replicas send users to the one public sign-in address (A's here, a load
-    // balancer's in production).
-    let yaml_a = config_yaml(http_a, ssh_a, &idp.issuer, &shared);
-    let yaml_b = config_yaml(http_b, ssh_b, &idp.issuer, &shared).replace(
-        &format!("authenticate_service_url: http://127.0.0.1:{http_b}"),
-        &format!("authenticate_service_url: http://127.0.0.1:{http_a}"),
-    );
-    let a = TetherProcess::start(&yaml_a, &[]);
-    let b = TetherProcess::start(&yaml_b, &[]);
+    let Replicas {
+        idp: _idp,
+        a,
+        b,
+        http_a,
+        ssh_a,
+        http_b,
+        ssh_b,
+    } = start_replicas(&shared);
     let logs = || {
         format!(
             "--- replica A ---\n{}\n--- replica B ---\n{}",

@@ -25,7 +25,6 @@ use super::limits::LimitExceeded;
 use super::{Actor, Phase};
 use crate::access::AccessGranted;
 use crate::admission::{self, Principal};
-use crate::record::Recorder;
 use crate::registry::{LiveAccess, Revoker, Shown};
 use crate::relay::{Relay, UPSTREAM_EVENTS};
 use crate::upstream::UpstreamEvent;
@@ -204,7 +203,14 @@ impl Actor {
         };
         let mut relay = Relay::new(upstream, ctx.metrics.clone());
         let login = grant.login().unwrap_or_default();
-        if let Some(recorder) = Recorder::for_route(&ctx, principal, &grant.target().route, login) {
+        if let Some(recorder) = admission::recorder(
+            &ctx.config(),
+            ctx.recordings_dir.as_deref(),
+            ctx.registry.replica(),
+            principal,
+            &grant.target().route,
+            login,
+        ) {
             relay.record(recorder);
         }
         Ok((relay, events))

@@ -30,8 +30,8 @@ use tether_core::audit::{AuditEvent, Via};
 use crate::admission;
 use crate::client::Conn;
 use crate::events::ChannelRequest;
-use crate::record::{Program, Pty, Recorder, Recording};
-use crate::relay::{Asked, Relay, UPSTREAM_EVENTS};
+use crate::record::{Program, Pty, Recording};
+use crate::relay::{ended, Asked, Relay, UPSTREAM_EVENTS};
 use crate::routes::printable;
 use crate::upstream::{
     bounded, PumpEnd, Upstream, UpstreamChannel, UpstreamError, UpstreamEvent, UpstreamReader,
@@ -79,7 +79,15 @@ pub(super) async fn connect(init: &PortalInit, route: &str) -> Result<Connected,
     let agent = init.carried.agent && permit.agent_forwarding;
     // A recorded route's recording starts first: one that cannot be written
     // refuses the hand-over on a fail-closed route.
-    let recording = match Recorder::for_route(ctx, &init.principal, route, &init.login) {
+    let recorder = admission::recorder(
+        &ctx.config(),
+        ctx.recordings_dir.as_deref(),
+        ctx.registry.replica(),
+        &init.principal,
+        route,
+        &init.login,
+    );
+    let recording = match recorder {
         Some(recorder) => {
             let size = *init.input.sizes.borrow();
             let pty = Pty {
@@ -257,21 +265,11 @@ pub(super) async fn relay(
     }
     .emit();
     if let Some(recording) = recording {
-        recording
-            .finish(
-                report.bytes_to_upstream,
-                report.bytes_to_client,
-                report.exit_status,
-                report.exit_signal.clone(),
-            )
-            .await;
+        recording.finish(ended(&report)).await;
     }
     if report.end == PumpEnd::RecordingFailed {
-        let line = "tether: the session ended: its recording could not be written\r\n";
-        let _ = conn
-            .handle
-            .extended_data(id, 1, line.as_bytes().to_vec())
-            .await;
+        let line = format!("{}\r\n", crate::record::ENDED_UNRECORDED);
+        let _ = conn.handle.extended_data(id, 1, line.into_bytes()).await;
         let _ = conn.handle.eof(id).await;
         if conn.remove_channel(id) {
             let _ = conn.handle.close(id).await;
