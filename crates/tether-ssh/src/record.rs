@@ -478,3 +478,35 @@ pub fn sweep_once(dir: &Path, retention: Duration) -> usize {
     }
     removed
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_deletes_only_old_recordings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let old = dir.join("20250101T000000Z-r1-1-0.cast");
+        let new = dir.join("20261208T000000Z-r1-2-0.cast");
+        let other = dir.join("notes.cast");
+        for p in [&old, &new, &other] {
+            std::fs::write(p, "{}\n").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(40 * 86400);
+        for p in [&old, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        assert_eq!(sweep_once(&dir, Duration::from_secs(30 * 86400)), 1);
+        assert!(!old.exists(), "past retention");
+        assert!(new.exists(), "within retention");
+        assert!(other.exists(), "not a recording: left alone");
+        assert_eq!(sweep_once(&dir.join("missing"), Duration::from_secs(1)), 0);
+    }
+}
