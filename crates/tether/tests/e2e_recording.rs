@@ -79,6 +79,11 @@ fn casts(dir: &Path) -> Vec<PathBuf> {
 /// sshd, and a gateway with routes `prod` (recorded: `recorded` are its
 /// `session_recording` keys) and `plain`, recordings in `recordings`.
 fn rig(recordings: &Path, recorded: &str) -> (Sshd, Gateway, tempfile::TempDir) {
+    rig_with(recordings, recorded, "")
+}
+
+/// [`rig`] with `extra` top-level config lines.
+fn rig_with(recordings: &Path, recorded: &str, extra: &str) -> (Sshd, Gateway, tempfile::TempDir) {
     let keys = key_dir();
     let ca = gen_client_key(keys.path(), "tether_ca");
     let sshd = Sshd::start(Path::new(&format!("{}.pub", ca.display())));
@@ -99,7 +104,7 @@ routes:
   - from: ssh://plain
     to: ssh://127.0.0.1:{port}
     allow_any_authenticated_user: true
-",
+{extra}",
         ca = ca.display(),
         dir = recordings.display(),
         port = sshd.port,
@@ -337,6 +342,91 @@ fn a_recorded_terminal_session_plays_back_and_commands_and_files_are_audited() {
             .iter()
             .any(|l| l.contains("\"op\":\"remove\"") && l.contains("\"status\":\"ok\"")),
         "the rm: {sftp_events:#?}"
+    );
+}
+
+/// The route portal's hand-over to a recorded route is recorded too (no way
+/// around the recording through `ssh -t gateway portal`).
+#[test]
+fn a_recorded_route_chosen_in_the_portal_is_recorded() {
+    if !components_present()
+        || !require("/usr/sbin/sshd", Path::new("/usr/sbin/sshd").exists())
+        || !require("tmux", have_program("tmux"))
+    {
+        return;
+    }
+    ensure_user("alice");
+    let recordings = tempfile::tempdir().unwrap();
+    let (_sshd, gw, keys) = rig_with(
+        recordings.path(),
+        "enabled: true",
+        "runtime_flags:\n  ssh_routes_portal: true\n",
+    );
+    let key = new_key(keys.path(), "alice");
+    bind_key(
+        &gw,
+        &key,
+        "alice",
+        &BrowserProfile::new("recording_portal"),
+        false,
+    );
+    let tmux = Tmux::new();
+    let mut ssh: Vec<String> = vec!["ssh".into(), "-tt".into()];
+    ssh.extend(SSH_DEFAULT_ARGS.iter().map(|s| s.to_string()));
+    ssh.extend([
+        "-p".into(),
+        gw.ssh_port.to_string(),
+        "-i".into(),
+        key.display().to_string(),
+        "alice@127.0.0.1".into(),
+        "portal".into(),
+    ]);
+    let line: Vec<String> = ssh.iter().map(|a| shell_quote(a)).collect();
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "rec",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &line.join(" "),
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    assert!(tmux.wait_pane("> prod"), "{}", tmux.pane());
+    tmux.run(&["send-keys", "-t", "rec", "Enter"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || tmux.pane().contains('$')),
+        "no prompt: {}\n{}",
+        tmux.pane(),
+        gw.tether.logs()
+    );
+    let token = format!("portal-{}", std::process::id());
+    tmux.run(&["send-keys", "-t", "rec", &format!("echo {token}"), "Enter"]);
+    assert!(tmux.wait_pane(&format!("\n{token}")), "{}", tmux.pane());
+    tmux.run(&["send-keys", "-t", "rec", "exit", "Enter"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || !tmux.alive()),
+        "ssh did not end: {}",
+        tmux.pane()
+    );
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .tether
+        .logs()
+        .contains("\"event\":\"recording_ended\"")));
+    let files = casts(recordings.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["tether"]["route"], "prod", "{header}");
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(100), Some(30))
+    );
+    assert!(
+        text.contains(&token),
+        "the portal's shell output is recorded"
     );
 }
 
